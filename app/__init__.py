@@ -1,0 +1,1 @@
+"""PhotoScore HTTP service, settings, catalogue database and command line."""

@@ -1,0 +1,322 @@
+"""Catalogue access shared by the indexer and the service.
+
+Writes (``add_track``, ``delete_track``) commit one transaction each and append a ``TrackEvent``
+inside it, so index replicas that follow the event log never miss or half-see a change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+from sqlalchemy import Select, delete, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.models import Clip, IndexState, Track, TrackEvent
+
+EMBEDDING_DTYPE = np.float32
+_IN_CHUNK = 5_000  # bound SQL parameter counts (SQLite's limit, PostgreSQL's plan size)
+
+
+@dataclass
+class ClipBatch:
+    """Per-clip outputs of the music branch for one track, in time order."""
+
+    starts: np.ndarray  # [n] seconds
+    ends: np.ndarray  # [n] seconds
+    va: np.ndarray  # [n, 2] valence, arousal in [0, 1]
+    embeddings: np.ndarray  # [n, d] L2-normalised float32
+
+    def __post_init__(self) -> None:
+        self.starts = np.asarray(self.starts, dtype=np.float64).reshape(-1)
+        self.ends = np.asarray(self.ends, dtype=np.float64).reshape(-1)
+        self.va = np.asarray(self.va, dtype=np.float32).reshape(-1, 2)
+        self.embeddings = np.ascontiguousarray(self.embeddings, dtype=EMBEDDING_DTYPE)
+        n = len(self.starts)
+        if self.embeddings.ndim != 2 or not (
+            len(self.ends) == len(self.va) == len(self.embeddings) == n
+        ):
+            raise ValueError(
+                f"ClipBatch sizes disagree: starts {n}, ends {len(self.ends)}, va {len(self.va)}, "
+                f"embeddings {self.embeddings.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+
+class ClipTable(NamedTuple):
+    """Clip metadata as parallel arrays (for mapping FAISS hits back to tracks and segments)."""
+
+    ids: np.ndarray  # int64
+    track_ids: np.ndarray  # int64
+    starts: np.ndarray  # float64
+    ends: np.ndarray  # float64
+
+
+class CatalogueVersion(NamedTuple):
+    """What an index built from the catalogue should contain; compare with the index sidecar."""
+
+    clip_count: int
+    last_event_id: int
+
+
+def add_track(
+    session: Session,
+    *,
+    sha256: str,
+    title: str,
+    artist: str | None,
+    album: str | None,
+    duration: float,
+    source: str | None,
+    audio_key: str | None,
+    license: str | None,
+    checkpoint_hash: str,
+    clips: ClipBatch,
+    commit: bool = True,
+) -> tuple[Track, bool]:
+    """Insert a track, its clips and an 'add' event in one transaction.
+
+    Returns ``(track, True)``, or ``(existing, False)`` when a track with this ``sha256`` exists —
+    also when a concurrent writer wins the race (the unique constraint decides, not a pre-check).
+    Track-level VA is the mean of the clip VA.
+    """
+    if len(clips) == 0:
+        raise ValueError("a track needs at least one clip")
+    # No read-before-write: on SQLite a read transaction that later writes can fail with
+    # "database is locked" when another writer committed in between.
+    va = clips.va.mean(axis=0)
+    track = Track(
+        sha256=sha256,
+        title=title,
+        artist=artist,
+        album=album,
+        duration=float(duration),
+        source=source,
+        audio_key=audio_key,
+        license=license,
+        valence=float(va[0]),
+        arousal=float(va[1]),
+        clip_count=len(clips),
+        checkpoint_hash=checkpoint_hash,
+    )
+    track.clips = [
+        Clip(
+            start=float(s),
+            end=float(e),
+            valence=float(v[0]),
+            arousal=float(v[1]),
+            embedding=emb.tobytes(),
+        )
+        for s, e, v, emb in zip(clips.starts, clips.ends, clips.va, clips.embeddings, strict=True)
+    ]
+    try:
+        with session.begin_nested():
+            session.add(track)
+            session.flush()
+            session.add(TrackEvent(kind="add", track_id=track.id))
+            session.flush()
+    except IntegrityError:
+        existing = find_track(session, sha256)
+        if existing is None:
+            raise
+        return existing, False
+    if commit:
+        session.commit()
+    return track, True
+
+
+def find_track(session: Session, sha256: str) -> Track | None:
+    """The track with this content hash, if any."""
+    return session.scalars(select(Track).where(Track.sha256 == sha256)).one_or_none()
+
+
+def find_tracks(session: Session, sha256s: Iterable[str]) -> dict[str, Track]:
+    """Tracks by content hash for many hashes at once (the indexer's skip check)."""
+    wanted = list(dict.fromkeys(sha256s))
+    found: dict[str, Track] = {}
+    for chunk in _chunks(wanted):
+        for track in session.scalars(select(Track).where(Track.sha256.in_(chunk))):
+            found[track.sha256] = track
+    return found
+
+
+def get_track(session: Session, track_id: int) -> Track | None:
+    return session.get(Track, track_id)
+
+
+def delete_track(session: Session, track_id: int, *, commit: bool = True) -> bool:
+    """Delete a track and its clips, logging a 'delete' event; False when it did not exist."""
+    # Explicit clip delete: correct even on a connection without SQLite's foreign_keys pragma.
+    session.execute(delete(Clip).where(Clip.track_id == track_id))
+    deleted = session.execute(delete(Track).where(Track.id == track_id)).rowcount
+    if not deleted:  # nothing was changed; end the transaction we opened
+        if commit:
+            session.commit()
+        return False
+    session.add(TrackEvent(kind="delete", track_id=track_id))
+    session.flush()
+    session.expire_all()
+    if commit:
+        session.commit()
+    return True
+
+
+def list_tracks(
+    session: Session, q: str | None = None, offset: int = 0, limit: int = 50
+) -> tuple[list[Track], int]:
+    """A page of tracks (by id) whose title, artist or album contains ``q``, and the total."""
+    stmt: Select[Any] = select(Track)
+    if q:
+        pattern = f"%{_escape_like(q)}%"
+        stmt = stmt.where(
+            or_(
+                Track.title.ilike(pattern, escape="\\"),
+                Track.artist.ilike(pattern, escape="\\"),
+                Track.album.ilike(pattern, escape="\\"),
+            )
+        )
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.scalars(stmt.order_by(Track.id).offset(max(0, offset)).limit(max(0, limit)))
+    return list(rows), int(total)
+
+
+def track_clips(session: Session, track_id: int) -> list[Clip]:
+    """A track's clips in time order."""
+    return list(
+        session.scalars(select(Clip).where(Clip.track_id == track_id).order_by(Clip.start, Clip.id))
+    )
+
+
+def load_clip_table(session: Session, checkpoint_hash: str | None = None) -> ClipTable:
+    """All clips' ids, track ids and segment bounds, ordered by clip id (no embeddings)."""
+    stmt = select(Clip.id, Clip.track_id, Clip.start, Clip.end).order_by(Clip.id)
+    if checkpoint_hash is not None:
+        stmt = stmt.join(Track, Track.id == Clip.track_id).where(
+            Track.checkpoint_hash == checkpoint_hash
+        )
+    rows = session.execute(stmt).all()
+    if not rows:
+        empty_i, empty_f = np.empty(0, np.int64), np.empty(0, np.float64)
+        return ClipTable(empty_i, empty_i.copy(), empty_f, empty_f.copy())
+    ids, track_ids, starts, ends = zip(*rows, strict=True)
+    return ClipTable(
+        np.asarray(ids, np.int64),
+        np.asarray(track_ids, np.int64),
+        np.asarray(starts, np.float64),
+        np.asarray(ends, np.float64),
+    )
+
+
+def load_embeddings(
+    session: Session,
+    clip_ids: Sequence[int] | np.ndarray | None = None,
+    *,
+    checkpoint_hash: str | None = None,
+    dim: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids int64[n], embeddings float32[n, d])`` ordered by id; all clips, or only ``clip_ids``.
+
+    ``checkpoint_hash`` keeps only clips embedded by that checkpoint (vectors from different models
+    are not comparable). ``dim`` shapes an empty result.
+    """
+    base = select(Clip.id, Clip.embedding)
+    if checkpoint_hash is not None:
+        base = base.join(Track, Track.id == Clip.track_id).where(
+            Track.checkpoint_hash == checkpoint_hash
+        )
+    if clip_ids is None:
+        statements = [base.order_by(Clip.id)]
+    else:
+        wanted = sorted({int(i) for i in np.asarray(clip_ids).reshape(-1)})
+        statements = [base.where(Clip.id.in_(c)).order_by(Clip.id) for c in _chunks(wanted)]
+    id_parts: list[np.ndarray] = []
+    emb_parts: list[np.ndarray] = []
+    for stmt in statements:
+        # Decode per partition: never hold every row's bytes and the array at the same time.
+        for rows in session.execute(stmt.execution_options(yield_per=10_000)).partitions():
+            id_parts.append(np.fromiter((r[0] for r in rows), np.int64, len(rows)))
+            blob = b"".join(r[1] for r in rows)
+            emb_parts.append(np.frombuffer(blob, EMBEDDING_DTYPE).reshape(len(rows), -1))
+    if not id_parts:
+        return np.empty(0, np.int64), np.empty((0, dim or 0), EMBEDDING_DTYPE)
+    return np.concatenate(id_parts), np.concatenate(emb_parts)
+
+
+def events_since(session: Session, event_id: int, overlap: int = 0) -> list[TrackEvent]:
+    """Events with id > ``event_id - overlap``, oldest first.
+
+    PostgreSQL hands out sequence values before commit, so a lower id can become visible after a
+    higher one; followers re-read an ``overlap`` window and apply events idempotently.
+    """
+    floor = max(0, int(event_id) - max(0, int(overlap)))
+    return list(session.scalars(select(TrackEvent).where(TrackEvent.id > floor).order_by(TrackEvent.id)))
+
+
+def last_event_id(session: Session) -> int:
+    return int(session.scalar(select(func.max(TrackEvent.id))) or 0)
+
+
+def catalogue_version(session: Session, checkpoint_hash: str | None = None) -> CatalogueVersion:
+    """Clip count (optionally for one checkpoint) and last event id, to detect a stale index."""
+    count_stmt = select(func.count(Clip.id))
+    if checkpoint_hash is not None:
+        count_stmt = count_stmt.join(Track, Track.id == Clip.track_id).where(
+            Track.checkpoint_hash == checkpoint_hash
+        )
+    return CatalogueVersion(int(session.scalar(count_stmt) or 0), last_event_id(session))
+
+
+def checkpoint_counts(session: Session) -> dict[str, int]:
+    """Number of tracks per checkpoint hash (to report tracks the current model cannot search)."""
+    rows = session.execute(
+        select(Track.checkpoint_hash, func.count(Track.id)).group_by(Track.checkpoint_hash)
+    )
+    return {h: int(n) for h, n in rows}
+
+
+def record_index_state(
+    session: Session,
+    *,
+    checkpoint_hash: str,
+    dim: int,
+    count: int,
+    index_type: str,
+    params: dict[str, Any],
+    last_event_id: int,
+    commit: bool = True,
+) -> IndexState:
+    """Append the description of a freshly written index (the newest row is the current one)."""
+    state = IndexState(
+        checkpoint_hash=checkpoint_hash,
+        dim=dim,
+        count=count,
+        index_type=index_type,
+        params=params,
+        last_event_id=last_event_id,
+    )
+    session.add(state)
+    if commit:
+        session.commit()
+    return state
+
+
+def latest_index_state(session: Session) -> IndexState | None:
+    return session.scalars(select(IndexState).order_by(IndexState.id.desc()).limit(1)).first()
+
+
+def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), _IN_CHUNK):
+        yield items[i : i + _IN_CHUNK]
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

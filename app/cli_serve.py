@@ -1,0 +1,100 @@
+"""`photoscore serve`: run the HTTP service under uvicorn.
+
+Options override the matching `PHOTOSCORE_*` settings for this run only. Each process loads its
+own model and live index; run several behind a load balancer (sharing one PostgreSQL) to scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the recommendation API and web page",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", help="bind address (PHOTOSCORE_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="TCP port (PHOTOSCORE_PORT, default 8000)")
+    parser.add_argument("--database-url", help="SQLAlchemy URL (PHOTOSCORE_DATABASE_URL)")
+    parser.add_argument("--checkpoint", type=Path, help="model checkpoint (PHOTOSCORE_CHECKPOINT)")
+    parser.add_argument("--index-dir", type=Path, help="FAISS index directory (PHOTOSCORE_INDEX_DIR)")
+    parser.add_argument("--data-dir", type=Path, help="data directory (PHOTOSCORE_DATA_DIR)")
+    parser.add_argument("--device", help="'auto', 'cpu' or 'cuda[:N]' (PHOTOSCORE_DEVICE)")
+    parser.add_argument("--log-level", help="uvicorn log level (PHOTOSCORE_LOG_LEVEL)")
+    parser.add_argument(
+        "--proxy-headers",
+        action="store_true",
+        help="trust X-Forwarded-* from the proxy in front (behind a load balancer)",
+    )
+    parser.set_defaults(handler=run_serve)
+    return parser
+
+
+def _settings_from(args: argparse.Namespace):  # -> Settings (import kept lazy for CLI speed)
+    from app.settings import Settings
+
+    overrides = {
+        name: getattr(args, name)
+        for name in ("host", "port", "database_url", "checkpoint", "index_dir", "data_dir", "device", "log_level")
+        if getattr(args, name, None) is not None
+    }
+    return Settings(**overrides)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    try:
+        settings = _settings_from(args)
+    except Exception as exc:  # pydantic ValidationError: bad environment or option
+        print(f"photoscore serve: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    if not settings.checkpoint.is_file():
+        print(
+            f"photoscore serve: checkpoint not found: {settings.checkpoint} "
+            "(set PHOTOSCORE_CHECKPOINT or --checkpoint)",
+            file=sys.stderr,
+        )
+        return 2
+    if not settings.api_keys:
+        log.warning(
+            "no API key configured: writes (POST/DELETE /tracks) are refused; set PHOTOSCORE_API_KEYS to enable them"
+        )
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=bool(getattr(args, "proxy_headers", False)),
+        timeout_graceful_shutdown=10,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    # uvicorn exits quietly if start-up fails (e.g. database unreachable): report it.
+    return 0 if server.started else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m app.cli_serve` (the same as `photoscore serve`)."""
+    parser = argparse.ArgumentParser(prog="photoscore")
+    sub = parser.add_subparsers(dest="command")
+    serve = add_serve_parser(sub)
+    args = serve.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,352 @@
+"""The FastAPI application: `create_app(settings)`, its lifespan, error handling and mounts.
+
+Everything stateful (model, inference worker, DB engine, live index, audio store, metrics) is
+created per app in the lifespan and kept on `app.state`; routes reach it through typed
+dependencies (`app.routes.deps`). Nothing is a module-level singleton, so tests and replicas can
+build as many apps as they like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import torch
+from fastapi import FastAPI, HTTPException, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import Engine, make_url, text
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.db import DatabaseUnavailableError, make_engine, make_session_factory, upgrade_database
+from app.metrics import Metrics, MetricsMiddleware
+from app.routes import health, recommend, tracks
+from app.search import LiveIndex
+from app.settings import Settings
+from app.storage import AudioStore
+from app.worker import InferenceWorker, WorkerClosedError
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+_MIGRATION_LOCK = 0x5053_4D49  # pg_advisory_lock key: replicas migrate one at a time
+_MULTIPART_SLACK = 1 << 20  # form fields and multipart framing on top of the file itself
+PG_CONNECT_TIMEOUT_S = 5
+
+DESCRIPTION = """
+PhotoScore recommends music for a photo by emotion, following CDCML (Zhao et al., ACM MM 2020):
+photos and 2-second music clips share one embedding space learned so that distances mirror
+valence-arousal similarity. FAISS finds candidate clips, a learned similarity predictor
+reranks them, and the best songs come back with the best-matching segment of each.
+
+* **Recommend**: `POST /recommend` with a photo.
+* **Catalogue**: `POST /tracks` (API key) adds a song synchronously; `GET /tracks`,
+  `GET /tracks/{id}`, `DELETE /tracks/{id}` (API key), `GET /tracks/{id}/audio` (Range).
+* **Operations**: `/health`, `/ready`, `/metrics`.
+
+Writes need an API key (`Authorization: Bearer <key>` or `X-API-Key: <key>`) from
+`PHOTOSCORE_API_KEYS`. Errors are JSON: `{"detail": "..."}`.
+"""
+
+TAGS = [
+    {"name": "recommend", "description": "Songs for a photo."},
+    {"name": "tracks", "description": "The music catalogue."},
+    {"name": "operations", "description": "Health, readiness and metrics."},
+]
+
+
+# ------------------------------------------------------------------------------ middleware
+class UploadLimitMiddleware:
+    """413 for bodies over the limit: at once from Content-Length, else while streaming.
+
+    Starlette would otherwise spool any size of multipart upload to disk before a route runs.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, limit_mb: float) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.message = f"the request body exceeds the upload limit of {limit_mb:g} MB (PHOTOSCORE_MAX_UPLOAD_MB)"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            response = JSONResponse(
+                {"detail": self.message},
+                status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+                headers={"Connection": "close"},
+            )
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, self.message)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+# ---------------------------------------------------------------------------- error handling
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+def _describe(error: dict) -> str:
+    loc = [str(p) for p in error.get("loc", ())]
+    where, field = (loc[0], ".".join(loc[1:])) if loc else ("request", "")
+    kind = {"body": "form field", "query": "query parameter", "path": "path parameter"}.get(where, f"{where} field")
+    if error.get("type") == "missing":
+        return f"missing {kind} '{field}'"
+    return f"{kind} '{field}': {error.get('msg', 'invalid')}"
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = jsonable_encoder([{k: e[k] for k in ("loc", "msg", "type") if k in e} for e in exc.errors()])
+    return JSONResponse(
+        {"detail": "; ".join(_describe(e) for e in errors) or "invalid request", "errors": errors},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable: %s", _first_line(exc))
+    return JSONResponse(
+        {"detail": f"the database is unavailable ({_first_line(exc)}); retry shortly"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "5"},
+    )
+
+
+async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+    if exc.connection_invalidated or isinstance(exc, OperationalError):
+        return await _database_unavailable(request, exc)
+    log.error("database error on %s %s: %s", request.method, request.url.path, _first_line(exc))
+    return JSONResponse(
+        {"detail": "the database could not process this request"},
+        status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )
+
+
+async def _data_error(_: Request, exc: DataError) -> JSONResponse:
+    return JSONResponse(
+        {"detail": f"a value was refused by the database: {_first_line(exc.orig or exc)}"},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+async def _worker_closed(_: Request, exc: WorkerClosedError) -> JSONResponse:
+    return JSONResponse(
+        {"detail": str(exc)},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "5"},
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        {"detail": f"internal server error ({type(exc).__name__}); it has been logged"},
+        status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )
+
+
+# ---------------------------------------------------------------------------------- lifespan
+def _migrate(engine: Engine, url: str) -> None:
+    """Bring the schema to head; on PostgreSQL under an advisory lock so replicas take turns."""
+    alembic_log = logging.getLogger("alembic")
+    if not alembic_log.isEnabledFor(logging.DEBUG):
+        alembic_log.setLevel(logging.WARNING)  # its per-plugin INFO lines drown the start-up log
+    if engine.dialect.name != "postgresql":
+        upgrade_database(url)
+        return
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
+        try:
+            upgrade_database(url)
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
+            conn.commit()
+
+
+def _engine_for(settings: Settings) -> Engine:
+    url = settings.resolved_database_url
+    if make_url(url).get_backend_name() == "postgresql":
+        return make_engine(url, connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S}, pool_timeout=10)
+    return make_engine(url)
+
+
+async def _sync_loop(app: FastAPI, live: LiveIndex, every: float) -> None:
+    metrics: Metrics = app.state.metrics
+    failures = 0
+    while True:
+        await asyncio.sleep(every)
+        try:
+            changed = await run_in_threadpool(live.sync_once)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failures += 1
+            metrics.sync_errors.inc()
+            live.last_sync_error = _first_line(exc)
+            if failures == 1 or failures % 30 == 0:
+                log.warning("index sync failed (%d in a row): %s", failures, _first_line(exc))
+            continue
+        if failures:
+            log.info("index sync recovered after %d failures", failures)
+        failures = 0
+        if changed:
+            metrics.sync_events.inc(changed)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    from model.inference import Matcher  # torch-heavy; imported when an app starts
+
+    settings: Settings = app.state.settings
+    metrics: Metrics = app.state.metrics
+    state = app.state
+    started = time.perf_counter()
+
+    engine = _engine_for(settings)
+    try:
+        await run_in_threadpool(_migrate, engine, settings.resolved_database_url)
+    except Exception as exc:
+        engine.dispose()
+        raise DatabaseUnavailableError(f"cannot prepare the database: {_first_line(exc)}") from exc
+    state.engine = engine
+    state.session_factory = make_session_factory(engine)
+
+    matcher = await run_in_threadpool(Matcher.load, settings.checkpoint, settings.device)
+
+    def embed_tensors(tensors: list[torch.Tensor]) -> tuple:
+        return matcher.embed_image_tensor(torch.stack(tensors))
+
+    worker = InferenceWorker(
+        matcher,
+        batch_fn=embed_tensors,
+        max_batch=settings.batch_max_size,
+        max_wait_ms=settings.batch_max_wait_ms,
+        micro_batching=settings.micro_batching,
+        metrics=metrics,
+    )
+    await worker.start()
+    await worker.warmup()
+    state.worker, state.warmed = worker, True
+
+    live = LiveIndex(
+        state.session_factory,
+        checkpoint_hash=matcher.checkpoint_hash,
+        dim=matcher.dim,
+        index_dir=settings.resolved_index_dir,
+        exact_threshold=settings.exact_index_threshold,
+    )
+    await run_in_threadpool(live.load)
+    state.live_index = live
+    metrics.bind_catalogue(lambda: live.n_tracks, lambda: live.n_clips)
+    state.store = AudioStore(settings.resolved_audio_dir)
+    if swept := await run_in_threadpool(state.store.sweep_temporary):
+        log.warning("removed %d temporary audio files left by an earlier crash", swept)
+    sync_task = asyncio.create_task(_sync_loop(app, live, settings.index_sync_seconds), name="photoscore-index-sync")
+    log.info(
+        "PhotoScore ready in %.1f s: model %s on %s, %d tracks / %d clips (index from %s)",
+        time.perf_counter() - started,
+        matcher.version,
+        matcher.device,
+        live.n_tracks,
+        live.n_clips,
+        live.source,
+    )
+    try:
+        yield
+    finally:
+        sync_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sync_task
+        await worker.close()
+        state.warmed = False
+        engine.dispose()
+
+
+# ------------------------------------------------------------------------------------ factory
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new, independent PhotoScore app (the lifespan loads model, DB and index)."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="PhotoScore",
+        summary="Music for a photo, matched by emotion.",
+        description=DESCRIPTION,
+        version=_version(),
+        lifespan=lifespan,
+        openapi_tags=TAGS,
+        generate_unique_id_function=lambda route: route.name,  # operationId "recommend", "add_track"...
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    for name in ("engine", "session_factory", "worker", "live_index", "store"):
+        setattr(app.state, name, None)
+    app.state.warmed = False
+
+    max_bytes = int(settings.max_upload_mb * 1e6) + _MULTIPART_SLACK
+    app.add_middleware(UploadLimitMiddleware, max_bytes=max_bytes, limit_mb=settings.max_upload_mb)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(DatabaseUnavailableError, _database_unavailable)
+    app.add_exception_handler(PoolTimeoutError, _database_unavailable)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(DataError, _data_error)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(WorkerClosedError, _worker_closed)
+    app.add_exception_handler(Exception, _unexpected)
+
+    app.include_router(recommend.router)
+    app.include_router(tracks.router)
+    app.include_router(health.router)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> Response:
+        page = STATIC_DIR / "index.html"
+        if page.is_file():
+            return FileResponse(page, media_type="text/html")
+        return RedirectResponse("/docs")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    return app
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("photoscore")
+    except Exception:
+        return "0.0.0"

@@ -1,0 +1,1 @@
+"""HTTP routes: recommend, tracks, operations."""

@@ -1,0 +1,80 @@
+"""Helpers shared by the routes: ORM -> response model, upload reading, text cleaning."""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import UTC, datetime
+
+from fastapi import HTTPException, UploadFile, status
+
+from app.models import Track
+from app.schemas import TrackOut
+
+_CHUNK = 1 << 20
+
+
+def audio_url(track: Track) -> str | None:
+    return f"/tracks/{track.id}/audio" if (track.audio_key or track.source) else None
+
+
+def track_out(track: Track) -> TrackOut:
+    return TrackOut(
+        id=track.id,
+        title=track.title,
+        artist=track.artist,
+        album=track.album,
+        duration=max(0.0, float(track.duration or 0.0)),
+        valence=_unit(track.valence),
+        arousal=_unit(track.arousal),
+        clip_count=int(track.clip_count or 0),
+        license=track.license,
+        audio_url=audio_url(track),
+        created_at=_aware(track.created_at),
+    )
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite returns CURRENT_TIMESTAMP (UTC) without a zone; say so explicitly."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+def _unit(value: float | None) -> float | None:
+    return None if value is None else min(1.0, max(0.0, float(value)))
+
+
+async def read_upload(upload: UploadFile, field: str, limit_bytes: int) -> bytes:
+    """The whole upload, refusing anything over `limit_bytes` (also guarded by the middleware)."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await upload.read(_CHUNK):
+        size += len(chunk)
+        if size > limit_bytes:
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE,
+                f"{field}: the upload exceeds the limit of {limit_bytes / 1e6:g} MB (PHOTOSCORE_MAX_UPLOAD_MB)",
+            )
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    if not data:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{field}: the uploaded file is empty")
+    return data
+
+
+# Bidi embeddings, overrides and isolates: in a title they reorder how the page shows it
+# ("\u202egnp.wav" displays as "vaw.png"), the file-name spoofing trick.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def clean_text(value: str | None, limit: int = 512) -> str | None:
+    """Metadata text without control characters (NUL breaks PostgreSQL) or bidi overrides,
+    trimmed; None if blank."""
+    if value is None:
+        return None
+    kept = "".join(
+        " " if ch in "\t\r\n" else ch
+        for ch in value
+        if ch in "\t\r\n" or (unicodedata.category(ch) not in ("Cc", "Cs") and ch not in _BIDI_CONTROLS)
+    ).strip()
+    return kept[:limit] or None

@@ -1,0 +1,109 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request, Response, status
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine, text
+from starlette.concurrency import run_in_threadpool
+
+from app.metrics import CONTENT_TYPE
+from app.routes.deps import MetricsDep
+from app.schemas import HealthResponse, ReadyResponse
+
+router = APIRouter(tags=["operations"])
+
+DB_CHECK_TIMEOUT_S = 3.0
+
+
+@router.get(
+    "/health",
+    response_model=HealthResponse,
+    summary="Liveness",
+    description="200 while the process serves HTTP; says nothing about the model or database.",
+)
+async def health() -> HealthResponse:
+    return HealthResponse()
+
+
+def _select_one(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+@router.get(
+    "/ready",
+    response_model=ReadyResponse,
+    summary="Readiness",
+    description="200 when the model is loaded and warm, the live index is loaded and the "
+    "database answers `SELECT 1`; otherwise 503 with the failing checks and why.",
+    responses={503: {"model": ReadyResponse, "description": "Not ready; `detail` says why."}},
+)
+async def ready(request: Request) -> Response:
+    state = request.app.state
+    reasons: list[str] = []
+    worker = getattr(state, "worker", None)
+    live = getattr(state, "live_index", None)
+    engine = getattr(state, "engine", None)
+    model_ok = worker is not None and getattr(state, "warmed", False)
+    if not model_ok:
+        reasons.append("model: not loaded")
+    index_ok = live is not None and live.loaded
+    if not index_ok:
+        reasons.append("index: not loaded")
+    db_ok = False
+    if engine is None:
+        reasons.append("database: not connected")
+    else:
+        try:
+            await asyncio.wait_for(run_in_threadpool(_select_one, engine), DB_CHECK_TIMEOUT_S)
+            db_ok = True
+        except TimeoutError:
+            reasons.append(f"database: no answer within {DB_CHECK_TIMEOUT_S:g} s")
+        except Exception as exc:
+            reasons.append(f"database: {_first_line(exc)}")
+    if live is not None and live.last_sync_error:
+        reasons.append(f"index sync: {live.last_sync_error}")
+    ok = model_ok and index_ok and db_ok
+    body = ReadyResponse(
+        status="ready" if ok else "unavailable",
+        checks={"model": model_ok, "index": index_ok, "database": db_ok},
+        detail="; ".join(reasons) or None,
+        model_version=str(worker.matcher.version) if worker is not None else None,
+        tracks=live.n_tracks if live is not None else 0,
+        clips=live.n_clips if live is not None else 0,
+    )
+    return JSONResponse(
+        body.model_dump(mode="json"),
+        status_code=status.HTTP_200_OK if ok else status.HTTP_503_SERVICE_UNAVAILABLE,
+    )
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    description="Request latency per route, inference batch sizes and durations, catalogue "
+    "size and index-sync counters, in the Prometheus text format.",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format.",
+            "content": {
+                "text/plain": {
+                    "example": "# HELP photoscore_catalogue_tracks Tracks in this replica's "
+                    "live index.\n# TYPE photoscore_catalogue_tracks gauge\n"
+                    "photoscore_catalogue_tracks 12.0\n"
+                }
+            },
+        }
+    },
+)
+async def metrics(metrics: MetricsDep) -> Response:
+    return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__

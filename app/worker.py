@@ -1,0 +1,181 @@
+"""Inference worker: the one owner of the model at serving time.
+
+All model calls run on a single dedicated thread, so the event loop never blocks on torch and
+the model is never used from two threads at once. Concurrent `/recommend` requests are
+micro-batched: the first waiting image opens a batch, which closes when it holds
+`max_batch` images or `max_wait_ms` has passed; while a batch runs, new requests queue up and
+form the next batch (dynamic batching). Results come back to each request through its own
+asyncio future. With `micro_batching=False` every image is embedded on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from app.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class WorkerClosedError(RuntimeError):
+    """The worker was shut down (service stopping)."""
+
+
+@dataclass
+class _Item:
+    image: Any
+    future: asyncio.Future = field(repr=False)
+
+
+class InferenceWorker:
+    """Owns a `Matcher`; embeds images in micro-batches and runs other model calls serially."""
+
+    def __init__(
+        self,
+        matcher: Any,
+        *,
+        batch_fn: Callable[[list[Any]], tuple[np.ndarray, np.ndarray]] | None = None,
+        max_batch: int = 16,
+        max_wait_ms: float = 5.0,
+        micro_batching: bool = True,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.matcher = matcher
+        # What one batch runs: by default the Matcher on decoded PIL images; the app passes a
+        # function over pre-processed tensors so resizing happens off the model thread.
+        self._batch_fn = batch_fn or matcher.embed_images
+        self.max_batch = max(1, int(max_batch))
+        self.max_wait = max(0.0, float(max_wait_ms)) / 1000.0
+        self.micro_batching = micro_batching
+        self.metrics = metrics
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="photoscore-model")
+        self._queue: asyncio.Queue[_Item] | None = None
+        self._task: asyncio.Task | None = None
+        self._closed = False
+        self.batches = 0
+        self.images = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the batching loop on the running event loop."""
+        if self.micro_batching and self._task is None:
+            self._queue = asyncio.Queue()
+            self._task = asyncio.create_task(self._batch_loop(), name="photoscore-batcher")
+
+    async def warmup(self) -> None:
+        """First inference is slow (allocations, kernel selection); pay it before traffic."""
+        warm = getattr(self.matcher, "warmup", None)
+        if warm is not None:
+            await self.run(warm)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._queue is not None:
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if not item.future.done():
+                    item.future.set_exception(WorkerClosedError("the service is shutting down"))
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    # -- public API --------------------------------------------------------------------------
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run any blocking model call on the model thread (serialised with the batches)."""
+        if self._closed:
+            raise WorkerClosedError("the service is shutting down")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    async def embed_image(self, image: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(embedding[dim], va[2]) for one image (whatever `batch_fn` takes a list of)."""
+        if self._closed:
+            raise WorkerClosedError("the service is shutting down")
+        if not self.micro_batching or self._queue is None:
+            embs, vas = await self.run(self._embed_batch, [image])
+            return embs[0], vas[0]
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Item(image, future))
+        return await future
+
+    # -- internals ---------------------------------------------------------------------------
+    def _embed_batch(self, images: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+        start = time.perf_counter()
+        embs, vas = self._batch_fn(images)
+        if self.metrics is not None:
+            self.metrics.batch_size.observe(len(images))
+            self.metrics.inference_seconds.observe(time.perf_counter() - start)
+        self.batches += 1
+        self.images += len(images)
+        return np.asarray(embs, dtype=np.float32), np.asarray(vas, dtype=np.float32)
+
+    async def _collect(self) -> list[_Item]:
+        assert self._queue is not None
+        batch = [await self._queue.get()]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return [item for item in batch if not item.future.done()]  # drop cancelled requests
+
+    async def _batch_loop(self) -> None:
+        while True:
+            batch = await self._collect()
+            if not batch:
+                continue
+            try:
+                embs, vas = await self.run(self._embed_batch, [item.image for item in batch])
+            except asyncio.CancelledError:
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(WorkerClosedError("the service is shutting down"))
+                raise
+            except Exception as exc:  # isolate the failing request below
+                if len(batch) == 1:
+                    _settle(batch[0].future, exc=exc)
+                    continue
+                log.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
+                for item in batch:
+                    try:
+                        e, v = await self.run(self._embed_batch, [item.image])
+                    except Exception as single_exc:
+                        _settle(item.future, exc=single_exc)
+                    else:
+                        _settle(item.future, value=(e[0], v[0]))
+                continue
+            for i, item in enumerate(batch):
+                _settle(item.future, value=(embs[i], vas[i]))
+
+
+def _settle(future: asyncio.Future, *, value: Any = None, exc: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(value)

@@ -1,0 +1,251 @@
+"""photoscore index: build the music catalogue and its FAISS index from audio files.
+
+Re-running is safe: files already indexed with the same checkpoint are skipped, and the index
+is brought in line with the database at the end of every run (also after a crash).
+
+Exit status: 0 when the run completed (files skipped or failed are listed in the summary);
+1 when the database or the index file failed mid-run (committed tracks are kept);
+2 with a one-line reason when the arguments, database or checkpoint cannot be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """Bad input that stops the run before it starts; printed as one line."""
+
+
+def add_index_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``index`` on the ``photoscore`` sub-command parser."""
+    parser = subparsers.add_parser(
+        "index",
+        help="index music files into the catalogue and FAISS index",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(handler=run_index)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH_OR_MANIFEST",
+        help="audio files, folders (searched recursively for wav/flac/ogg/opus/mp3/m4a) or CSV "
+        "manifests with columns path[,title,artist,album,license] (paths relative to the CSV)",
+    )
+    parser.add_argument("--database-url", help="SQLAlchemy URL (default: PHOTOSCORE_DATABASE_URL)")
+    parser.add_argument("--index-dir", type=Path, help="FAISS index folder (default: settings)")
+    parser.add_argument(
+        "--workers", type=int, help="decoding processes (0: in this process; default PHOTOSCORE_WORKERS)"
+    )
+    parser.add_argument("--checkpoint", type=Path, help="model checkpoint (.safetensors)")
+    parser.add_argument("--device", help="'auto', 'cpu' or 'cuda[:N]' for embedding")
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="rebuild the FAISS index from the embeddings in the database (no audio needed)",
+    )
+    parser.add_argument(
+        "--reembed",
+        action="store_true",
+        help="re-embed files already indexed with a different checkpoint",
+    )
+    parser.add_argument("--license", help="licence/attribution text recorded for every track of this run")
+    parser.add_argument("--hop", type=float, metavar="SECONDS", help="hop between 2 s clips")
+    parser.add_argument(
+        "--exact-threshold", type=int, help="clips below which the index is exact (else HNSW)"
+    )
+    parser.add_argument(
+        "--max-seconds", type=float, default=4 * 3600.0, help="skip files longer than this"
+    )
+    parser.add_argument(
+        "--copy-audio",
+        action="store_true",
+        help="also copy each file into the content-addressed audio store (audio_dir)",
+    )
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="show the progress bar (default: only on a terminal)",
+    )
+    progress.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def run_index(args: argparse.Namespace) -> int:
+    """Run ``photoscore index`` for parsed ``args``; returns the exit status."""
+    try:
+        return _run(args)
+    except UsageError as exc:
+        print(f"photoscore index: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(
+            "photoscore index: interrupted; committed tracks are kept, run again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.db import (
+        DatabaseUnavailableError,
+        check_database,
+        make_engine,
+        make_session_factory,
+        migrate_database,
+    )
+    from app.settings import Settings
+    from indexer.build import sync_index
+    from indexer.pipeline import RunOptions, RunSummary, index_files
+    from indexer.scan import ScanError, discover
+
+    overrides = {
+        k: v
+        for k, v in {
+            "database_url": args.database_url,
+            "index_dir": args.index_dir,
+            "workers": args.workers,
+            "checkpoint": args.checkpoint,
+            "device": args.device,
+            "clip_hop_seconds": args.hop,
+            "exact_index_threshold": args.exact_threshold,
+        }.items()
+        if v is not None
+    }
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(part) for part in err["loc"])
+        raise UsageError(f"invalid setting {name} (PHOTOSCORE_{name.upper()}): {err['msg']}") from exc
+    if not args.paths and not args.rebuild:
+        raise UsageError("give at least one PATH_OR_MANIFEST, or --rebuild")
+    if settings.workers < 0:
+        raise UsageError("--workers must be 0 or more")
+    if settings.clip_hop_seconds <= 0:
+        raise UsageError("--hop must be positive")
+    checkpoint = Path(settings.checkpoint)
+    if not checkpoint.is_file():
+        raise UsageError(f"checkpoint not found: {checkpoint} (use --checkpoint or PHOTOSCORE_CHECKPOINT)")
+    try:
+        sources, rejected = discover(args.paths)
+    except ScanError as exc:
+        raise UsageError(str(exc)) from exc
+    url = settings.resolved_database_url
+    try:
+        check_database(url)
+        migrate_database(url)
+    except DatabaseUnavailableError as exc:
+        raise UsageError(str(exc)) from exc
+
+    checkpoint_hash, dim, embedder = _model(checkpoint, settings.device, need_model=bool(args.paths))
+    engine = make_engine(url)
+    session_factory = make_session_factory(engine)
+    try:
+        if args.paths:
+            store = None
+            if args.copy_audio:
+                from app.storage import AudioStore
+
+                store = AudioStore(settings.resolved_audio_dir)
+            options = RunOptions(
+                hop_seconds=settings.clip_hop_seconds,
+                workers=settings.workers,
+                license=args.license,
+                max_seconds=args.max_seconds,
+                reembed=args.reembed,
+                progress=args.progress,
+                audio_store=store,
+            )
+            try:
+                summary = index_files(
+                    sources,
+                    rejected,
+                    session_factory=session_factory,
+                    embedder=embedder,
+                    options=options,
+                )
+            except SQLAlchemyError as exc:
+                print(
+                    f"photoscore index: error: database failed: {_first_line(exc)}; "
+                    "committed tracks are kept, run again to resume",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILED
+        else:
+            summary = RunSummary()
+        try:
+            summary.index = sync_index(
+                session_factory,
+                settings.resolved_index_dir,
+                checkpoint_hash=checkpoint_hash,
+                dim=dim,
+                exact_threshold=settings.exact_index_threshold,
+                rebuild=args.rebuild,
+            )
+        except (OSError, SQLAlchemyError, ValueError) as exc:
+            print(summary.format())
+            print(
+                f"photoscore index: error: could not write the index in "
+                f"{settings.resolved_index_dir}: {_first_line(exc)}; committed tracks are kept, "
+                "fix the cause and run `photoscore index --rebuild`",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+    finally:
+        engine.dispose()
+    print(summary.format())
+    return EXIT_OK
+
+
+def _model(checkpoint: Path, device: str, *, need_model: bool) -> tuple[str, int, Any]:
+    """Checkpoint hash and dimension; the loaded model only when there is audio to embed."""
+    from model.checkpoint import CheckpointError, file_sha256, read_meta
+
+    try:
+        if need_model:
+            from model.inference import Matcher
+
+            matcher = Matcher.load(checkpoint, device)
+            return matcher.checkpoint_hash, matcher.dim, matcher
+        return file_sha256(checkpoint), int(read_meta(checkpoint).config.embed_dim), None
+    except (CheckpointError, OSError, ValueError, RuntimeError) as exc:
+        # RuntimeError: torch refuses weights that do not fit the stored architecture
+        hint = " (weights do not fit this version's network)" if isinstance(exc, RuntimeError) else ""
+        raise UsageError(f"cannot load checkpoint {checkpoint}: {_first_line(exc)}{hint}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m indexer`` (same options as ``photoscore index``)."""
+    parser = argparse.ArgumentParser(prog="photoscore index", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run_index(args)

@@ -1,0 +1,374 @@
+"""The indexing run: hash -> skip check -> decode/featurise (process pool) -> embed -> commit.
+
+Decoding and features run in spawned worker processes (they never load the model); embedding
+runs in this process in batches under ``torch.inference_mode`` (GPU when present) while the
+pool keeps decoding. Each track is committed with all its clips in one transaction, so a kill
+at any moment leaves whole tracks or nothing; a re-run skips what was committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures.thread import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from sqlalchemy.orm import Session
+from tqdm import tqdm
+
+from app.catalogue import ClipBatch, add_track, delete_track, find_tracks
+from indexer.build import IndexReport
+from indexer.scan import MAX_TAG_CHARS, LicenseFinder, Rejected, SourceFile, file_sha256
+from indexer.worker import Failed, Prepared, init_worker, prepare
+
+log = logging.getLogger(__name__)
+
+
+class Embedder(Protocol):
+    """The part of ``model.inference.Matcher`` the indexer needs."""
+
+    checkpoint_hash: str
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed_clip_features(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass
+class RunOptions:
+    hop_seconds: float = 2.0
+    workers: int = 1
+    license: str | None = None
+    max_seconds: float | None = None
+    reembed: bool = False
+    progress: bool | None = None  # None: only on a terminal
+    audio_store: Any | None = None  # app.storage.AudioStore to copy files into, or None
+
+
+@dataclass
+class Outcome:
+    path: Path
+    reason: str
+
+
+@dataclass
+class RunSummary:
+    """Counts and reasons for the final report."""
+
+    added: list[Path] = field(default_factory=list)
+    skipped: list[Outcome] = field(default_factory=list)
+    failed: list[Outcome] = field(default_factory=list)
+    replaced: int = 0
+    clips: int = 0
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    index: IndexReport | None = None
+    interrupted: bool = False
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    @property
+    def clips_per_second(self) -> float:
+        return self.clips / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def format(self) -> str:
+        already = sum(1 for s in self.skipped if s.reason.startswith("already indexed"))
+        lines = [
+            "photoscore index: summary",
+            f"  tracks added    {len(self.added):,}"
+            + (f" ({self.replaced:,} re-embedded)" if self.replaced else ""),
+            f"  tracks skipped  {len(self.skipped):,} ({already:,} already indexed)",
+            f"  tracks failed   {len(self.failed):,}",
+            f"  clips           {self.clips:,}",
+            f"  audio duration  {_hms(self.audio_seconds)}",
+            f"  throughput      {self.realtime_factor:.1f}x real time, "
+            f"{self.clips_per_second:.1f} clips/s (wall {self.wall_seconds:.1f} s)",
+        ]
+        if self.index is not None:
+            lines.append(f"  index           {self.index.describe()}")
+            lines.append(f"  index location  {self.index.directory}")
+            if self.index.other_checkpoint_tracks:
+                lines.append(
+                    f"  note            {self.index.other_checkpoint_tracks:,} catalogue tracks were "
+                    "embedded by another checkpoint and are not searchable with this one; "
+                    "re-index their files with --reembed"
+                )
+        if self.interrupted:
+            lines.append("  interrupted: committed tracks are kept; run again to resume")
+        for title, items in (("skipped", self.skipped), ("failed", self.failed)):
+            if items:
+                lines.append(f"{title}:")
+                lines.extend(f"  {o.path}: {o.reason}" for o in sorted(items, key=lambda o: str(o.path)))
+        return "\n".join(lines)
+
+
+@dataclass
+class _Job:
+    id: int
+    source: SourceFile
+    sha256: str
+    replace_track_id: int | None = None
+    attempts: int = 0
+
+
+def index_files(
+    sources: list[SourceFile],
+    rejected: list[Rejected],
+    *,
+    session_factory: Callable[[], Session],
+    embedder: Embedder,
+    options: RunOptions,
+) -> RunSummary:
+    """Index ``sources`` into the catalogue (not the FAISS file: see ``indexer.build``)."""
+    summary = RunSummary(failed=[Outcome(r.path, r.reason) for r in rejected])
+    t0 = time.perf_counter()
+    jobs = _plan(sources, summary, session_factory, embedder.checkpoint_hash, options.reembed)
+    if jobs:
+        _process(jobs, summary, session_factory, embedder, options, t0)
+    summary.wall_seconds = time.perf_counter() - t0
+    return summary
+
+
+def _plan(
+    sources: list[SourceFile],
+    summary: RunSummary,
+    session_factory: Callable[[], Session],
+    checkpoint_hash: str,
+    reembed: bool,
+) -> list[_Job]:
+    """Hash every file (threads: I/O bound) and drop what is already indexed or duplicated."""
+
+    def digest(src: SourceFile) -> str | Outcome:
+        try:
+            if src.path.stat().st_size == 0:
+                return Outcome(src.path, "empty file (0 bytes)")
+            return file_sha256(src.path)
+        except OSError as exc:
+            return Outcome(src.path, f"cannot read file: {exc.strerror or exc}")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        digests = list(pool.map(digest, sources))
+    hashed: list[tuple[SourceFile, str]] = []
+    for src, result in zip(sources, digests, strict=True):
+        if isinstance(result, Outcome):
+            summary.failed.append(result)
+        else:
+            hashed.append((src, result))
+    with session_factory() as session:
+        known = {
+            sha: (t.id, t.checkpoint_hash) for sha, t in find_tracks(session, (s for _, s in hashed)).items()
+        }
+    jobs: list[_Job] = []
+    first_seen: dict[str, Path] = {}
+    for src, sha in hashed:
+        if sha in first_seen:
+            summary.skipped.append(Outcome(src.path, f"same content as {first_seen[sha]}"))
+            continue
+        first_seen[sha] = src.path
+        if sha in known:
+            track_id, stored_hash = known[sha]
+            if stored_hash == checkpoint_hash:
+                summary.skipped.append(Outcome(src.path, f"already indexed (track {track_id})"))
+                continue
+            if not reembed:
+                summary.skipped.append(
+                    Outcome(
+                        src.path,
+                        f"indexed as track {track_id} with another checkpoint "
+                        f"({stored_hash[:12]}); re-run with --reembed to re-embed it",
+                    )
+                )
+                continue
+            jobs.append(_Job(len(jobs), src, sha, replace_track_id=track_id))
+            continue
+        jobs.append(_Job(len(jobs), src, sha))
+    return jobs
+
+
+def _process(
+    jobs: list[_Job],
+    summary: RunSummary,
+    session_factory: Callable[[], Session],
+    embedder: Embedder,
+    options: RunOptions,
+    t0: float,
+) -> None:
+    licenses = LicenseFinder()
+    bar = tqdm(
+        total=len(jobs),
+        unit="track",
+        desc="indexing",
+        file=sys.stderr,
+        disable=None if options.progress is None else not options.progress,
+        dynamic_ncols=True,
+    )
+
+    def on_result(job: _Job, result: Prepared | Failed) -> None:
+        if isinstance(result, Failed):
+            summary.failed.append(Outcome(job.source.path, result.reason))
+        else:
+            _commit(job, result, summary, session_factory, embedder, options, licenses)
+        elapsed = max(time.perf_counter() - t0, 1e-9)
+        bar.set_postfix(
+            {"clips/s": f"{summary.clips / elapsed:.1f}", "xRT": f"{summary.audio_seconds / elapsed:.1f}"},
+            refresh=False,
+        )
+        bar.update(1)
+
+    try:
+        if options.workers <= 0:
+            for job in jobs:
+                on_result(job, _run_job(job, options))
+        else:
+            _run_pool(jobs, options, on_result, summary)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        raise
+    finally:
+        bar.close()
+
+
+def _run_job(job: _Job, options: RunOptions) -> Prepared | Failed:
+    return prepare(job.id, str(job.source.path), options.hop_seconds, options.max_seconds)
+
+
+def _run_pool(
+    jobs: list[_Job],
+    options: RunOptions,
+    on_result: Callable[[_Job, Prepared | Failed], None],
+    summary: RunSummary,
+) -> None:
+    """Bounded in-flight work; a crashed worker costs only the file that crashed it.
+
+    When a worker dies (decoder segfault, OOM kill) every in-flight future fails; those files
+    are retried alone, one at a time, so only the culprit is reported as failed.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    max_inflight = max(2, 2 * options.workers)
+    queue: deque[_Job] = deque(jobs)
+    suspects: deque[_Job] = deque()
+
+    def new_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            options.workers, mp_context=ctx, initializer=init_worker, initargs=(os.getpid(),)
+        )
+
+    pool = new_pool()
+    inflight: dict[Future[Prepared | Failed], _Job] = {}
+    try:
+        while queue or suspects or inflight:
+            if suspects:
+                if not inflight:
+                    job = suspects.popleft()
+                    inflight[pool.submit(_run_job, job, options)] = job
+            else:
+                while queue and len(inflight) < max_inflight:
+                    job = queue.popleft()
+                    inflight[pool.submit(_run_job, job, options)] = job
+            done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+            broken = False
+            for fut in done:
+                job = inflight.pop(fut)
+                try:
+                    result = fut.result()
+                except BrokenProcessPool:
+                    broken = True
+                    job.attempts += 1
+                    if job.attempts >= 2:
+                        on_result(job, Failed(job.id, "decoder crashed the worker process"))
+                    else:
+                        suspects.append(job)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - e.g. unpicklable result
+                    result = Failed(job.id, f"worker error: {type(exc).__name__}: {exc}")
+                on_result(job, result)
+            if broken:
+                for fut, job in list(inflight.items()):  # all of them died with the pool
+                    fut.cancel()
+                    job.attempts += 1
+                    suspects.append(job)
+                inflight.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = new_pool()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _commit(
+    job: _Job,
+    prepared: Prepared,
+    summary: RunSummary,
+    session_factory: Callable[[], Session],
+    embedder: Embedder,
+    options: RunOptions,
+    licenses: LicenseFinder,
+) -> None:
+    """Embed one file's clips and write the track with its clips in one transaction."""
+    src = job.source
+    try:
+        embeddings, va = embedder.embed_clip_features(prepared.features)
+        clips = ClipBatch(prepared.starts, prepared.ends, va, embeddings)
+        tags = prepared.tags
+        title = _clip(src.title or tags.get("title") or src.path.stem)
+        license_text = (
+            src.license
+            or options.license
+            or tags.get("license")
+            or licenses.find(src.path, src.root)
+        )
+        audio_key = None
+        if options.audio_store is not None:
+            audio_key = options.audio_store.put(src.path.read_bytes())
+        with session_factory() as session:
+            if job.replace_track_id is not None:
+                delete_track(session, job.replace_track_id, commit=False)
+            track, created = add_track(
+                session,
+                sha256=job.sha256,
+                title=title,
+                artist=_clip(src.artist or tags.get("artist")),
+                album=_clip(src.album or tags.get("album")),
+                duration=prepared.duration,
+                source=str(src.path),
+                audio_key=audio_key,
+                license=license_text,
+                checkpoint_hash=embedder.checkpoint_hash,
+                clips=clips,
+            )
+            track_id = track.id
+    except Exception as exc:  # noqa: BLE001 - one bad track must not stop the run
+        log.debug("commit failed for %s", src.path, exc_info=True)
+        summary.failed.append(Outcome(src.path, f"could not store: {type(exc).__name__}: {exc}"))
+        return
+    if not created:  # another writer indexed the same content meanwhile
+        summary.skipped.append(Outcome(src.path, f"already indexed (track {track_id})"))
+        return
+    summary.added.append(src.path)
+    summary.replaced += job.replace_track_id is not None
+    summary.clips += len(clips)
+    summary.audio_seconds += prepared.duration
+
+
+def _clip(text: str | None, limit: int = MAX_TAG_CHARS) -> str | None:
+    """Fit the catalogue's 512-character columns (manifests can hold anything)."""
+    return text[:limit] if text else text
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"

@@ -1,0 +1,214 @@
+"""Finding the files to index: folders, explicit files and CSV manifests; tags, licences, hashes."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a"})
+LICENSE_FILES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "LICENCE", "COPYING", "copyright")
+MANIFEST_COLUMNS = ("path", "title", "artist", "album", "license")
+MAX_LICENSE_CHARS = 20_000
+MAX_TAG_CHARS = 500
+
+
+class ScanError(ValueError):
+    """A command-line input cannot be used at all (missing path, unreadable manifest)."""
+
+
+@dataclass
+class SourceFile:
+    """One audio file to index, with whatever metadata the manifest supplied."""
+
+    path: Path
+    title: str | None = None
+    artist: str | None = None
+    album: str | None = None
+    license: str | None = None
+    root: Path | None = None  # the folder argument it was found under (licence file lookup)
+
+
+@dataclass
+class Rejected:
+    """An input that is not indexed, with a one-line reason."""
+
+    path: Path
+    reason: str
+
+
+def discover(inputs: Sequence[str | Path]) -> tuple[list[SourceFile], list[Rejected]]:
+    """Expand folders (recursively), files and ``.csv`` manifests into audio files.
+
+    Raises :class:`ScanError` for an input that does not exist; an explicit file with an
+    unsupported extension, or a manifest row naming a missing file, is rejected with a reason.
+    Results are de-duplicated by resolved path, in a stable order.
+    """
+    found: list[SourceFile] = []
+    rejected: list[Rejected] = []
+    for raw in inputs:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise ScanError(f"no such file or folder: {raw}")
+        if path.is_dir():
+            found.extend(_walk(path))
+        elif path.suffix.lower() == ".csv":
+            files, bad = read_manifest(path)
+            found.extend(files)
+            rejected.extend(bad)
+        elif path.suffix.lower() in AUDIO_EXTENSIONS:
+            found.append(SourceFile(path.resolve(), root=path.resolve().parent))
+        else:
+            rejected.append(Rejected(path, f"unsupported file type {path.suffix or '(none)'!r}"))
+    seen: set[Path] = set()
+    unique = []
+    for item in found:
+        if item.path not in seen:
+            seen.add(item.path)
+            unique.append(item)
+    return unique, rejected
+
+
+def _walk(folder: Path) -> Iterable[SourceFile]:
+    root = folder.resolve()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if p.suffix.lower() in AUDIO_EXTENSIONS and not name.startswith("."):
+                yield SourceFile(p, root=root)
+
+
+def read_manifest(manifest: Path) -> tuple[list[SourceFile], list[Rejected]]:
+    """``path[,title,artist,album,license]`` rows (header optional); paths relative to the CSV."""
+    base = manifest.resolve().parent
+    try:
+        with open(manifest, newline="", encoding="utf-8-sig") as fh:
+            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ScanError(f"cannot read manifest {manifest}: {exc}") from exc
+    columns = list(MANIFEST_COLUMNS)
+    if rows and rows[0][0].strip().lower() == "path":
+        columns = [c.strip().lower() for c in rows[0]]
+        unknown = set(columns) - set(MANIFEST_COLUMNS)
+        if unknown:
+            raise ScanError(
+                f"manifest {manifest}: unknown columns {sorted(unknown)}; "
+                f"expected {', '.join(MANIFEST_COLUMNS)}"
+            )
+        rows = rows[1:]
+    files: list[SourceFile] = []
+    bad: list[Rejected] = []
+    for row in rows:
+        values = {c: (v.strip() or None) for c, v in zip(columns, row, strict=False)}
+        rel = values.get("path")
+        if not rel:
+            continue
+        path = Path(rel).expanduser()
+        path = (path if path.is_absolute() else base / path).resolve()
+        if not path.is_file():
+            bad.append(Rejected(path, "file not found (listed in the manifest)"))
+            continue
+        if path.suffix.lower() not in AUDIO_EXTENSIONS:
+            bad.append(Rejected(path, f"unsupported file type {path.suffix or '(none)'!r}"))
+            continue
+        files.append(
+            SourceFile(
+                path,
+                title=values.get("title"),
+                artist=values.get("artist"),
+                album=values.get("album"),
+                license=values.get("license"),
+                root=base,
+            )
+        )
+    return files, bad
+
+
+def file_sha256(path: Path, block: int = 1 << 20) -> str:
+    """Content hash, streamed (files can be large): the catalogue's identity for a track."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_tags(path: Path) -> dict[str, str]:
+    """Title, artist, album and licence/copyright from the file's tags (missing keys omitted)."""
+    try:
+        import mutagen
+
+        meta = mutagen.File(path, easy=True)
+    except Exception as exc:  # noqa: BLE001 - mutagen raises many types on odd files
+        log.debug("no tags for %s: %s", path, exc)
+        return {}
+    if meta is None or not getattr(meta, "tags", None):
+        return {}
+    tags: dict[str, str] = {}
+    for key, names in (
+        ("title", ("title",)),
+        ("artist", ("artist", "albumartist", "performer")),
+        ("album", ("album",)),
+        ("license", ("license", "copyright")),
+    ):
+        for name in names:
+            try:
+                value = meta.tags.get(name)
+            except (KeyError, ValueError):
+                value = None
+            text = _tag_text(value)
+            if text:
+                tags[key] = text
+                break
+    return tags
+
+
+def _tag_text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list | tuple):
+        value = next((v for v in value if str(v).strip()), None)
+        if value is None:
+            return None
+    text = " ".join(str(value).split())
+    return text[:MAX_TAG_CHARS] or None
+
+
+class LicenseFinder:
+    """The nearest LICENSE/COPYING/copyright file between a track's folder and its scan root."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, str | None] = {}
+
+    def find(self, path: Path, root: Path | None) -> str | None:
+        folder = path.parent
+        stop = root if root is not None else folder
+        while True:
+            text = self._in_folder(folder)
+            if text is not None:
+                return text
+            if folder == stop or folder.parent == folder or stop not in folder.parents:
+                return None
+            folder = folder.parent
+
+    def _in_folder(self, folder: Path) -> str | None:
+        if folder not in self._cache:
+            self._cache[folder] = None
+            for name in LICENSE_FILES:
+                candidate = folder / name
+                if candidate.is_file():
+                    try:
+                        text = candidate.read_text(encoding="utf-8", errors="replace").strip()
+                    except OSError:
+                        continue
+                    if text:
+                        self._cache[folder] = text[:MAX_LICENSE_CHARS]
+                        break
+        return self._cache[folder]

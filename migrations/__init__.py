@@ -1,0 +1,1 @@
+"""Alembic migrations for the PhotoScore catalogue (PostgreSQL and SQLite); shipped as a package."""

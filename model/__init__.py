@@ -1,0 +1,1 @@
+"""CDCML matching model: features, networks, losses, data, training and evaluation."""

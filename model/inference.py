@@ -1,0 +1,98 @@
+"""Runtime facade over a checkpoint: what the indexer and the service call.
+
+Loading happens once per process (the service keeps one ``Matcher`` in its inference worker);
+nothing here is a module-level singleton.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from model.checkpoint import CheckpointMeta, file_sha256, load_checkpoint
+from model.features import ClipSet, cut_clips
+from model.image import image_batch
+from model.networks import CDCML
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class Matcher:
+    """A loaded CDCML model plus its preprocessing, identified by its checkpoint hash."""
+
+    model: CDCML
+    meta: CheckpointMeta
+    checkpoint_hash: str
+    device: torch.device
+    batch_size: int = 256
+
+    @classmethod
+    def load(cls, path: Path, device: str = "auto") -> Matcher:
+        dev = resolve_device(device)
+        model, meta = load_checkpoint(Path(path), dev)
+        return cls(model=model, meta=meta, checkpoint_hash=file_sha256(Path(path)), device=dev)
+
+    @property
+    def dim(self) -> int:
+        return self.meta.config.embed_dim
+
+    @property
+    def image_size(self) -> int:
+        return self.meta.config.image_size
+
+    @property
+    def version(self) -> str:
+        return f"{self.meta.name}@{self.checkpoint_hash[:12]}"
+
+    @torch.inference_mode()
+    def embed_image_tensor(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        emb = self.model.embed_image(batch.to(self.device))
+        va = self.model.va(emb)
+        return emb.float().cpu().numpy(), va.float().cpu().numpy()
+
+    def embed_images(self, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """L2-normalised embeddings [n,dim] and VA [n,2] in [0,1] for decoded RGB images."""
+        return self.embed_image_tensor(image_batch(images, self.image_size))
+
+    def featurize(self, y: np.ndarray, hop_seconds: float = 2.0) -> ClipSet:
+        return cut_clips(y, hop_seconds=hop_seconds)
+
+    @torch.inference_mode()
+    def embed_clip_features(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings [n,dim] and VA [n,2] for raw [n,193,87] clip features."""
+        if len(features) == 0:
+            return np.zeros((0, self.dim), np.float32), np.zeros((0, 2), np.float32)
+        embs, vas = [], []
+        for start in range(0, len(features), self.batch_size):
+            chunk = self.meta.feature_stats.to_network_input(features[start : start + self.batch_size])
+            emb = self.model.embed_music(torch.from_numpy(chunk).to(self.device))
+            embs.append(emb.float().cpu().numpy())
+            vas.append(self.model.va(emb).float().cpu().numpy())
+        return np.concatenate(embs), np.concatenate(vas)
+
+    @torch.inference_mode()
+    def similarity(self, image_emb: np.ndarray, clip_embs: np.ndarray) -> np.ndarray:
+        """The learned similarity predictor's score in [0,1] for one image against k clips."""
+        if len(clip_embs) == 0:
+            return np.zeros(0, np.float32)
+        clips = torch.as_tensor(np.asarray(clip_embs, np.float32), device=self.device)
+        image = torch.as_tensor(np.asarray(image_emb, np.float32), device=self.device)
+        image = image.reshape(1, -1).expand(len(clips), -1)
+        return self.model.similarity(image, clips).float().cpu().numpy()
+
+    def warmup(self) -> None:
+        """Run each network once so the first request does not pay for lazy initialisation."""
+        img = Image.new("RGB", (self.image_size, self.image_size), (128, 96, 64))
+        emb, _ = self.embed_images([img])
+        rng = np.random.default_rng(0)
+        clip_emb, _ = self.embed_clip_features(rng.standard_normal((2, 193, 87)).astype(np.float32))
+        self.similarity(emb[0], clip_emb)

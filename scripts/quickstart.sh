@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Quickstart, command 1 of 2: install everything and serve PhotoScore on the embedded default
+# (SQLite, an on-disk FAISS index, the shipped model) with a catalogue of real, freely licensed
+# music. Run it again at any time: every step is idempotent.
+#
+#   1. scripts/install.sh (Debian packages when root, .venv, the project)
+#   2. an API key for writes, generated once into $PHOTOSCORE_DATA_DIR/api-key (mode 600)
+#   3. database migrations
+#   4. the demo catalogue (scripts/demo_catalogue.sh; indexed tracks are skipped)
+#   5. `photoscore serve`, then it prints the page URL, the API docs URL and the API key
+#
+# Environment: PHOTOSCORE_HOST (127.0.0.1), PHOTOSCORE_PORT (8000), PHOTOSCORE_DATA_DIR (var),
+# PHOTOSCORE_API_KEYS (use these keys instead of the stored one), and every other PHOTOSCORE_
+# setting (README, "Configuration"). PHOTOSCORE_SKIP_INSTALL=1 skips step 1.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+say() { printf 'quickstart: %s\n' "$*"; }
+
+if [[ "${PHOTOSCORE_SKIP_INSTALL:-0}" != 1 ]]; then
+  "$ROOT/scripts/install.sh"
+fi
+VENV="${PHOTOSCORE_VENV:-$ROOT/.venv}"
+if [[ "$VENV" != none ]]; then
+  export PATH="$VENV/bin:$PATH"
+fi
+command -v photoscore >/dev/null 2>&1 || { say "photoscore is not installed (scripts/install.sh)"; exit 1; }
+
+export PHOTOSCORE_DATA_DIR="${PHOTOSCORE_DATA_DIR:-var}"
+export PHOTOSCORE_HOST="${PHOTOSCORE_HOST:-127.0.0.1}"
+export PHOTOSCORE_PORT="${PHOTOSCORE_PORT:-8000}"
+mkdir -p "$PHOTOSCORE_DATA_DIR"
+
+# -------------------------------------------------------------------------------- API key
+key_file="$PHOTOSCORE_DATA_DIR/api-key"
+if [[ -n "${PHOTOSCORE_API_KEYS:-}" ]]; then
+  api_key="${PHOTOSCORE_API_KEYS%%,*}"
+  key_note="from PHOTOSCORE_API_KEYS"
+else
+  if [[ ! -s "$key_file" ]]; then
+    (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(32))' >"$key_file")
+    say "generated an API key in $key_file"
+  fi
+  chmod 600 "$key_file"
+  api_key="$(tr -d '[:space:]' <"$key_file")"
+  export PHOTOSCORE_API_KEYS="$api_key"
+  key_note="stored in $key_file"
+fi
+
+# ----------------------------------------------------------------------- database + catalogue
+python3 - <<'PY'
+from app.db import upgrade_database
+from app.settings import Settings
+
+url = Settings().resolved_database_url
+upgrade_database(url)
+print(f"quickstart: database ready ({url})")
+PY
+
+"$ROOT/scripts/demo_catalogue.sh"
+
+# ------------------------------------------------------------------------------------ serve
+url_host="$PHOTOSCORE_HOST"
+case "$url_host" in
+  0.0.0.0 | "::" | "") url_host=127.0.0.1 ;;
+  *:*) url_host="[$url_host]" ;;
+esac
+base_url="http://$url_host:$PHOTOSCORE_PORT"
+
+if python3 - "$PHOTOSCORE_HOST" "$PHOTOSCORE_PORT" <<'PY'; then
+import socket
+import sys
+
+host, port = sys.argv[1], int(sys.argv[2])
+try:
+    socket.create_connection(("127.0.0.1" if host in ("0.0.0.0", "::", "") else host, port), timeout=1).close()
+except OSError:
+    sys.exit(1)  # nothing listens there: free
+PY
+  say "port $PHOTOSCORE_PORT on $PHOTOSCORE_HOST is already in use: stop what runs there or set PHOTOSCORE_PORT"
+  exit 1
+fi
+
+# Own session: Ctrl+C reaches this script, which stops the server once (cleanly) via TERM.
+setsid photoscore serve &
+server=$!
+stop() { kill -TERM "$server" 2>/dev/null || true; }
+trap stop INT TERM HUP
+
+say "starting the service (loading the model and the index)..."
+if ! python3 - "$base_url/health" "$server" <<'PY'; then
+import os
+import sys
+import time
+import urllib.request
+
+url, pid = sys.argv[1], int(sys.argv[2])
+deadline = time.monotonic() + float(os.environ.get("PHOTOSCORE_START_TIMEOUT", "300"))
+while time.monotonic() < deadline:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        sys.exit(1)  # the server exited; it said why
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            if response.status == 200:
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.5)
+sys.exit(1)
+PY
+  say "the service did not start (see the messages above)"
+  stop
+  wait "$server" || exit $?
+  exit 1
+fi
+
+cat <<EOF
+
+  PhotoScore is running.
+    Web page   $base_url/
+    API docs   $base_url/docs
+    API key    $api_key   ($key_note)
+
+  Try:  curl -F image=@/usr/share/backgrounds/mate/nature/Storm.jpg '$base_url/recommend?n=5'
+  Stop: Ctrl+C
+
+EOF
+
+set +e
+wait "$server"
+status=$?
+# A second wait: the first one returns early when a trapped signal arrives.
+if kill -0 "$server" 2>/dev/null; then
+  wait "$server"
+  status=$?
+fi
+# Stopped by Ctrl+C or TERM: uvicorn shuts down cleanly; report success.
+[[ $status -eq 130 || $status -eq 143 ]] && status=0
+exit "$status"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Reproduce the shipped model: prepare data, train, evaluate on the test split, install it.
+#   scripts/train_default.sh [RUN_DIR]       (default runs/default)
+# Needs the labelled data at PHOTOSCORE_DATASET_DIR (default ../shared/data).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+RUN="${1:-runs/default}"
+DATA="${PHOTOSCORE_DATASET_DIR:-../shared/data}"
+PY="${PHOTOSCORE_VENV:-$ROOT/.venv}/bin"
+start=$(date +%s)
+"$PY/photoscore" train --config configs/default.yaml --out "$RUN" --set "data.root=$DATA" --quiet
+"$PY/photoscore" evaluate --checkpoint "$RUN/model.safetensors" --images "$DATA/oasis,$DATA/emotion6" \
+  --music "$DATA/vgmidi,$DATA/panda4q" --json "$RUN/test.json" --quiet
+cp "$RUN/model.safetensors" model/default/photoscore-default.safetensors
+echo "done in $(( $(date +%s) - start )) s; installed model/default/photoscore-default.safetensors"
