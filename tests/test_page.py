@@ -239,7 +239,7 @@ def test_keyboard_reaches_and_operates_the_controls(page, live_server, tmp_path)
     # added; subscribing inside `expect_file_chooser` races the key press (under load Chromium saw
     # the Space before the interception and opened its own, invisible dialog). Subscribe first.
     choosers = []
-    page.on("filechooser", choosers.append)
+    page.on("filechooser", lambda chooser: choosers.append(chooser))
     page.goto(live_server.url + "/")
     reached = []
     for _ in range(12):
@@ -256,6 +256,7 @@ def test_keyboard_reaches_and_operates_the_controls(page, live_server, tmp_path)
     assert ring == "solid"
 
     # The picker opens from the keyboard, and the results' buttons are reachable by Tab.
+    assert page.evaluate("document.activeElement.dataset.testid") == "image-input"
     with page.expect_file_chooser() as chooser:
         page.keyboard.press("Space")
     chooser.value.set_files(str(photo_file(tmp_path, "cold")))
