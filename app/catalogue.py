@@ -149,6 +149,14 @@ def find_tracks(session: Session, sha256s: Iterable[str]) -> dict[str, Track]:
     return found
 
 
+def referenced_audio_keys(session: Session, keys: Iterable[str]) -> set[str]:
+    """Which of these stored-audio keys some track still points at (the store's orphan sweep)."""
+    found: set[str] = set()
+    for chunk in _chunks(list(dict.fromkeys(keys))):
+        found.update(session.scalars(select(Track.audio_key).where(Track.audio_key.in_(chunk))))
+    return found
+
+
 def get_track(session: Session, track_id: int) -> Track | None:
     return session.get(Track, track_id)
 

@@ -25,9 +25,11 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine, make_url, text
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.catalogue import referenced_audio_keys
 from app.db import DatabaseUnavailableError, make_engine, make_session_factory, upgrade_database
 from app.metrics import Metrics, MetricsMiddleware
 from app.routes import health, recommend, tracks
@@ -275,6 +277,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.store = AudioStore(settings.resolved_audio_dir)
     if swept := await run_in_threadpool(state.store.sweep_temporary):
         log.warning("removed %d temporary audio files left by an earlier crash", swept)
+    if swept := await run_in_threadpool(_sweep_unreferenced_audio, state.store, state.session_factory):
+        log.warning("removed %d stored audio files no track references (uploads cut off mid-way)", swept)
     sync_task = asyncio.create_task(_sync_loop(app, live, settings.index_sync_seconds), name="photoscore-index-sync")
     log.info(
         "PhotoScore ready in %.1f s: model %s on %s, %d tracks / %d clips (index from %s)",
@@ -294,6 +298,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await worker.close()
         state.warmed = False
         engine.dispose()
+
+
+def _sweep_unreferenced_audio(store: AudioStore, session_factory: sessionmaker[Session]) -> int:
+    """Start-up sweep of stored files whose track was never committed (see `AudioStore`)."""
+
+    def referenced(keys: list[str]) -> set[str]:
+        with session_factory() as session:
+            return referenced_audio_keys(session, keys)
+
+    return store.sweep_unreferenced(referenced)
 
 
 # ------------------------------------------------------------------------------------ factory

@@ -57,7 +57,7 @@ class Track(Base):
     album: Mapped[str | None] = mapped_column(String(512))
     duration: Mapped[float] = mapped_column(Float)
     source: Mapped[str | None] = mapped_column(Text)
-    audio_key: Mapped[str | None] = mapped_column(String(255))
+    audio_key: Mapped[str | None] = mapped_column(String(255), index=True)  # the orphan sweep looks it up
     license: Mapped[str | None] = mapped_column(Text)
     valence: Mapped[float] = mapped_column(Float)
     arousal: Mapped[float] = mapped_column(Float)

@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 _KEY_RE = re.compile(r"^[0-9a-f]{64}\.[a-z0-9]{1,5}$")
@@ -81,6 +82,8 @@ class AudioStore:
         key = self.make_key(data)
         final = self.path(key)
         if final.is_file() and final.stat().st_size == len(data):
+            # Fresh mtime: an old orphan about to be referenced again must not look sweepable.
+            os.utime(final)
             return key
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=final.parent)
@@ -109,6 +112,48 @@ class AudioStore:
                 if path.stat().st_mtime < cutoff:
                     path.unlink()
                     removed += 1
+        return removed
+
+    def sweep_unreferenced(
+        self,
+        referenced: Callable[[list[str]], Iterable[str]],
+        older_than_s: float = 3600.0,
+        chunk: int = 1000,
+    ) -> int:
+        """Delete stored files no track references (an upload cut off between storing its file and
+        committing its track leaves one); returns how many.
+
+        `referenced(keys)` returns those of `keys` the catalogue still points at. Only files older
+        than `older_than_s` are candidates, so an upload in flight on a replica sharing this folder
+        is never touched (`put` refreshes the time of a file it reuses).
+        """
+        cutoff = time.time() - older_than_s
+        removed = 0
+        candidates: list[Path] = []
+
+        def flush() -> int:
+            keep = set(referenced([p.name for p in candidates]))
+            n = 0
+            for path in candidates:
+                if path.name in keep:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_mtime < cutoff:  # re-checked: a put may have reused it since
+                        path.unlink()
+                        n += 1
+            candidates.clear()
+            return n
+
+        for path in self.root.glob("*/*/*"):
+            if not _KEY_RE.match(path.name):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < cutoff:
+                    candidates.append(path)
+            if len(candidates) >= chunk:
+                removed += flush()
+        if candidates:
+            removed += flush()
         return removed
 
     def delete(self, key: str) -> bool:

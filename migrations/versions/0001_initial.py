@@ -44,6 +44,7 @@ def upgrade() -> None:
         sqlite_autoincrement=True,
     )
     op.create_index("ix_tracks_checkpoint_hash", "tracks", ["checkpoint_hash"])
+    op.create_index("ix_tracks_audio_key", "tracks", ["audio_key"])
 
     op.create_table(
         "clips",
@@ -96,5 +97,6 @@ def downgrade() -> None:
     op.drop_table("index_state")
     op.drop_index("ix_clips_track_id", table_name="clips")
     op.drop_table("clips")
+    op.drop_index("ix_tracks_audio_key", table_name="tracks")
     op.drop_index("ix_tracks_checkpoint_hash", table_name="tracks")
     op.drop_table("tracks")
