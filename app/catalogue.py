@@ -36,9 +36,7 @@ class ClipBatch:
         self.va = np.asarray(self.va, dtype=np.float32).reshape(-1, 2)
         self.embeddings = np.ascontiguousarray(self.embeddings, dtype=EMBEDDING_DTYPE)
         n = len(self.starts)
-        if self.embeddings.ndim != 2 or not (
-            len(self.ends) == len(self.va) == len(self.embeddings) == n
-        ):
+        if self.embeddings.ndim != 2 or not (len(self.ends) == len(self.va) == len(self.embeddings) == n):
             raise ValueError(
                 f"ClipBatch sizes disagree: starts {n}, ends {len(self.ends)}, va {len(self.va)}, "
                 f"embeddings {self.embeddings.shape}"
@@ -178,9 +176,7 @@ def delete_track(session: Session, track_id: int, *, commit: bool = True) -> boo
     return True
 
 
-def list_tracks(
-    session: Session, q: str | None = None, offset: int = 0, limit: int = 50
-) -> tuple[list[Track], int]:
+def list_tracks(session: Session, q: str | None = None, offset: int = 0, limit: int = 50) -> tuple[list[Track], int]:
     """A page of tracks (by id) whose title, artist or album contains ``q``, and the total."""
     stmt: Select[Any] = select(Track)
     if q:
@@ -199,18 +195,14 @@ def list_tracks(
 
 def track_clips(session: Session, track_id: int) -> list[Clip]:
     """A track's clips in time order."""
-    return list(
-        session.scalars(select(Clip).where(Clip.track_id == track_id).order_by(Clip.start, Clip.id))
-    )
+    return list(session.scalars(select(Clip).where(Clip.track_id == track_id).order_by(Clip.start, Clip.id)))
 
 
 def load_clip_table(session: Session, checkpoint_hash: str | None = None) -> ClipTable:
     """All clips' ids, track ids and segment bounds, ordered by clip id (no embeddings)."""
     stmt = select(Clip.id, Clip.track_id, Clip.start, Clip.end).order_by(Clip.id)
     if checkpoint_hash is not None:
-        stmt = stmt.join(Track, Track.id == Clip.track_id).where(
-            Track.checkpoint_hash == checkpoint_hash
-        )
+        stmt = stmt.join(Track, Track.id == Clip.track_id).where(Track.checkpoint_hash == checkpoint_hash)
     rows = session.execute(stmt).all()
     if not rows:
         empty_i, empty_f = np.empty(0, np.int64), np.empty(0, np.float64)
@@ -238,9 +230,7 @@ def load_embeddings(
     """
     base = select(Clip.id, Clip.embedding)
     if checkpoint_hash is not None:
-        base = base.join(Track, Track.id == Clip.track_id).where(
-            Track.checkpoint_hash == checkpoint_hash
-        )
+        base = base.join(Track, Track.id == Clip.track_id).where(Track.checkpoint_hash == checkpoint_hash)
     if clip_ids is None:
         statements = [base.order_by(Clip.id)]
     else:
@@ -277,17 +267,13 @@ def catalogue_version(session: Session, checkpoint_hash: str | None = None) -> C
     """Clip count (optionally for one checkpoint) and last event id, to detect a stale index."""
     count_stmt = select(func.count(Clip.id))
     if checkpoint_hash is not None:
-        count_stmt = count_stmt.join(Track, Track.id == Clip.track_id).where(
-            Track.checkpoint_hash == checkpoint_hash
-        )
+        count_stmt = count_stmt.join(Track, Track.id == Clip.track_id).where(Track.checkpoint_hash == checkpoint_hash)
     return CatalogueVersion(int(session.scalar(count_stmt) or 0), last_event_id(session))
 
 
 def checkpoint_counts(session: Session) -> dict[str, int]:
     """Number of tracks per checkpoint hash (to report tracks the current model cannot search)."""
-    rows = session.execute(
-        select(Track.checkpoint_hash, func.count(Track.id)).group_by(Track.checkpoint_hash)
-    )
+    rows = session.execute(select(Track.checkpoint_hash, func.count(Track.id)).group_by(Track.checkpoint_hash))
     return {h: int(n) for h, n in rows}
 
 

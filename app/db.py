@@ -78,9 +78,7 @@ def check_database(url: str, timeout_s: float = 5.0) -> None:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:
-        raise DatabaseUnavailableError(
-            f"cannot reach database {_safe(url)}: {_first_line(exc)}"
-        ) from exc
+        raise DatabaseUnavailableError(f"cannot reach database {_safe(url)}: {_first_line(exc)}") from exc
     finally:
         engine.dispose()
 

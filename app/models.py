@@ -63,9 +63,7 @@ class Track(Base):
     arousal: Mapped[float] = mapped_column(Float)
     clip_count: Mapped[int] = mapped_column(Integer)
     checkpoint_hash: Mapped[str] = mapped_column(String(64), index=True)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     clips: Mapped[list[Clip]] = relationship(
         back_populates="track",
@@ -85,9 +83,7 @@ class Clip(Base):
     __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    track_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("tracks.id", ondelete="CASCADE"), index=True
-    )
+    track_id: Mapped[int] = mapped_column(BigId, ForeignKey("tracks.id", ondelete="CASCADE"), index=True)
     start: Mapped[float] = mapped_column(Float)
     end: Mapped[float] = mapped_column(Float)
     valence: Mapped[float] = mapped_column(Float)
@@ -128,6 +124,4 @@ class TrackEvent(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
     track_id: Mapped[int] = mapped_column(BigInteger, index=True)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -17,13 +17,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PHOTOSCORE_", env_file=".env", extra="ignore")
 
     data_dir: Path = Field(Path("var"), description="Where the embedded database, index and audio live.")
-    database_url: str | None = Field(
-        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/photoscore.db."
-    )
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<data_dir>/photoscore.db.")
     index_dir: Path | None = Field(None, description="FAISS index directory; default <data_dir>/index.")
-    audio_dir: Path | None = Field(
-        None, description="Content-addressed stored audio; default <data_dir>/audio."
-    )
+    audio_dir: Path | None = Field(None, description="Content-addressed stored audio; default <data_dir>/audio.")
     checkpoint: Path = Field(DEFAULT_CHECKPOINT, description="Model checkpoint (.safetensors).")
     dataset_dir: Path = Field(Path("../shared/data"), description="Labelled training data root.")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda[:N]'.")

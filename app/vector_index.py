@@ -301,17 +301,14 @@ class ClipIndex:
         path = Path(directory) / SIDECAR
         if not path.is_file():
             raise IndexNotFoundError(
-                f"no index in {directory}: build one with `photoscore index PATH` "
-                "or `photoscore index --rebuild`"
+                f"no index in {directory}: build one with `photoscore index PATH` or `photoscore index --rebuild`"
             )
         try:
             raw = json.loads(path.read_text())
             known = {k: v for k, v in raw.items() if k in IndexMeta.__dataclass_fields__}
             return IndexMeta(**known)
         except (ValueError, TypeError) as exc:
-            raise IndexLoadError(
-                f"unreadable index metadata {path}: {exc}; run `photoscore index --rebuild`"
-            ) from exc
+            raise IndexLoadError(f"unreadable index metadata {path}: {exc}; run `photoscore index --rebuild`") from exc
 
     @classmethod
     def load(cls, directory: str | Path, expected_checkpoint_hash: str | None = None) -> ClipIndex:
@@ -330,8 +327,7 @@ class ClipIndex:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:
             raise IndexLoadError(
-                f"cannot read index file {path}: {str(exc).splitlines()[0]}; "
-                "run `photoscore index --rebuild`"
+                f"cannot read index file {path}: {str(exc).splitlines()[0]}; run `photoscore index --rebuild`"
             ) from exc
         if index.d != meta.dim:
             raise IndexMismatchError(f"index file {path} has dimension {index.d}, sidecar {meta.dim}")
@@ -348,9 +344,7 @@ class ClipIndex:
     # ---------------------------------------------------------------------------------- helpers
     def _search_params(self, k: int) -> faiss.SearchParameters | None:
         selector = (
-            faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self._removed, np.int64)))
-            if self._removed
-            else None
+            faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self._removed, np.int64))) if self._removed else None
         )
         if self.meta.index_type == "hnsw":
             ef = max(int(self.meta.params.get("efSearch", 64)), k)
@@ -386,9 +380,7 @@ class ClipIndex:
         out[:, : positions.shape[1]] = np.where(positions >= 0, ids[positions], -1)
         return out
 
-    def _sample_queries(
-        self, sample: int, seed: int, jitter: bool = True
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _sample_queries(self, sample: int, seed: int, jitter: bool = True) -> tuple[np.ndarray, np.ndarray]:
         ids, vectors = self._live_vectors()
         if not len(ids) or sample <= 0:
             return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)

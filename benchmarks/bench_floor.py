@@ -71,8 +71,10 @@ def run(ctx: Context) -> dict[str, Any]:
             "floor_best_threads_ms": decode["p50"] + prep["p50"] + branch_best,
             "floor_with_draft_ms": best_floor,
         }
-        log(f"floor {label}: decode {fmt(decode['p50'])} + preprocess {fmt(prep['p50'])} + image branch "
-            f"{fmt(embed[default_threads]['p50'])} = {fmt(floor)} ms (draft decode: {fmt(best_floor)} ms)")
+        log(
+            f"floor {label}: decode {fmt(decode['p50'])} + preprocess {fmt(prep['p50'])} + image branch "
+            f"{fmt(embed[default_threads]['p50'])} = {fmt(floor)} ms (draft decode: {fmt(best_floor)} ms)"
+        )
         rows.append(row)
     return {"rows": rows, "image_size": size, "default_threads": default_threads}
 
@@ -81,8 +83,10 @@ def print_table(res: dict[str, Any]) -> None:
     print(f"\nFloor: decode + preprocess + image branch at batch 1 (model input {res['image_size']} px), ms")
     thr = sorted(res["rows"][0]["embed_ms"], key=int)
     head = " ".join(f"{'branch ' + t + 'thr':>12}" for t in thr)
-    print(f"{'photo':>38} {'KiB':>6} {'decode':>7} {'draft':>7} {'prep':>6} {head} {'floor':>7} {'best thr':>8} "
-          f"{'draft floor':>11}")
+    print(
+        f"{'photo':>38} {'KiB':>6} {'decode':>7} {'draft':>7} {'prep':>6} {head} {'floor':>7} {'best thr':>8} "
+        f"{'draft floor':>11}"
+    )
     for r in res["rows"]:
         emb = " ".join(f"{fmt(r['embed_ms'][t], 2):>12}" for t in thr)
         print(

@@ -57,10 +57,21 @@ def run_cli(ctx: Context, files: list[Path], directory: Path, workers: int) -> d
     directory.mkdir(parents=True)
     url = f"sqlite:///{(directory / 'photoscore.db').resolve()}"
     cmd = [
-        sys.executable, "-m", "indexer", *map(str, files),
-        "--database-url", url, "--index-dir", str(directory / "index"),
-        "--checkpoint", str(ctx.checkpoint), "--device", "cpu",
-        "--workers", str(workers), "--no-progress",
+        sys.executable,
+        "-m",
+        "indexer",
+        *map(str, files),
+        "--database-url",
+        url,
+        "--index-dir",
+        str(directory / "index"),
+        "--checkpoint",
+        str(ctx.checkpoint),
+        "--device",
+        "cpu",
+        "--workers",
+        str(workers),
+        "--no-progress",
     ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -126,9 +137,16 @@ def run_stages(ctx: Context, files: list[Path], directory: Path) -> dict[str, An
         tags = read_tags(path)
         with factory() as session:
             add_track(
-                session, sha256=sha, title=tags.get("title") or path.stem, artist=tags.get("artist"),
-                album=tags.get("album"), duration=len(y) / SAMPLE_RATE, source=str(path), audio_key=None,
-                license=None, checkpoint_hash=matcher.checkpoint_hash,
+                session,
+                sha256=sha,
+                title=tags.get("title") or path.stem,
+                artist=tags.get("artist"),
+                album=tags.get("album"),
+                duration=len(y) / SAMPLE_RATE,
+                source=str(path),
+                audio_key=None,
+                license=None,
+                checkpoint_hash=matcher.checkpoint_hash,
                 clips=ClipBatch(clips.starts, clips.ends, va, embs),
             )
         t5 = time.perf_counter()
@@ -139,8 +157,13 @@ def run_stages(ctx: Context, files: list[Path], directory: Path) -> dict[str, An
         if len(signals) < 3:
             signals.append((path, y))
     t0 = time.perf_counter()
-    sync_index(factory, directory / "index", checkpoint_hash=matcher.checkpoint_hash, dim=matcher.dim,
-               exact_threshold=settings.exact_index_threshold)
+    sync_index(
+        factory,
+        directory / "index",
+        checkpoint_hash=matcher.checkpoint_hash,
+        dim=matcher.dim,
+        exact_threshold=settings.exact_index_threshold,
+    )
     t["faiss"] = time.perf_counter() - t0
     engine.dispose()
     total = sum(t.values())

@@ -67,17 +67,20 @@ def run(ctx: Context) -> dict[str, Any]:
                             continue  # one thread matters for serving (batch 1) only
                         x = torch.randn(b, 3, size, size)
                         r = _time_forward(model.embed_image, x, quick=ctx.quick)
-                        rows.append({**common, "modality": "image", "input": f"3x{size}x{size}",
-                                     "params_m": params / 1e6, **r})
-                        log(f"model {name} image {size}px batch {b}, {threads} thr: "
-                            f"{fmt(r['ms_per_item'], 2)} ms/image")
+                        rows.append(
+                            {**common, "modality": "image", "input": f"3x{size}x{size}", "params_m": params / 1e6, **r}
+                        )
+                        log(
+                            f"model {name} image {size}px batch {b}, {threads} thr: {fmt(r['ms_per_item'], 2)} ms/image"
+                        )
                 for b in batches:
                     if threads != default_threads and b > 1:
                         continue
                     x = torch.randn(b, 3, N_FEATURES, 87)
                     r = _time_forward(model.embed_music, x, quick=ctx.quick)
-                    rows.append({**common, "modality": "clip", "input": f"3x{N_FEATURES}x87",
-                                 "params_m": mparams / 1e6, **r})
+                    rows.append(
+                        {**common, "modality": "clip", "input": f"3x{N_FEATURES}x87", "params_m": mparams / 1e6, **r}
+                    )
                     log(f"model {name} clip batch {b}, {threads} thr: {fmt(r['ms_per_item'], 2)} ms/clip")
             del model
     finally:
@@ -105,8 +108,10 @@ def run(ctx: Context) -> dict[str, Any]:
 
 def print_table(res: dict[str, Any]) -> None:
     print(f"\nModel forward on CPU (torch default {res['threads']} threads), ms per item (median, best)")
-    print(f"{'backbone':>20} {'modality':>8} {'input':>12} {'batch':>5} {'thr':>3} {'ms/item':>9} {'best':>9} "
-          f"{'items/s':>9} {'params M':>8}")
+    print(
+        f"{'backbone':>20} {'modality':>8} {'input':>12} {'batch':>5} {'thr':>3} {'ms/item':>9} {'best':>9} "
+        f"{'items/s':>9} {'params M':>8}"
+    )
     for r in res["rows"]:
         print(
             f"{r['backbone']:>20} {r['modality']:>8} {r['input']:>12} {r['batch']:>5} {r['threads']:>3} "

@@ -38,7 +38,7 @@ READY_TIMEOUT_S = 900.0
 def multipart(jpeg: bytes) -> bytes:
     """The request body, built once (the load generator should cost as little CPU as possible)."""
     head = (
-        f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"photo.jpg\"\r\n"
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="photo.jpg"\r\n'
         "Content-Type: image/jpeg\r\n\r\n"
     ).encode()
     return head + jpeg + f"\r\n--{BOUNDARY}--\r\n".encode()
@@ -231,10 +231,21 @@ def bench_catalogue(
     seconds = seconds or ctx.cell_seconds
     jpegs, source = photo_jpegs(*REQUEST_PHOTO, count=N_PHOTOS)
     bodies = [multipart(j) for j in jpegs]
-    out: dict[str, Any] = {"catalogue": cat.name, "n_clips": cat.n_clips, "n_tracks": cat.n_tracks,
-                           "kind": cat.kind, "variant": variant, "env": extra_env or {}, "modes": {},
-                           "photos": {"count": len(jpegs), "size": "x".join(map(str, REQUEST_PHOTO)),
-                                      "mean_kib": sum(map(len, jpegs)) / len(jpegs) / 1024, "source": source}}
+    out: dict[str, Any] = {
+        "catalogue": cat.name,
+        "n_clips": cat.n_clips,
+        "n_tracks": cat.n_tracks,
+        "kind": cat.kind,
+        "variant": variant,
+        "env": extra_env or {},
+        "modes": {},
+        "photos": {
+            "count": len(jpegs),
+            "size": "x".join(map(str, REQUEST_PHOTO)),
+            "mean_kib": sum(map(len, jpegs)) / len(jpegs) / 1024,
+            "source": source,
+        },
+    }
     for mb in modes:
         mode = "on" if mb else "off"
         log(f"/recommend: {cat.name}, micro-batching {mode}, {variant}: starting server")
@@ -273,8 +284,10 @@ def bench_catalogue(
 
 def print_table(results: list[dict[str, Any]]) -> None:
     print("\n/recommend end to end (ms, req/s)")
-    print(f"{'catalogue':>22} {'variant':>16} {'mb':>3} {'c':>3} {'p50':>8} {'p95':>8} {'p99':>8} {'req/s':>7} "
-          f"{'batch':>5}")
+    print(
+        f"{'catalogue':>22} {'variant':>16} {'mb':>3} {'c':>3} {'p50':>8} {'p95':>8} {'p99':>8} {'req/s':>7} "
+        f"{'batch':>5}"
+    )
     for r in results:
         for mode, entry in r["modes"].items():
             for cell in entry["cells"]:

@@ -144,11 +144,18 @@ def bench_index_types(
     # -- exact
     flat, dt, mem = built("flat")
     row = _measure_built(flat, "flat (exact, IndexFlatIP)", queries, truth, n_lat)
-    row.update(build_s=dt, rss_mib=mem, mib_per_million=mem * per_million,
-               file_bytes_per_vector=_file_bytes_per_vector(ctx, flat._index, n), params="")
+    row.update(
+        build_s=dt,
+        rss_mib=mem,
+        mib_per_million=mem * per_million,
+        file_bytes_per_vector=_file_bytes_per_vector(ctx, flat._index, n),
+        params="",
+    )
     rows.append(row)
-    log(f"search {n:,}: flat p50 {fmt(row['latency_k10_ms']['p50'], 3)} ms (k=10), "
-        f"{fmt(row['latency_k256_ms']['p50'], 3)} ms (k=256), build {dt:.1f} s, {mem:.0f} MiB")
+    log(
+        f"search {n:,}: flat p50 {fmt(row['latency_k10_ms']['p50'], 3)} ms (k=10), "
+        f"{fmt(row['latency_k256_ms']['p50'], 3)} ms (k=256), build {dt:.1f} s, {mem:.0f} MiB"
+    )
     del flat
 
     # -- HNSW, as the service builds it (M=32, efConstruction=80, efSearch tuned to 0.95 on stored vectors)
@@ -174,14 +181,21 @@ def bench_index_types(
     for ef in EF_SWEEP:
         p["efSearch"] = ef
         found = hnsw.search(queries, K)[1]
-        sweep.append({"ef": ef, "recall_at_10": _recall(found, truth),
-                      "latency_ms": _latency(hnsw.search, queries, K, n_lat, 1)["p50"]})
+        sweep.append(
+            {
+                "ef": ef,
+                "recall_at_10": _recall(found, truth),
+                "latency_ms": _latency(hnsw.search, queries, K, n_lat, 1)["p50"],
+            }
+        )
     p["efSearch"] = tuned
     row["ef_sweep"] = sweep
     rows.append(row)
-    log(f"search {n:,}: HNSW recall@10 {row['recall_at_10']:.3f} (ef {tuned}), "
+    log(
+        f"search {n:,}: HNSW recall@10 {row['recall_at_10']:.3f} (ef {tuned}), "
         f"{row['recall_at_10_service_k']:.3f} at k=256, p50 {fmt(row['latency_k10_ms']['p50'], 3)} ms, "
-        f"build {fmt(dt)} s")
+        f"build {fmt(dt)} s"
+    )
     del hnsw
 
     # -- IVF-Flat (reference only: not offered by the service)
@@ -201,8 +215,13 @@ def bench_index_types(
     for nprobe in NPROBE_SWEEP:
         ivf.nprobe = nprobe
         found = ivf.search(queries, K)[1]
-        sweep.append({"nprobe": nprobe, "recall_at_10": _recall(found, truth),
-                      "latency_ms": _latency(ivf.search, queries, K, n_lat, 1)["p50"]})
+        sweep.append(
+            {
+                "nprobe": nprobe,
+                "recall_at_10": _recall(found, truth),
+                "latency_ms": _latency(ivf.search, queries, K, n_lat, 1)["p50"],
+            }
+        )
     pick = next((s for s in sweep if s["recall_at_10"] >= 0.95), sweep[-1])
     ivf.nprobe = pick["nprobe"]
     row = {
@@ -221,8 +240,10 @@ def bench_index_types(
         "nprobe_sweep": sweep,
     }
     rows.append(row)
-    log(f"search {n:,}: IVF nlist {nlist} nprobe {pick['nprobe']} recall {pick['recall_at_10']:.3f}, "
-        f"p50 {fmt(row['latency_k10_ms']['p50'], 3)} ms, build {dt:.1f} s")
+    log(
+        f"search {n:,}: IVF nlist {nlist} nprobe {pick['nprobe']} recall {pick['recall_at_10']:.3f}, "
+        f"p50 {fmt(row['latency_k10_ms']['p50'], 3)} ms, build {dt:.1f} s"
+    )
     del ivf, quantizer
     trim_memory()
     return {"n": n, "queries": len(queries), "rows": rows}
@@ -284,10 +305,12 @@ def bench_live(ctx: Context, cat, matcher, queries: np.ndarray, n_results: int =
         "candidates_max": int(np.max(cand)),
         "widened_share": float(np.mean(np.asarray(cand) > k)),
     }
-    log(f"search step {cat.name}: LiveIndex.recommend p50 {fmt(res['recommend_ms']['p50'], 2)} ms "
+    log(
+        f"search step {cat.name}: LiveIndex.recommend p50 {fmt(res['recommend_ms']['p50'], 2)} ms "
         f"({fmt(res['recommend_1t_ms']['p50'], 2)} ms at 1 thread) "
         f"(FAISS+widening {fmt(res['candidates_ms']['p50'], 2)} ms, median {res['candidates_median']:.0f} candidates, "
-        f"{100 * res['widened_share']:.0f}% widened), load {load_s:.1f} s, +{mem:.0f} MiB")
+        f"{100 * res['widened_share']:.0f}% widened), load {load_s:.1f} s, +{mem:.0f} MiB"
+    )
     del live
     trim_memory()
     return res
@@ -296,8 +319,10 @@ def bench_live(ctx: Context, cat, matcher, queries: np.ndarray, n_results: int =
 def print_tables(types: list[dict[str, Any]], live: list[dict[str, Any]]) -> None:
     for t in types:
         print(f"\nSearch alone, {t['n']:,} vectors x 128-d, batch 1, {t['queries']} fresh queries")
-        print(f"{'type':>42} {'recall@10':>9} {'p50 k10':>8} {'p99 k10':>8} {'p50 k256':>8} {'1thr k10':>8} "
-              f"{'1thr k256':>9} {'build s':>8} {'MiB/1e6':>8} {'B/vec':>6}  params")
+        print(
+            f"{'type':>42} {'recall@10':>9} {'p50 k10':>8} {'p99 k10':>8} {'p50 k256':>8} {'1thr k10':>8} "
+            f"{'1thr k256':>9} {'build s':>8} {'MiB/1e6':>8} {'B/vec':>6}  params"
+        )
         for r in t["rows"]:
             print(
                 f"{r['type']:>42} {r['recall_at_10']:>9.3f} {fmt(r['latency_k10_ms']['p50'], 3):>8} "

@@ -192,8 +192,9 @@ def stats_ms(seconds: list[float] | np.ndarray) -> dict[str, float]:
     }
 
 
-def repeat(fn: Callable[[], Any], *, min_reps: int = 5, min_seconds: float = 1.0, warmup: int = 1,
-           max_reps: int = 10_000) -> list[float]:
+def repeat(
+    fn: Callable[[], Any], *, min_reps: int = 5, min_seconds: float = 1.0, warmup: int = 1, max_reps: int = 10_000
+) -> list[float]:
     """Run ``fn`` until both ``min_reps`` and ``min_seconds`` are reached; per-call seconds."""
     for _ in range(warmup):
         fn()

@@ -76,8 +76,9 @@ def _request_floor(res: dict[str, Any]) -> dict[str, Any] | None:
     return next((r for r in rows if "request photo" in r["photo"]), rows[1] if len(rows) > 1 else None)
 
 
-def _model_row(res: dict[str, Any], backbone: str, modality: str, batch: int, threads: int | None = None,
-               size: str | None = None) -> dict[str, Any] | None:
+def _model_row(
+    res: dict[str, Any], backbone: str, modality: str, batch: int, threads: int | None = None, size: str | None = None
+) -> dict[str, Any] | None:
     m = res.get("model") or {}
     threads = threads or m.get("threads")
     for r in m.get("rows", []):
@@ -405,9 +406,7 @@ def _header(res: dict[str, Any]) -> list[str]:
         "",
     ]
     sec = res.get("sections", {})
-    loads = ", ".join(
-        f"{name} {s['load_start'][0]:.1f} -> {s['load_end'][0]:.1f}" for name, s in sec.items()
-    )
+    loads = ", ".join(f"{name} {s['load_start'][0]:.1f} -> {s['load_end'][0]:.1f}" for name, s in sec.items())
     lines += table(
         ["", ""],
         [
@@ -503,8 +502,22 @@ def _recommend(res: dict[str, Any]) -> list[str]:
                     ]
                 )
     lines += table(
-        ["catalogue", "variant", "micro-batching", "c", "p50 ms", "p95 ms", "p99 ms", "handler p50 ms", "req/s",
-         "batch", "server cores", "client cores", "errors", "load"],
+        [
+            "catalogue",
+            "variant",
+            "micro-batching",
+            "c",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "handler p50 ms",
+            "req/s",
+            "batch",
+            "server cores",
+            "client cores",
+            "errors",
+            "load",
+        ],
         rows,
     )
     lines += ["Micro-batching on vs off (throughput ratio, p50 ratio):", ""]
@@ -531,11 +544,20 @@ def _recommend(res: dict[str, Any]) -> list[str]:
     for r in runs:
         for mode, entry in r["modes"].items():
             rows.append(
-                [r["catalogue"], r["variant"], mode, f(entry["ready_s"]), f(entry["rss_mib"], 0),
-                 f(entry.get("rss_after_mib"), 0), entry["ready"].get("clips")]
+                [
+                    r["catalogue"],
+                    r["variant"],
+                    mode,
+                    f(entry["ready_s"]),
+                    f(entry["rss_mib"], 0),
+                    f(entry.get("rss_after_mib"), 0),
+                    entry["ready"].get("clips"),
+                ]
             )
-    lines += table(["catalogue", "variant", "micro-batching", "ready s", "RSS MiB at ready", "RSS MiB after load",
-                    "clips served"], rows)
+    lines += table(
+        ["catalogue", "variant", "micro-batching", "ready s", "RSS MiB at ready", "RSS MiB after load", "clips served"],
+        rows,
+    )
     return lines
 
 
@@ -585,8 +607,14 @@ def _floor(res: dict[str, Any]) -> list[str]:
     rows = []
     for r in fl["rows"]:
         rows.append(
-            [r["photo"], f(r["jpeg_kib"], 0), f(r["decode_ms"]), f(r["draft_decode_ms"]), f(r["preprocess_ms"]),
-             f(r["draft_preprocess_ms"])]
+            [
+                r["photo"],
+                f(r["jpeg_kib"], 0),
+                f(r["decode_ms"]),
+                f(r["draft_decode_ms"]),
+                f(r["preprocess_ms"]),
+                f(r["draft_preprocess_ms"]),
+            ]
             + [f(r["embed_ms"][t], 2) for t in thr]
             + [f(r["floor_ms"]), f(r["floor_best_threads_ms"]), f(r["floor_with_draft_ms"])]
         )
@@ -607,8 +635,16 @@ def _floor(res: dict[str, Any]) -> list[str]:
         search = live["recommend_ms"]["p50"] if live else float("nan")
         handler = (_cell(r, "on", 1) or {}).get("handler_ms", {}).get("p50")
         rows.append(
-            [r["catalogue"], f(floor), f(search), f(floor + search), f(handler), f(p50),
-             f(p50 - handler) if handler is not None else "n/a", f(p50 / floor, 1) + "x"]
+            [
+                r["catalogue"],
+                f(floor),
+                f(search),
+                f(floor + search),
+                f(handler),
+                f(p50),
+                f(p50 - handler) if handler is not None else "n/a",
+                f(p50 / floor, 1) + "x",
+            ]
         )
     if rows:
         lines += [
@@ -619,8 +655,19 @@ def _floor(res: dict[str, Any]) -> list[str]:
             "handler p50: HTTP, multipart parsing, dependencies, JSON serialisation.",
             "",
         ]
-        lines += table(["catalogue", "floor ms", "search step ms", "floor + search", "handler took_ms p50",
-                        "/recommend p50 ms", "outside the handler ms", "p50 / floor"], rows)
+        lines += table(
+            [
+                "catalogue",
+                "floor ms",
+                "search step ms",
+                "floor + search",
+                "handler took_ms p50",
+                "/recommend p50 ms",
+                "outside the handler ms",
+                "p50 / floor",
+            ],
+            rows,
+        )
     return lines
 
 
@@ -641,15 +688,34 @@ def _search(res: dict[str, Any]) -> list[str]:
         rows = []
         for r in t["rows"]:
             rows.append(
-                [r["type"], r["params"] or "-", f(r["recall_at_10"], 3),
-                 f(r.get("recall_at_10_service_k", r["recall_at_10"]), 3),
-                 f(r["latency_k10_ms"]["p50"], 3), f(r["latency_k10_ms"]["p99"], 3),
-                 f(r["latency_k10_1t_ms"]["p50"], 3), f(r["latency_k256_1t_ms"]["p50"], 3),
-                 f(r["build_s"]), f(r["mib_per_million"], 0), f(r["file_bytes_per_vector"], 0)]
+                [
+                    r["type"],
+                    r["params"] or "-",
+                    f(r["recall_at_10"], 3),
+                    f(r.get("recall_at_10_service_k", r["recall_at_10"]), 3),
+                    f(r["latency_k10_ms"]["p50"], 3),
+                    f(r["latency_k10_ms"]["p99"], 3),
+                    f(r["latency_k10_1t_ms"]["p50"], 3),
+                    f(r["latency_k256_1t_ms"]["p50"], 3),
+                    f(r["build_s"]),
+                    f(r["mib_per_million"], 0),
+                    f(r["file_bytes_per_vector"], 0),
+                ]
             )
         lines += table(
-            ["type", "parameters", "recall@10 (k=10)", "recall@10 (k=256 search)", "p50 ms k=10", "p99 ms k=10",
-             "p50 ms k=10, 1 thr", "p50 ms k=256, 1 thr", "build s", "MiB per 10^6", "B/vec"],
+            [
+                "type",
+                "parameters",
+                "recall@10 (k=10)",
+                "recall@10 (k=256 search)",
+                "p50 ms k=10",
+                "p99 ms k=10",
+                "p50 ms k=10, 1 thr",
+                "p50 ms k=256, 1 thr",
+                "build s",
+                "MiB per 10^6",
+                "B/vec",
+            ],
             rows,
         )
         for r in t["rows"]:
@@ -670,13 +736,33 @@ def _search(res: dict[str, Any]) -> list[str]:
     if s.get("catalogues"):
         lines += ["Synthetic catalogues as written (SQLAlchemy Core bulk insert + `ClipIndex.build` + `save`):", ""]
         rows = [
-            [size_label(c["n_clips"]), f"{c['n_tracks']:,}", f(c["db_write_s"]), f(c["db_rows_per_s"], 0),
-             f(c["db_mib"], 0), c["index_type"], f(c["index_build_s"]), f(c["index_file_mib"], 0),
-             f(c.get("index_self_recall_at_10"), 3)]
+            [
+                size_label(c["n_clips"]),
+                f"{c['n_tracks']:,}",
+                f(c["db_write_s"]),
+                f(c["db_rows_per_s"], 0),
+                f(c["db_mib"], 0),
+                c["index_type"],
+                f(c["index_build_s"]),
+                f(c["index_file_mib"], 0),
+                f(c.get("index_self_recall_at_10"), 3),
+            ]
             for c in s["catalogues"]
         ]
-        lines += table(["clips", "tracks", "DB write s", "rows/s", "DB MiB", "index", "index build s (incl. tuning)",
-                        "index file MiB", "build's own recall@10 estimate"], rows)
+        lines += table(
+            [
+                "clips",
+                "tracks",
+                "DB write s",
+                "rows/s",
+                "DB MiB",
+                "index",
+                "index build s (incl. tuning)",
+                "index file MiB",
+                "build's own recall@10 estimate",
+            ],
+            rows,
+        )
     if s.get("live"):
         lines += [
             "The service's search step in-process: `LiveIndex.load` on the catalogue folder, then "
@@ -685,14 +771,35 @@ def _search(res: dict[str, Any]) -> list[str]:
             "",
         ]
         rows = [
-            [x["catalogue"], x["index_type"], f(x["recommend_ms"]["p50"], 2), f(x["recommend_ms"]["p99"], 2),
-             f(x["recommend_1t_ms"]["p50"], 2), f(x["candidates_ms"]["p50"], 2), f(x["candidates_median"], 0),
-             f(x["candidates_max"], 0), f(100 * x["widened_share"], 0) + "%", f(x["load_s"]), f(x["rss_mib"], 0)]
+            [
+                x["catalogue"],
+                x["index_type"],
+                f(x["recommend_ms"]["p50"], 2),
+                f(x["recommend_ms"]["p99"], 2),
+                f(x["recommend_1t_ms"]["p50"], 2),
+                f(x["candidates_ms"]["p50"], 2),
+                f(x["candidates_median"], 0),
+                f(x["candidates_max"], 0),
+                f(100 * x["widened_share"], 0) + "%",
+                f(x["load_s"]),
+                f(x["rss_mib"], 0),
+            ]
             for x in s["live"]
         ]
         lines += table(
-            ["catalogue", "index", "p50 ms", "p99 ms", "p50 ms 1 thr", "FAISS + widening p50 ms", "median candidates",
-             "max candidates", "queries widened", "load s", "RSS MiB"],
+            [
+                "catalogue",
+                "index",
+                "p50 ms",
+                "p99 ms",
+                "p50 ms 1 thr",
+                "FAISS + widening p50 ms",
+                "median candidates",
+                "max candidates",
+                "queries widened",
+                "load s",
+                "RSS MiB",
+            ],
             rows,
         )
     return lines
@@ -713,12 +820,31 @@ def _indexer(res: dict[str, Any]) -> list[str]:
         "",
     ]
     rows = [
-        [e["workers"], e["clips"], f(e["command_wall_s"]), f(e["xrt_command"]), f(e["clips_per_s_command"]),
-         f(e["pipeline_wall_s"]), f(e["pipeline_xrt"]), f(e["pipeline_clips_per_s"])]
+        [
+            e["workers"],
+            e["clips"],
+            f(e["command_wall_s"]),
+            f(e["xrt_command"]),
+            f(e["clips_per_s_command"]),
+            f(e["pipeline_wall_s"]),
+            f(e["pipeline_xrt"]),
+            f(e["pipeline_clips_per_s"]),
+        ]
         for e in idx["end_to_end"]
     ]
-    lines += table(["workers", "clips", "command s", "command x real time", "command clips/s", "pipeline s",
-                    "pipeline x real time", "pipeline clips/s"], rows)
+    lines += table(
+        [
+            "workers",
+            "clips",
+            "command s",
+            "command x real time",
+            "command clips/s",
+            "pipeline s",
+            "pipeline x real time",
+            "pipeline clips/s",
+        ],
+        rows,
+    )
     st = idx["stages"]
     lines += [
         "Stages, with the indexer's own functions called one after another in one process (decode and features "
@@ -742,12 +868,27 @@ def _indexer(res: dict[str, Any]) -> list[str]:
         "",
     ]
     rows = [
-        [name, f(b["median_abs_interior"], 4), f(b["p99_abs_interior"], 3), f(b["max_abs_interior"], 3),
-         f(b["max_abs_all"], 2), f(b["ref_max_abs"], 1)]
+        [
+            name,
+            f(b["median_abs_interior"], 4),
+            f(b["p99_abs_interior"], 3),
+            f(b["max_abs_interior"], 3),
+            f(b["max_abs_all"], 2),
+            f(b["ref_max_abs"], 1),
+        ]
         for name, b in fe["blocks"].items()
     ]
-    lines += table(["block", "median abs diff, interior", "p99 abs diff, interior", "max abs diff, interior",
-                    "max abs diff, all frames", "reference max abs"], rows)
+    lines += table(
+        [
+            "block",
+            "median abs diff, interior",
+            "p99 abs diff, interior",
+            "max abs diff, interior",
+            "max abs diff, all frames",
+            "reference max abs",
+        ],
+        rows,
+    )
     worst = max(fe["blocks"].items(), key=lambda kv: kv[1]["max_abs_interior"])
     p99 = max(b["p99_abs_interior"] for b in fe["blocks"].values())
     lines += [
@@ -783,12 +924,35 @@ def _model(res: dict[str, Any]) -> list[str]:
         "",
     ]
     rows = [
-        [r["backbone"], r["modality"], r["input"], r["batch"], r["threads"], f(r["ms_per_item"], 2),
-         f(r["best_ms_per_item"], 2), f(r["items_per_s"], 0), f(r["params_m"], 2), f(r.get("load_1m"), 1)]
+        [
+            r["backbone"],
+            r["modality"],
+            r["input"],
+            r["batch"],
+            r["threads"],
+            f(r["ms_per_item"], 2),
+            f(r["best_ms_per_item"], 2),
+            f(r["items_per_s"], 0),
+            f(r["params_m"], 2),
+            f(r.get("load_1m"), 1),
+        ]
         for r in m["rows"]
     ]
-    lines += table(["backbone", "modality", "input", "batch", "threads", "ms per item (median)", "ms per item (best)",
-                    "items/s", "branch params (M)", "load"], rows)
+    lines += table(
+        [
+            "backbone",
+            "modality",
+            "input",
+            "batch",
+            "threads",
+            "ms per item (median)",
+            "ms per item (best)",
+            "items/s",
+            "branch params (M)",
+            "load",
+        ],
+        rows,
+    )
     if m.get("clip_batch_sweep"):
         lines += [
             "Shipped backbone (compact), music branch, per-clip time by batch size at the default threads (the "
@@ -797,8 +961,10 @@ def _model(res: dict[str, Any]) -> list[str]:
             + ".",
             "",
         ]
-    lines += [f"Clip preprocessing (standardise + delta + delta-delta): {m['clip_preprocess_ms_per_clip']:.3f} ms per "
-              "clip.", ""]
+    lines += [
+        f"Clip preprocessing (standardise + delta + delta-delta): {m['clip_preprocess_ms_per_clip']:.3f} ms per clip.",
+        "",
+    ]
     return lines
 
 
@@ -831,8 +997,12 @@ def _notes(res: dict[str, Any]) -> list[str]:
     lines.append("")
     secs = res.get("sections", {})
     if secs:
-        lines += ["Section run times: " + ", ".join(f"{k} {v['seconds'] / 60:.1f} min" for k, v in secs.items())
-                  + f"; total {res['total_seconds'] / 60:.1f} min.", ""]
+        lines += [
+            "Section run times: "
+            + ", ".join(f"{k} {v['seconds'] / 60:.1f} min" for k, v in secs.items())
+            + f"; total {res['total_seconds'] / 60:.1f} min.",
+            "",
+        ]
     return lines
 
 

@@ -186,13 +186,18 @@ def _catalogues_and_search(ctx: Context, real: list[Any], measure: bool) -> tupl
     threshold = Settings().exact_index_threshold
     for n in sizes:
         directory = ctx.workdir / f"catalogue-{n}"
-        cat, ids, embs, index = write_synthetic(directory, n, checkpoint_hash=ctx.checkpoint_hash,
-                                                exact_threshold=threshold, spec=spec)
+        cat, ids, embs, index = write_synthetic(
+            directory, n, checkpoint_hash=ctx.checkpoint_hash, exact_threshold=threshold, spec=spec
+        )
         out["catalogues"].append({"name": cat.name, "n_clips": n, "n_tracks": cat.n_tracks, **cat.info})
         if measure and n in type_sizes:
             out["types"].append(
                 bench_search.bench_index_types(
-                    ctx, ids, embs, queries, service_index=index,
+                    ctx,
+                    ids,
+                    embs,
+                    queries,
+                    service_index=index,
                     service_build_s=cat.info["index_build_s"],
                     service_build_rss=cat.info["index_build_rss_delta_mib"],
                 )

@@ -105,9 +105,7 @@ def sync_index(
             reason, existing = "too many deleted vectors", None
 
     if existing is None:
-        index = _full_build(
-            session_factory, checkpoint_hash, dim, exact_threshold, version.last_event_id
-        )
+        index = _full_build(session_factory, checkpoint_hash, dim, exact_threshold, version.last_event_id)
         action, added, removed = "built", index.count, 0
     else:
         index = existing
@@ -118,9 +116,7 @@ def sync_index(
         added = 0
         if len(missing):
             with session_factory() as session:
-                ids, embs = load_embeddings(
-                    session, missing, checkpoint_hash=checkpoint_hash, dim=dim
-                )
+                ids, embs = load_embeddings(session, missing, checkpoint_hash=checkpoint_hash, dim=dim)
             index.add(ids, embs)  # ids deleted meanwhile are simply absent
             added = len(ids)
         changed = bool(added or removed)
@@ -157,9 +153,7 @@ def _full_build(
     with session_factory() as session:
         ids, embs = load_embeddings(session, checkpoint_hash=checkpoint_hash, dim=dim)
     if len(embs) and embs.shape[1] != dim:
-        raise ValueError(
-            f"catalogue embeddings have dimension {embs.shape[1]} but the checkpoint's is {dim}"
-        )
+        raise ValueError(f"catalogue embeddings have dimension {embs.shape[1]} but the checkpoint's is {dim}")
     return ClipIndex.build(
         ids,
         embs,

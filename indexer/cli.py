@@ -68,12 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--license", help="licence/attribution text recorded for every track of this run")
     parser.add_argument("--hop", type=float, metavar="SECONDS", help="hop between 2 s clips")
-    parser.add_argument(
-        "--exact-threshold", type=int, help="clips below which the index is exact (else HNSW)"
-    )
-    parser.add_argument(
-        "--max-seconds", type=float, default=4 * 3600.0, help="skip files longer than this"
-    )
+    parser.add_argument("--exact-threshold", type=int, help="clips below which the index is exact (else HNSW)")
+    parser.add_argument("--max-seconds", type=float, default=4 * 3600.0, help="skip files longer than this")
     parser.add_argument(
         "--copy-audio",
         action="store_true",

@@ -88,8 +88,7 @@ class RunSummary:
         already = sum(1 for s in self.skipped if s.reason.startswith("already indexed"))
         lines = [
             "photoscore index: summary",
-            f"  tracks added    {len(self.added):,}"
-            + (f" ({self.replaced:,} re-embedded)" if self.replaced else ""),
+            f"  tracks added    {len(self.added):,}" + (f" ({self.replaced:,} re-embedded)" if self.replaced else ""),
             f"  tracks skipped  {len(self.skipped):,} ({already:,} already indexed)",
             f"  tracks failed   {len(self.failed):,}",
             f"  clips           {self.clips:,}",
@@ -168,9 +167,7 @@ def _plan(
         else:
             hashed.append((src, result))
     with session_factory() as session:
-        known = {
-            sha: (t.id, t.checkpoint_hash) for sha, t in find_tracks(session, (s for _, s in hashed)).items()
-        }
+        known = {sha: (t.id, t.checkpoint_hash) for sha, t in find_tracks(session, (s for _, s in hashed)).items()}
     jobs: list[_Job] = []
     first_seen: dict[str, Path] = {}
     for src, sha in hashed:
@@ -262,9 +259,7 @@ def _run_pool(
     suspects: deque[_Job] = deque()
 
     def new_pool() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            options.workers, mp_context=ctx, initializer=init_worker, initargs=(os.getpid(),)
-        )
+        return ProcessPoolExecutor(options.workers, mp_context=ctx, initializer=init_worker, initargs=(os.getpid(),))
 
     pool = new_pool()
     inflight: dict[Future[Prepared | Failed], _Job] = {}
@@ -323,12 +318,7 @@ def _commit(
         clips = ClipBatch(prepared.starts, prepared.ends, va, embeddings)
         tags = prepared.tags
         title = _clip(src.title or tags.get("title") or src.path.stem)
-        license_text = (
-            src.license
-            or options.license
-            or tags.get("license")
-            or licenses.find(src.path, src.root)
-        )
+        license_text = src.license or options.license or tags.get("license") or licenses.find(src.path, src.root)
         audio_key = None
         if options.audio_store is not None:
             audio_key = options.audio_store.put(src.path.read_bytes())

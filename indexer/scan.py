@@ -99,8 +99,7 @@ def read_manifest(manifest: Path) -> tuple[list[SourceFile], list[Rejected]]:
         unknown = set(columns) - set(MANIFEST_COLUMNS)
         if unknown:
             raise ScanError(
-                f"manifest {manifest}: unknown columns {sorted(unknown)}; "
-                f"expected {', '.join(MANIFEST_COLUMNS)}"
+                f"manifest {manifest}: unknown columns {sorted(unknown)}; expected {', '.join(MANIFEST_COLUMNS)}"
             )
         rows = rows[1:]
     files: list[SourceFile] = []

@@ -19,9 +19,7 @@ target_metadata = Base.metadata
 
 
 def _database_url() -> str:
-    url = config.attributes.get("database_url") or context.get_x_argument(as_dictionary=True).get(
-        "url"
-    )
+    url = config.attributes.get("database_url") or context.get_x_argument(as_dictionary=True).get("url")
     if url:
         return url
     from app.settings import Settings
@@ -30,9 +28,7 @@ def _database_url() -> str:
 
 
 def _configure(connection: Connection | None = None, url: str | None = None) -> None:
-    is_sqlite = (connection.dialect.name if connection is not None else url or "").startswith(
-        "sqlite"
-    )
+    is_sqlite = (connection.dialect.name if connection is not None else url or "").startswith("sqlite")
     context.configure(
         connection=connection,
         url=url,

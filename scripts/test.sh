@@ -38,8 +38,9 @@ else
   say "WARNING: pg_isready not found (PostgreSQL client missing); PostgreSQL tests will fail"
 fi
 
-say "ruff check ."
+say "ruff check . && ruff format --check ."
 ruff check .
+ruff format --check .
 
 say "pytest $*"
 exec pytest "$@"

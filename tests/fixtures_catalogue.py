@@ -19,9 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-PG_ADMIN_URL = os.environ.get(
-    "PHOTOSCORE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
+PG_ADMIN_URL = os.environ.get("PHOTOSCORE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 WESNOTH_MUSIC = Path("/usr/share/games/wesnoth/1.16/data/core/music")
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 SR = 22050
@@ -31,9 +29,7 @@ SR = 22050
 def _pg_admin_engine() -> Any:
     from sqlalchemy import create_engine
 
-    return create_engine(
-        PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
-    )
+    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
 
 
 @pytest.fixture

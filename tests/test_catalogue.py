@@ -41,8 +41,15 @@ def clip_batch(n: int, seed: int = 0) -> ClipBatch:
 
 def add(session: Any, sha: str, n: int = 3, ckpt: str = "ck1", **kw: Any) -> tuple[Track, bool]:
     fields = dict(
-        sha256=sha, title=f"t-{sha}", artist="Artist", album=None, duration=2.0 * n,
-        source=f"/music/{sha}.ogg", audio_key=None, license="CC-BY-4.0", checkpoint_hash=ckpt,
+        sha256=sha,
+        title=f"t-{sha}",
+        artist="Artist",
+        album=None,
+        duration=2.0 * n,
+        source=f"/music/{sha}.ogg",
+        audio_key=None,
+        license="CC-BY-4.0",
+        checkpoint_hash=ckpt,
     )
     fields.update(kw)
     return add_track(session, clips=clip_batch(n, seed=len(sha)), **fields)
@@ -164,12 +171,22 @@ def test_index_state_and_validation(session_factory: Any) -> None:  # noqa: F811
     with session_factory() as s:
         assert latest_index_state(s) is None
         record_index_state(
-            s, checkpoint_hash="ck", dim=DIM, count=5, index_type="flat",
-            params={"exact_threshold": 10}, last_event_id=4,
+            s,
+            checkpoint_hash="ck",
+            dim=DIM,
+            count=5,
+            index_type="flat",
+            params={"exact_threshold": 10},
+            last_event_id=4,
         )
         record_index_state(
-            s, checkpoint_hash="ck", dim=DIM, count=7, index_type="hnsw",
-            params={"M": 32, "efSearch": 48}, last_event_id=6,
+            s,
+            checkpoint_hash="ck",
+            dim=DIM,
+            count=7,
+            index_type="hnsw",
+            params={"M": 32, "efSearch": 48},
+            last_event_id=6,
         )
     with session_factory() as s:
         state = latest_index_state(s)
@@ -178,8 +195,16 @@ def test_index_state_and_validation(session_factory: Any) -> None:  # noqa: F811
     with pytest.raises(ValueError, match="at least one clip"):  # noqa: SIM117
         with session_factory() as s:
             add_track(
-                s, sha256="j" * 64, title="x", artist=None, album=None, duration=1.0, source=None,
-                audio_key=None, license=None, checkpoint_hash="ck",
+                s,
+                sha256="j" * 64,
+                title="x",
+                artist=None,
+                album=None,
+                duration=1.0,
+                source=None,
+                audio_key=None,
+                license=None,
+                checkpoint_hash="ck",
                 clips=ClipBatch([], [], np.zeros((0, 2)), np.zeros((0, DIM))),
             )
     with pytest.raises(ValueError, match="disagree"):

@@ -106,8 +106,11 @@ def test_index_end_to_end_then_rerun_and_rebuild(
     code, out, err = index(capsys, music_library, bad_files, *common, "--workers", "2")
     assert code == 0, err
     assert "tracks added    5" in out and "tracks failed   5" in out
-    reasons = {line.split(": ", 1)[0].strip(): line.split(": ", 1)[1] for line in out.splitlines()
-               if line.startswith(f"  {bad_files}")}
+    reasons = {
+        line.split(": ", 1)[0].strip(): line.split(": ", 1)[1]
+        for line in out.splitlines()
+        if line.startswith(f"  {bad_files}")
+    }
     assert reasons[str(bad_files / "empty.wav")].startswith("empty file")
     assert "silent" in reasons[str(bad_files / "silent.wav")]
     assert "too short (0.50 s" in reasons[str(bad_files / "short.wav")]
@@ -164,9 +167,24 @@ def test_manifest_license_copy_audio_and_hnsw(
     )
     index_dir = tmp_path / "index"
     code, out, err = index(
-        capsys, manifest, "--database-url", sqlite_url, "--index-dir", index_dir,
-        "--checkpoint", tiny_checkpoint, "--workers", "0", "--license", "Debian package: x",
-        "--exact-threshold", "5", "--no-progress", "--copy-audio", "--hop", "1",
+        capsys,
+        manifest,
+        "--database-url",
+        sqlite_url,
+        "--index-dir",
+        index_dir,
+        "--checkpoint",
+        tiny_checkpoint,
+        "--workers",
+        "0",
+        "--license",
+        "Debian package: x",
+        "--exact-threshold",
+        "5",
+        "--no-progress",
+        "--copy-audio",
+        "--hop",
+        "1",
     )
     assert code == 0, err
     assert "tracks added    2" in out and "missing.ogg: file not found" in out
@@ -198,8 +216,10 @@ def test_bad_arguments_fail_with_one_line(
     cases = [
         ([tmp_path / "nope", "--database-url", sqlite_url], "no such file or folder"),
         ([music_library, "--database-url", "postgresql+psycopg://u@127.0.0.1:1/x"], "cannot reach database"),
-        ([music_library, "--database-url", sqlite_url, "--checkpoint", tmp_path / "x.safetensors"],
-         "checkpoint not found"),
+        (
+            [music_library, "--database-url", sqlite_url, "--checkpoint", tmp_path / "x.safetensors"],
+            "checkpoint not found",
+        ),
         (["--database-url", sqlite_url], "give at least one PATH_OR_MANIFEST"),
     ]
     for argv, message in cases:
@@ -235,7 +255,8 @@ def test_other_checkpoint_is_reported_then_reembedded(
     assert "1 catalogue tracks were embedded by another checkpoint" in out
     cat = assert_consistent(sqlite_url, tmp_path / "index", file_hash(other))
     assert {n: t.checkpoint_hash == file_hash(other) for n, t in cat["tracks"].items()} == {
-        "three.wav": True, "four.mp3": False,
+        "three.wav": True,
+        "four.mp3": False,
     }
 
 

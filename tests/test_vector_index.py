@@ -55,9 +55,7 @@ def test_hnsw_reaches_target_recall_and_records_params(data: tuple[np.ndarray, n
 
 
 @pytest.mark.parametrize("exact_threshold", [10_000, 1000], ids=["flat", "hnsw"])
-def test_remove_add_and_missing_ids(
-    data: tuple[np.ndarray, np.ndarray], exact_threshold: int
-) -> None:
+def test_remove_add_and_missing_ids(data: tuple[np.ndarray, np.ndarray], exact_threshold: int) -> None:
     ids, x = data
     index = ClipIndex.build(ids[:2000], x[:2000], checkpoint_hash="ck", exact_threshold=exact_threshold)
     gone = ids[:5]
@@ -98,9 +96,7 @@ def test_save_load_roundtrip_is_atomic_pair(
     tmp_path: Path, data: tuple[np.ndarray, np.ndarray], exact_threshold: int
 ) -> None:
     ids, x = data
-    index = ClipIndex.build(
-        ids, x, checkpoint_hash="ck-a", exact_threshold=exact_threshold, last_event_id=42
-    )
+    index = ClipIndex.build(ids, x, checkpoint_hash="ck-a", exact_threshold=exact_threshold, last_event_id=42)
     index.remove(ids[:3])
     q = vectors(10, seed=2)
     before = index.search(q, 10)

@@ -144,9 +144,7 @@ def audit_catalogue(url: str, audio_dir: Path | None) -> Audit:
         rows = s.execute(select(Track.id, Track.sha256, Track.clip_count, Track.audio_key)).all()
         per_track = dict(s.execute(select(Clip.track_id, func.count()).group_by(Clip.track_id)).all())
         clip_ids = np.array(sorted(s.scalars(select(Clip.id))), np.int64)
-        dangling = s.scalar(
-            select(func.count()).select_from(Clip).where(~Clip.track_id.in_(select(Track.id)))
-        )
+        dangling = s.scalar(select(func.count()).select_from(Clip).where(~Clip.track_id.in_(select(Track.id))))
     shas = Counter(r.sha256 for r in rows)
     problems += [f"duplicate content {sha[:12]} x{n}" for sha, n in shas.items() if n > 1]
     for r in rows:

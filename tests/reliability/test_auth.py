@@ -178,9 +178,7 @@ def test_live_writes_without_a_valid_key_are_refused_and_store_nothing(
            f"{variants * routes}/{variants * routes} refused 401; nothing stored", statuses=counts)  # fmt: skip
 
 
-def test_live_logs_and_public_endpoints_hold_no_secret(
-    live_service: LiveService, record: Callable[..., None]
-) -> None:
+def test_live_logs_and_public_endpoints_hold_no_secret(live_service: LiveService, record: Callable[..., None]) -> None:
     """Requests with right, wrong and malformed keys, errors included: the debug log, /metrics,
     /ready and the OpenAPI document never contain a key."""
     good, other = live_service.keys

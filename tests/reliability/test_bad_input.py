@@ -66,9 +66,7 @@ def api(model_checkpoint: Path, song_pool: list[Song], tmp_path_factory: pytest.
     root = tmp_path_factory.mktemp("bad-input")
     private_tmp = root / "proc-tmp"
     private_tmp.mkdir()
-    settings = service_settings(
-        root / "data", model_checkpoint, max_upload_mb=MAX_UPLOAD_MB, max_audio_seconds=1800.0
-    )
+    settings = service_settings(root / "data", model_checkpoint, max_upload_mb=MAX_UPLOAD_MB, max_audio_seconds=1800.0)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(tempfile, "tempdir", str(private_tmp))  # decoders' spill files land here, visibly
         app = create_app(settings)
@@ -201,8 +199,14 @@ def test_bad_audio_is_refused(api: Api, media: dict, record: Callable[..., None]
     make, status, words = AUDIO_CASES[case]
     name, data, ctype = make(media)
     try:
-        _refused(api, record, case,
-                 lambda: api.client.post("/tracks", files={"audio": (name, data, ctype)}, headers=AUTH), status, words)
+        _refused(
+            api,
+            record,
+            case,
+            lambda: api.client.post("/tracks", files={"audio": (name, data, ctype)}, headers=AUTH),
+            status,
+            words,
+        )
     finally:
         if hasattr(data, "close"):
             data.close()  # fmt: skip

@@ -357,8 +357,12 @@ def test_kill_9_indexer_mid_run_then_rerun(
 # ------------------------------------------------ connection lost between last query and close
 @pytest.mark.postgres
 def test_connection_lost_after_the_last_query_still_answers(
-    fresh_pg: str, model_checkpoint: Path, song_pool: list[Song], tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, record: Callable[..., None],
+    fresh_pg: str,
+    model_checkpoint: Path,
+    song_pool: list[Song],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    record: Callable[..., None],
 ) -> None:
     """The outage test's first finding, made deterministic: PostgreSQL drops the request's
     connection after GET /tracks/{id} has read its row. The closing ROLLBACK then fails after

@@ -147,7 +147,10 @@ def test_32_clients_for_a_minute_without_an_error(
 
 
 def test_sqlite_delete_survives_a_writer_committing_in_between(
-    model_checkpoint: Path, song_pool: list[Song], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    model_checkpoint: Path,
+    song_pool: list[Song],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     record: Callable[..., None],
 ) -> None:
     """The load test's first finding, made deterministic: DELETE reads the track, another writer
