@@ -28,11 +28,11 @@ from fixtures_catalogue import (  # noqa: F401
     sqlite_url,
     write_track,
 )
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from app.catalogue import latest_index_state, load_embeddings
 from app.db import make_engine, make_session_factory
-from app.models import Clip, Track
+from app.models import Clip, IndexState, Track
 from app.vector_index import ClipIndex, IndexMismatchError
 from indexer.cli import add_arguments, run_index
 
@@ -135,9 +135,22 @@ def test_index_end_to_end_then_rerun_and_rebuild(
     before = original.search(queries, 10)
     assert (before[1][:, 0] == cat["ids"][::3]).all()  # every clip finds itself first
 
-    code, out, _ = index(capsys, music_library, *common, "--workers", "0")
-    assert code == 0 and "tracks added    0" in out and "(5 already indexed)" in out
-    assert "unchanged" in out
+    # A kill between saving the index file and recording it leaves the file current but no
+    # index_state row: the unchanged re-run records it (once; a further re-run adds no row).
+    engine = make_engine(db_url)
+    try:
+        with make_session_factory(engine)() as s:
+            s.execute(delete(IndexState))
+            s.commit()
+        for _ in range(2):
+            code, out, _ = index(capsys, music_library, *common, "--workers", "0")
+            assert code == 0 and "tracks added    0" in out and "(5 already indexed)" in out
+            assert "unchanged" in out
+            with make_session_factory(engine)() as s:
+                assert s.scalar(select(func.count()).select_from(IndexState)) == 1
+    finally:
+        engine.dispose()
+    assert_consistent(db_url, index_dir, ckpt)
 
     code, out, _ = index(capsys, "--rebuild", *common)
     assert code == 0 and "built" in out and "requested (--rebuild)" in out
