@@ -141,7 +141,16 @@ def _upload_until_killed(url: str, uploads: list[Upload], threads: int, kill: Ca
     while sum(u.status == 201 for u in uploads) < 3:
         assert time.monotonic() < deadline, "the server answered fewer than 3 uploads in time"
         time.sleep(0.01)
-    time.sleep(random.Random(os.getpid()).uniform(0.05, 0.4))
+    # A random moment, but never after the last answer: on a fast, idle machine the other 11
+    # uploads can all finish within the delay. Once every upload has started, kill at once.
+    delay_end = time.monotonic() + random.Random(os.getpid()).uniform(0.05, 0.4)
+    while True:
+        in_flight = sum(u.started and u.status is None and u.error is None for u in uploads)
+        unstarted = sum(not u.started for u in uploads)
+        if in_flight and (unstarted == 0 or time.monotonic() >= delay_end):
+            break
+        assert in_flight or unstarted, "every upload was answered before the kill"
+        time.sleep(0.001)
     killed_at = time.monotonic()
     kill()
     dead.set()
