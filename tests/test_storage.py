@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from fastapi.testclient import TestClient
 from fixtures_catalogue import db_url, migrated_db, pg_url, session_factory, sqlite_url  # noqa: F401
 from fixtures_service import add_song, make_songs, service_settings, wav_bytes
+from test_catalogue import add  # the catalogue suite's track helper
 
-from app.catalogue import ClipBatch, add_track, referenced_audio_keys
+from app.catalogue import referenced_audio_keys
 from app.main import create_app
 from app.storage import AudioStore
 
@@ -28,22 +28,6 @@ HOUR = 3600.0
 def age(path: Path, seconds: float) -> None:
     t = time.time() - seconds
     os.utime(path, (t, t))
-
-
-def add_with_key(session: Any, key: str) -> None:
-    add_track(
-        session,
-        sha256=key.split(".")[0],
-        title="stored",
-        artist=None,
-        album=None,
-        duration=2.0,
-        source=None,
-        audio_key=key,
-        license=None,
-        checkpoint_hash="ck",
-        clips=ClipBatch(np.zeros(1), np.full(1, 2.0), np.full((1, 2), 0.5), np.ones((1, 4), np.float32)),
-    )
 
 
 def test_put_is_content_addressed_and_idempotent(tmp_path: Path) -> None:
@@ -59,7 +43,7 @@ def test_sweeps_remove_only_old_temporaries_and_unreferenced_files(tmp_path: Pat
     store = AudioStore(tmp_path / "audio")
     kept, orphan, fresh_orphan, reused = (store.put(wav_bytes(1.0, seed=i)) for i in range(4))
     with session_factory() as s:
-        add_with_key(s, kept)
+        add(s, kept.split(".")[0], n=1, ckpt="ck", audio_key=kept)
     for key in (kept, orphan, reused):
         age(store.path(key), 2 * HOUR)
     old_tmp = store.path(kept).parent / ".tmp-crashed"
