@@ -9,6 +9,7 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     from app.cli_serve import add_serve_parser
+    from app.retrieval_eval import add_retrieval_parser
     from indexer.cli import add_index_parser
     from model.cli import add_model_parsers
 
@@ -17,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_model_parsers(sub)
     add_index_parser(sub)
+    add_retrieval_parser(sub)
     add_serve_parser(sub)
     return parser
 
