@@ -79,7 +79,11 @@ class TrackOut(BaseModel):
 
 class RecommendResult(BaseModel):
     track: TrackOut
-    score: float = Field(ge=0.0, le=1.0, description="Predicted image-music similarity in [0, 1].")
+    score: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="How much better the song suits this photo than a typical photo, in [0, 1] (0.5: no better).",
+    )
     segment: Segment
 
 

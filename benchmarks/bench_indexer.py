@@ -130,9 +130,9 @@ def run_stages(ctx: Context, files: list[Path], directory: Path) -> dict[str, An
         with threadpool_limits(1):
             y = load_audio(path, max_seconds=MAX_SECONDS)
             t2 = time.perf_counter()
-            clips = cut_clips(y, SAMPLE_RATE, settings.clip_hop_seconds)
+            clips = cut_clips(y, SAMPLE_RATE, settings.clip_hop_seconds, tagger=matcher.needs_tagger_input)
             t3 = time.perf_counter()
-        embs, va = matcher.embed_clip_features(clips.features)
+        embs, va = matcher.embed_clip_features(clips.features, clips.tagger)
         t4 = time.perf_counter()
         tags = read_tags(path)
         with factory() as session:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from concurrent.futures.thread import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,7 +42,12 @@ class Embedder(Protocol):
     @property
     def dim(self) -> int: ...
 
-    def embed_clip_features(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    @property
+    def needs_tagger_input(self) -> bool: ...
+
+    def embed_clip_features(
+        self, features: np.ndarray, tagger: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass
@@ -54,6 +59,7 @@ class RunOptions:
     reembed: bool = False
     progress: bool | None = None  # None: only on a terminal
     audio_store: Any | None = None  # app.storage.AudioStore to copy files into, or None
+    tagger_input: bool = False  # set from the embedder: workers also cut the tagger's input
 
 
 @dataclass
@@ -133,6 +139,7 @@ def index_files(
 ) -> RunSummary:
     """Index ``sources`` into the catalogue (not the FAISS file: see ``indexer.build``)."""
     summary = RunSummary(failed=[Outcome(r.path, r.reason) for r in rejected])
+    options = replace(options, tagger_input=embedder.needs_tagger_input)
     t0 = time.perf_counter()
     jobs = _plan(sources, summary, session_factory, embedder.checkpoint_hash, options.reembed)
     if jobs:
@@ -239,7 +246,7 @@ def _process(
 
 
 def _run_job(job: _Job, options: RunOptions) -> Prepared | Failed:
-    return prepare(job.id, str(job.source.path), options.hop_seconds, options.max_seconds)
+    return prepare(job.id, str(job.source.path), options.hop_seconds, options.max_seconds, options.tagger_input)
 
 
 def _run_pool(
@@ -314,7 +321,7 @@ def _commit(
     """Embed one file's clips and write the track with its clips in one transaction."""
     src = job.source
     try:
-        embeddings, va = embedder.embed_clip_features(prepared.features)
+        embeddings, va = embedder.embed_clip_features(prepared.features, prepared.tagger)
         clips = ClipBatch(prepared.starts, prepared.ends, va, embeddings)
         tags = prepared.tags
         title = _clip(src.title or tags.get("title") or src.path.stem)

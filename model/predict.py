@@ -28,12 +28,12 @@ def modality_of(path: Path) -> str:
 def predict_file(matcher: Matcher, path: Path, hop_seconds: float = 2.0) -> dict:
     kind = modality_of(path)
     if kind == "image":
-        _, va = matcher.embed_images([open_image(path)])
+        _, va = matcher.embed_images([open_image(path, draft_size=matcher.image_size)])
         return {"path": str(path), "modality": "image", "valence": float(va[0, 0]), "arousal": float(va[0, 1])}
     clips = matcher.featurize(load_audio(path), hop_seconds)
     if len(clips.features) == 0:
         raise AudioDecodeError(f"no non-silent 2-second clip (silent clips: {clips.n_silent})")
-    _, va = matcher.embed_clip_features(clips.features)
+    _, va = matcher.embed_clip_features(clips.features, clips.tagger)
     return {
         "path": str(path),
         "modality": "audio",

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from model import features
@@ -25,7 +24,7 @@ from model.audio import SAMPLE_RATE, AudioDecodeError, load_audio
 from model.config import DataConfig
 from model.datasets import ImageItem, LoadReport, MusicItem, clips_va, load_source
 from model.features import cut_clips
-from model.image import ImageDecodeError, open_image
+from model.image import ImageDecodeError, image_pixels, open_image
 from model.pairs import split_by_group
 from model.render import render_many
 
@@ -52,6 +51,7 @@ class MusicSet:
     sources: np.ndarray  # str [N]
     starts: np.ndarray  # float32 [N]
     split: np.ndarray  # int8 [N]
+    tagger: np.ndarray | None = None  # float16 [N,187,96] music-tagger input, when configured
 
 
 def _source_specs(root: str, names: list[str]) -> list[str]:
@@ -85,28 +85,32 @@ def load_items(cfg: DataConfig, seed: int) -> tuple[list[ImageItem], list[MusicI
 
 
 def _decode_image(path: Path, size: int) -> np.ndarray | None:
+    """Pixels exactly as the service prepares a photo: draft JPEG decode, then the shared
+    :func:`model.image.image_pixels` transform."""
     try:
-        img = open_image(path)
+        img = open_image(path, draft_size=size)
     except (ImageDecodeError, OSError) as exc:
         log.warning("skipping image %s: %s", path, exc)
         return None
-    w, h = img.size
-    scale = size / min(w, h)
-    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BILINEAR)
-    w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return np.asarray(img.crop((left, top, left + size, top + size)), np.uint8).transpose(2, 0, 1)
+    return image_pixels(img, size)
 
 
-def _featurize_job(job: tuple[str, float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | str:
-    path, hop, max_seconds = job
+def _featurize_job(
+    job: tuple[str, float, float, bool],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None] | str:
+    path, hop, max_seconds, tagger = job
     try:
         y = load_audio(path)
     except AudioDecodeError as exc:
         return f"{path}: {exc}"
     y = y[: int(max_seconds * SAMPLE_RATE)]
-    clips = cut_clips(y, hop_seconds=hop)
-    return clips.features.astype(np.float16), clips.starts.astype(np.float32), clips.ends.astype(np.float32)
+    clips = cut_clips(y, hop_seconds=hop, tagger=tagger)
+    return (
+        clips.features.astype(np.float16),
+        clips.starts.astype(np.float32),
+        clips.ends.astype(np.float32),
+        clips.tagger.astype(np.float16) if clips.tagger is not None else None,
+    )
 
 
 def _cache_key(cfg: DataConfig, seed: int, image_size: int) -> str:
@@ -119,7 +123,7 @@ def _cache_key(cfg: DataConfig, seed: int, image_size: int) -> str:
     data["images"] = [str(Path(p).resolve()) for p in _source_specs(cfg.root, cfg.images)]
     data["music"] = [str(Path(p).resolve()) for p in _source_specs(cfg.root, cfg.music)]
     payload = json.dumps(
-        {"data": data, "seed": seed, "image_size": image_size, "features": code, "v": 3}, sort_keys=True
+        {"data": data, "seed": seed, "image_size": image_size, "features": code, "v": 4}, sort_keys=True
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -146,7 +150,7 @@ def prepare(cfg: DataConfig, seed: int, image_size: int, progress: bool = True) 
         return images, music, _apply_splits(images, music, cfg, seed, summary)
 
     image_items, music_items, reports = load_items(cfg, seed)
-    size = cfg.image_cache_size or round(image_size * 8 / 7)
+    size = image_size
     pix, keep = [], []
     for i, item in enumerate(tqdm(image_items, desc="images", unit="img", disable=not progress)):
         arr = _decode_image(item.path, size)
@@ -180,18 +184,22 @@ def prepare(cfg: DataConfig, seed: int, image_size: int, progress: bool = True) 
                     jobs.append((it, str(res.wav)))
     jobs += [(it, str(it.path)) for it in music_items if it.kind == "audio"]
 
-    feats, va, weak, song, sources, starts = [], [], [], [], [], []
+    feats, va, weak, song, sources, starts, taggers = [], [], [], [], [], [], []
     failed = 0
     with ProcessPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
-        results = pool.map(_featurize_job, [(p, cfg.clip_hop, cfg.max_seconds) for _, p in jobs], chunksize=4)
+        results = pool.map(
+            _featurize_job, [(p, cfg.clip_hop, cfg.max_seconds, cfg.tagger_input) for _, p in jobs], chunksize=4
+        )
         for (item, _), res in tqdm(
             zip(jobs, results, strict=True), total=len(jobs), desc="features", unit="file", disable=not progress
         ):
             if isinstance(res, str) or len(res[0]) == 0:
                 failed += 1
                 continue
-            f, s, e = res
+            f, s, e, tg = res
             feats.append(f)
+            if tg is not None:
+                taggers.append(tg)
             va.append(clips_va(item, s, e).astype(np.float32))
             n = len(f)
             weak += [item.weak] * n
@@ -206,6 +214,7 @@ def prepare(cfg: DataConfig, seed: int, image_size: int, progress: bool = True) 
         sources=np.array(sources),
         starts=np.concatenate(starts) if starts else np.zeros(0, np.float32),
         split=np.zeros(len(song), np.int8),
+        tagger=np.concatenate(taggers) if taggers else None,
     )
     summary = {
         "reports": [asdict(r) | {"missing_examples": r.missing_examples[:3]} for r in reports],
@@ -221,7 +230,7 @@ def prepare(cfg: DataConfig, seed: int, image_size: int, progress: bool = True) 
         tmp,
         summary=json.dumps(summary),
         **{f"img_{k}": v for k, v in vars(images).items()},
-        **{f"mus_{k}": v for k, v in vars(music).items()},
+        **{f"mus_{k}": v for k, v in vars(music).items() if v is not None},
     )
     os.replace(tmp, cache)
     return images, music, _apply_splits(images, music, cfg, seed, summary)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -17,9 +18,10 @@ from tqdm import tqdm
 from model.checkpoint import CheckpointMeta, save_checkpoint
 from model.config import TrainConfig
 from model.features import FeatureStats
+from model.image import pixels_to_tensor
 from model.inference import resolve_device
 from model.losses import total_loss
-from model.networks import CDCML, IMAGENET_MEAN, IMAGENET_STD
+from model.networks import CDCML
 from model.pairs import Pairs, build_pairs, estimate_sigma
 from model.prepare import SPLITS, ImageSet, MusicSet, prepare
 
@@ -32,22 +34,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def image_input(pixels: np.ndarray, size: int, rng: np.random.Generator | None) -> torch.Tensor:
-    """uint8 [n,3,S,S] -> normalised float [n,3,size,size]: random crop + flip when training
-    (``rng`` given), centre crop otherwise. Colour is never jittered: it carries the signal."""
-    n, _, s, _ = pixels.shape
-    if rng is None:
-        o = (s - size) // 2
-        crops = pixels[:, :, o : o + size, o : o + size]
-    else:
-        ys, xs = rng.integers(0, s - size + 1, n), rng.integers(0, s - size + 1, n)
-        crops = np.stack([p[:, y : y + size, x : x + size] for p, y, x in zip(pixels, ys, xs, strict=True)])
-        flip = rng.random(n) < 0.5
-        crops[flip] = crops[flip][..., ::-1]
-    x = torch.from_numpy(np.ascontiguousarray(crops)).float().div_(255)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+def image_input(pixels: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
+    """uint8 [n,3,S,S] (cached with the service's own transform) -> normalised float.
+    Training (``rng`` given) flips half the images; nothing else is augmented: crops would
+    change what the service sees, and colour carries the signal."""
+    if rng is not None:
+        flip = rng.random(len(pixels)) < 0.5
+        if flip.any():
+            pixels = pixels.copy()
+            pixels[flip] = pixels[flip][..., ::-1]
+    return pixels_to_tensor(pixels)
 
 
 @dataclass
@@ -153,38 +149,99 @@ class Trainer:
         os.replace(tmp, self.state_path)
 
     # ------------------------------------------------------------------ forward helpers
-    def _frozen_parts(self, kind: str, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Backbone outputs computed once when a backbone is frozen (practical CPU training)."""
+    def _frozen_parts(
+        self, kind: str, idx: np.ndarray, rng: np.random.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Backbone outputs computed once when a backbone is frozen (practical CPU training).
+
+        Images are cached as seen and flipped; training (``rng`` given) draws one of the two
+        views per image, which is the flip augmentation of the unfrozen path.
+        """
         if kind not in self._cache:
-            branch = self.model.image_branch if kind == "image" else self.model.music_branch
-            n = len(self.data.images.va) if kind == "image" else len(self.data.music.va)
-            hs, afs = [], []
-            branch.eval()
-            with torch.inference_mode():
-                for s in tqdm(range(0, n, 256), desc=f"cache {kind} backbone", disable=not self.progress):
-                    sl = np.arange(s, min(n, s + 256))
-                    x = self._raw_input(kind, sl, train=False)
-                    h, a = branch.parts(x.to(self.device))
-                    hs.append(h.cpu())
-                    afs.append(a.cpu() if a is not None else None)
-            self._cache[kind] = (torch.cat(hs), torch.cat(afs) if afs[0] is not None else None)
+            self._cache[kind] = self._load_or_compute_frozen(kind)
         h, a = self._cache[kind]
         t = torch.from_numpy(idx)
-        return h[t].to(self.device), (a[t].to(self.device) if a is not None else None)
+        view = torch.zeros(len(idx), dtype=torch.long)
+        if rng is not None and h.dim() == 3:
+            view = torch.from_numpy(rng.integers(0, h.shape[1], len(idx)))
+        if h.dim() == 3:
+            hs = h[t, view]
+            as_ = a[t, view] if a is not None else None
+        else:
+            hs, as_ = h[t], (a[t] if a is not None else None)
+        return hs.to(self.device), (as_.to(self.device) if as_ is not None else None)
+
+    def _frozen_key(self, kind: str, branch: torch.nn.Module) -> str:
+        """Cache key: the backbone's weights and the exact inputs it is given."""
+        digest = hashlib.sha256(kind.encode())
+        for name, tensor in sorted(branch.backbone.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().numpy().tobytes())
+        arrays = [self.data.images.pixels] if kind == "image" else self._music_inputs()
+        for arr in arrays:
+            digest.update(str(arr.shape).encode())
+            digest.update(np.ascontiguousarray(arr).view(np.uint8).data)
+        m = self.cfg.model
+        backbone = m.image_backbone if kind == "image" else m.music_backbone
+        digest.update(json.dumps([backbone, m.affect_features, m.image_size, m.compact_width]).encode())
+        return digest.hexdigest()[:16]
+
+    def _music_inputs(self) -> list[np.ndarray]:
+        music = self.data.music
+        return [music.features] + ([music.tagger] if music.tagger is not None else [])
+
+    def _load_or_compute_frozen(self, kind: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        branch = self.model.image_branch if kind == "image" else self.model.music_branch
+        path = Path(self.cfg.data.cache_dir) / f"frozen-{kind}-{self._frozen_key(kind, branch)}.pt"
+        if path.is_file():
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            log.info("frozen %s backbone outputs from cache %s", kind, path)
+            return saved["h"], saved.get("a")
+        n = len(self.data.images.va) if kind == "image" else len(self.data.music.va)
+        views = 2 if kind == "image" else 1
+        hs, afs = [], []
+        branch.eval()
+        with torch.inference_mode():
+            for s in tqdm(range(0, n, 64), desc=f"cache {kind} backbone", disable=not self.progress):
+                sl = np.arange(s, min(n, s + 64))
+                hv, av = [], []
+                for v in range(views):
+                    x, aux = self._raw_input(kind, sl)
+                    if v == 1:
+                        x = torch.flip(x, dims=[3])
+                    h, a = branch.parts(x.to(self.device), None if aux is None else aux.to(self.device))
+                    hv.append(h.cpu())
+                    av.append(a.cpu() if a is not None else None)
+                hs.append(torch.stack(hv, 1) if views > 1 else hv[0])
+                if av[0] is not None:
+                    afs.append(torch.stack(av, 1) if views > 1 else av[0])
+        h = torch.cat(hs)
+        a = torch.cat(afs) if afs else None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"h": h, **({"a": a} if a is not None else {})}, tmp)
+        os.replace(tmp, path)
+        return h, a
 
     def _raw_input(
-        self, kind: str, idx: np.ndarray, train: bool, rng: np.random.Generator | None = None
-    ) -> torch.Tensor:
+        self, kind: str, idx: np.ndarray, rng: np.random.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Backbone input and, for a music branch whose backbone reads tagger input, the
+        spectral features its affect statistics come from."""
         if kind == "image":
-            return image_input(self.data.images.pixels[idx], self.cfg.model.image_size, rng if train else None)
-        return clip_input(self.data.stats, self.data.music.features[idx])
+            return image_input(self.data.images.pixels[idx], rng), None
+        spectral = clip_input(self.data.stats, self.data.music.features[idx])
+        if self.data.music.tagger is not None and self.cfg.model.music_backbone == "musicnn":
+            return torch.from_numpy(self.data.music.tagger[idx].astype(np.float32)), spectral
+        return spectral, None
 
     def embed(self, kind: str, idx: np.ndarray, train: bool, rng: np.random.Generator | None = None) -> torch.Tensor:
         branch = self.model.image_branch if kind == "image" else self.model.music_branch
         frozen = self.cfg.optim.freeze_image_backbone if kind == "image" else self.cfg.optim.freeze_music_backbone
         if frozen:
-            return branch.head(*self._frozen_parts(kind, idx))
-        return branch(self._raw_input(kind, idx, train, rng).to(self.device))
+            return branch.head(*self._frozen_parts(kind, idx, rng if train else None))
+        x, aux = self._raw_input(kind, idx, rng if train else None)
+        return branch(x.to(self.device), None if aux is None else aux.to(self.device))
 
     # ------------------------------------------------------------------ loops
     def train_epoch(self) -> dict:
@@ -233,10 +290,61 @@ class Trainer:
         out["seconds"] = time.perf_counter() - t0
         return out
 
+    @torch.inference_mode()
+    def embed_eval(self, kind: str, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings and calibrated VA in eval mode, through the frozen-backbone cache."""
+        self.model.eval()
+        embs, vas = [], []
+        for s in range(0, len(idx), 512):
+            e = self.embed(kind, idx[s : s + 512], train=False)
+            embs.append(e.cpu())
+            va = self.model.image_va(e) if kind == "image" else self.model.music_va(e)
+            vas.append(va.cpu())
+        if not embs:
+            return np.zeros((0, self.cfg.model.embed_dim), np.float32), np.zeros((0, 2), np.float32)
+        return torch.cat(embs).numpy(), torch.cat(vas).numpy()
+
     def validate(self) -> dict:
         from model.evaluate import score_split
 
-        return score_split(self.model, self.data, "val", self.device, self.cfg.model.image_size)
+        return score_split(self.model, self.data, "val", self.device, self.cfg.model.image_size, embed=self.embed_eval)
+
+    def fill_query_bank(self) -> None:
+        """Store the embeddings of ``model.query_bank`` training photos (seeded sample) in the
+        checkpoint, for the service's querybank normalisation of song scores."""
+        n = self.cfg.model.query_bank
+        if n <= 0:
+            return
+        train = np.nonzero(self.data.images.split == SPLITS["train"])[0]
+        pick = np.sort(np.random.default_rng(self.cfg.seed).choice(train, min(n, len(train)), replace=False))
+        emb, _ = self.embed_eval("image", pick)
+        bank = torch.zeros_like(self.model.query_bank)
+        bank[: len(emb)] = torch.from_numpy(emb)
+        self.model.query_bank.copy_(bank)
+
+    def calibrate(self) -> dict[str, list[float]]:
+        """Fit the per-modality VA affine maps on the validation split (training data when
+        there is none): predictions get the labels' mean and spread. Weak (quadrant) music
+        targets are left out, their 0.25/0.75 values are not a spread to match."""
+        out = {}
+        code = SPLITS["val"] if self.data.val_pairs is not None else SPLITS["train"]
+        for kind, buf in (("image", self.model.image_va_affine), ("music", self.model.music_va_affine)):
+            buf.copy_(torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+            if kind == "image":
+                idx, truth = np.nonzero(self.data.images.split == code)[0], self.data.images.va
+            else:
+                keep = (self.data.music.split == code) & ~self.data.music.weak
+                idx, truth = np.nonzero(keep)[0], self.data.music.va
+            if len(idx) < 10:
+                continue
+            _, pred = self.embed_eval(kind, idx)
+            y = truth[idx]
+            scale = y.std(0) / np.maximum(pred.std(0), 1e-3)
+            shift = y.mean(0) - scale * pred.mean(0)
+            buf.copy_(torch.from_numpy(np.stack([scale, shift]).astype(np.float32)))
+            out[kind] = [round(float(v), 4) for v in (*scale, *shift)]
+        log.info("VA calibration (scale V, A, shift V, A): %s", out)
+        return out
 
     def meta(self, metrics: dict) -> CheckpointMeta:
         return CheckpointMeta(
@@ -260,6 +368,8 @@ class Trainer:
         while self.epoch < self.cfg.optim.epochs:
             train_stats = self.train_epoch()
             self.epoch += 1
+            calibration = self.calibrate()
+            self.fill_query_bank()
             val = self.validate() if self.data.val_pairs is not None else {}
             record = {"epoch": self.epoch, "train": train_stats, "val": val}
             self.history.append(record)
@@ -287,7 +397,7 @@ class Trainer:
                 save_checkpoint(
                     best_path,
                     self.model,
-                    self.meta({"val": val, "epoch": self.epoch}),
+                    self.meta({"val": val, "epoch": self.epoch, "va_calibration": calibration}),
                     half=self.cfg.optim.half_checkpoint,
                 )
             self._save_state()

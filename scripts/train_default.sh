@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reproduce the shipped model: prepare data, train, evaluate on the test split, install it.
+# Reproduce the shipped model: prepare data, train, evaluate on the test split (per-pair metrics
+# and the end-to-end retrieval evaluation against the currently installed model), install it.
 #   scripts/train_default.sh [RUN_DIR]       (default runs/default)
 # Needs the labelled data at PHOTOSCORE_DATASET_DIR (default ../shared/data).
 set -euo pipefail
@@ -12,5 +13,7 @@ start=$(date +%s)
 "$PY/photoscore" train --config configs/default.yaml --out "$RUN" --set "data.root=$DATA" --quiet
 "$PY/photoscore" evaluate --checkpoint "$RUN/model.safetensors" --images "$DATA/oasis,$DATA/emotion6" \
   --music "$DATA/vgmidi,$DATA/panda4q" --json "$RUN/test.json" --quiet
+"$PY/photoscore" evaluate-retrieval --checkpoint "$RUN/model.safetensors" \
+  --compare model/default/photoscore-default.safetensors --data-root "$DATA" --json "$RUN/retrieval-test.json" --quiet
 cp "$RUN/model.safetensors" model/default/photoscore-default.safetensors
 echo "done in $(( $(date +%s) - start )) s; installed model/default/photoscore-default.safetensors"

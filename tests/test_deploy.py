@@ -618,7 +618,9 @@ class TestReadme:
         parser = build_parser()
         subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
         text = README.read_text(encoding="utf-8")
-        shown = re.findall(r"photoscore (train|evaluate|predict|index|serve)((?:[^\n`|]*))", text)
+        shown = re.findall(
+            r"photoscore (train|evaluate-retrieval|evaluate|predict|index|serve)(?![\w-])((?:[^\n`|]*))", text
+        )
         assert {s for s, _ in shown} >= {"train", "evaluate", "predict", "index", "serve"}
         for sub, rest in shown:
             known = set(subparsers.choices[sub]._option_string_actions)

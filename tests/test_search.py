@@ -27,6 +27,16 @@ class DotMatcher:
         return ((1.0 + clip_embs @ image_emb) / 2.0).astype(np.float32)
 
 
+class BankMatcher(DotMatcher):
+    """DotMatcher with a query bank, as a checkpoint trained with ``model.query_bank`` has."""
+
+    def __init__(self, bank: np.ndarray) -> None:
+        self.query_bank = np.asarray(bank, np.float32)
+
+    def similarity_matrix(self, image_embs: np.ndarray, clip_embs: np.ndarray) -> np.ndarray:
+        return np.stack([self.similarity(e, clip_embs) for e in image_embs])
+
+
 class ConstMatcher:
     def similarity(self, image_emb: np.ndarray, clip_embs: np.ndarray) -> np.ndarray:
         return np.full(len(clip_embs), 0.5, np.float32)
@@ -221,14 +231,29 @@ class TestSync:
 
 
 class TestSearch:
-    def test_best_clip_per_track_and_segment(self, db) -> None:
+    def test_track_score_is_the_mean_over_its_clips_and_segment_its_best_clip(self, db) -> None:
         a = add(db, "a", [direction(1), direction(0), direction(2)])  # best clip is the second
         b = add(db, "b", [unit([1, 1, 0, 0, 0, 0, 0, 0])])
         idx = live(db)
         hits = idx.recommend(DotMatcher(), direction(0), 10, 256)
-        assert [h.track_id for h in hits] == [a, b]
-        assert (hits[0].start, hits[0].end) == (2.0, 4.0)
-        assert hits[0].score == pytest.approx(1.0) and 0.5 < hits[1].score < 1.0
+        # a: clips score 0.5, 1.0, 0.5 -> mean 2/3; b: one clip at (1 + cos 45 deg) / 2 = 0.854
+        assert [h.track_id for h in hits] == [b, a]
+        assert hits[1].score == pytest.approx(2 / 3, abs=1e-6) and hits[0].score == pytest.approx(0.8536, abs=1e-4)
+        assert (hits[1].start, hits[1].end) == (2.0, 4.0)  # a's segment: its best clip
+
+    def test_a_song_that_suits_every_photo_does_not_open_every_list(self, db) -> None:
+        """Querybank normalisation: 'hub' matches this photo best (0.875 against 0.839) but
+        matches the bank's photos nearly as well (z 1.8); 'fit' matches this photo far better
+        than it matches the bank (z 5.4), so it comes first."""
+        hub = add(db, "hub", [unit([2, 1, 1, 1, 0, 0, 0, 1])])
+        fit = add(db, "fit", [unit([0, 0, 0, 0, 0, 0, 0.3, 1])])
+        idx = live(db)
+        query = unit([1, 0, 0, 0, 0, 0, 0, 1])
+        assert [h.track_id for h in idx.recommend(DotMatcher(), query, 10, 256)] == [hub, fit]  # raw similarity
+        bank = BankMatcher(np.stack([direction(i) for i in (0, 1, 2, 3, 6)]))
+        hits = idx.recommend(bank, query, 10, 256)
+        assert [h.track_id for h in hits] == [fit, hub]
+        assert 0.5 < hits[0].score <= 1.0 and hits[1].score < hits[0].score
 
     def test_top_n(self, db) -> None:
         ids = [add(db, f"t{i}", [unit(direction(0) + 0.1 * i * direction(1))]) for i in range(5)]

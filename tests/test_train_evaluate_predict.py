@@ -50,6 +50,11 @@ def test_checkpoint_is_self_contained(tiny_run: Path) -> None:
     assert meta.data_summary["clips"]["train"] > 0
     model, _ = load_checkpoint(ckpt)
     assert not model.training
+    # the query bank holds 8 training photos' (L2-normalised) embeddings for the service
+    assert tuple(model.query_bank.shape) == (8, 64)
+    assert np.allclose(model.query_bank.norm(dim=1).numpy(), 1.0, atol=1e-4)
+    # VA calibration was fitted on held-out photos: a scale and a shift per axis
+    assert len(meta.metrics["va_calibration"]["image"]) == 4
     history = json.loads((tiny_run / "history.json").read_text())
     assert len(history) == 2
 

@@ -27,12 +27,15 @@ _SPARE = 5  # extra hits asked for, in case a track was deleted since the last i
 DESCRIPTION = f"""
 Upload a photo as the multipart field **`image`** ({SUPPORTED_IMAGES}). The photo is embedded
 by the CDCML image branch; FAISS returns the nearest 2-second music clips (`search_k` of them,
-widened until they cover `n` tracks), the learned similarity predictor rescores them, each
-track keeps its best clip, and the `n` best tracks come back, best first.
+widened until they cover `n` tracks), whose tracks are the candidates; the learned similarity
+predictor scores the candidates' clips, a track's score is the mean over its clips relative to
+how well the track suits the model's bank of typical photos, its segment is its best clip, and
+the `n` best tracks come back, best first.
 
-`score` is the predicted image-music similarity in [0, 1]; `segment` is where in the track the
-best clip lies; `image` is the photo's predicted valence and arousal. The same photo and
-catalogue always give the same answer (ties are broken by track id).
+`score` in [0, 1]: 0.5 means the song suits this photo no better than a typical photo, near 1
+far better (without a query bank in the checkpoint: the predicted similarity); `segment` is
+where in the track the best clip lies; `image` is the photo's predicted valence and arousal.
+The same photo and catalogue always give the same answer (ties are broken by track id).
 
 Example:
 
@@ -41,9 +44,13 @@ Example:
 
 
 def decode_image(data: bytes, max_pixels: int, size: int) -> torch.Tensor:
-    """Bytes -> network input; raises HTTPException with the right 4xx for bad images."""
+    """Bytes -> network input; raises HTTPException with the right 4xx for bad images.
+
+    JPEGs decode in draft mode (DCT scaling to no less than ``size``): several times faster for
+    camera photos, and the very pixels training cached (``model.prepare`` decodes the same way).
+    """
     try:
-        img = open_image(data, max_pixels=max_pixels)
+        img = open_image(data, max_pixels=max_pixels, draft_size=size)
     except ImageDecodeError as exc:
         if exc.too_large:
             raise HTTPException(

@@ -159,7 +159,7 @@ async def add_track(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"audio: no usable 2-second clip ({clips.n_silent} silent, {clips.n_short} too short)",
         )
-    embs, vas = await worker.run(matcher.embed_clip_features, clips.features)
+    embs, vas = await worker.run(matcher.embed_clip_features, clips.features, clips.tagger)
 
     tags = await run_in_threadpool(_tags, data)
     name = clean_text(FsPath(audio.filename or "").stem, 200)
