@@ -100,3 +100,36 @@ def test_exciting_and_calm_photos_get_different_music(matcher: Matcher, tmp_path
     calm_pref, calm_valence = preference(calm)
     assert exciting_pref > calm_pref
     assert exciting_valence > calm_valence
+
+
+def test_pleasant_and_unpleasant_photos_get_different_real_songs(dataset_dir: Path, tmp_path: Path) -> None:
+    """End to end through the service's search path on held-out data (80 photos, 16 real songs):
+    pleasant photos' lists hold more positive-valence songs than unpleasant photos' lists, and
+    the two groups' lists are mostly different songs."""
+    from app.retrieval_eval import evaluate_retrieval
+
+    result = evaluate_retrieval(
+        [DEFAULT_CHECKPOINT],
+        data_root=dataset_dir,
+        limit_images=80,
+        limit_songs=16,
+        n_boot=50,
+        workers=0,
+        device="cpu",
+        workdir=tmp_path / "catalogues",
+        progress=False,
+    )
+    (cdcml,) = [m for name, m in result["methods"].items() if name.startswith("cdcml:")]
+    positive = {s["id"] for s in result["songs"] if s["quadrant"] in (1, 4)}
+    valence = np.array([p["valence"] for p in result["photos"]])
+    top5 = [t[:5] for t in cdcml["top10"]]
+    share = np.array([np.mean([song in positive for song in t]) for t in top5])
+    pleasant, unpleasant = valence >= np.quantile(valence, 0.75), valence <= np.quantile(valence, 0.25)
+    assert share[pleasant].mean() > share[unpleasant].mean() + 0.25, (share[pleasant].mean(), share[unpleasant].mean())
+    songs_pleasant = {s for i in np.flatnonzero(pleasant) for s in top5[i]}
+    songs_unpleasant = {s for i in np.flatnonzero(unpleasant) for s in top5[i]}
+    first = {cdcml["top10"][i][0] for i in np.flatnonzero(pleasant)} & {
+        cdcml["top10"][i][0] for i in np.flatnonzero(unpleasant)
+    }
+    assert len(songs_pleasant & songs_unpleasant) < 0.5 * min(len(songs_pleasant), len(songs_unpleasant))
+    assert len(first) <= 1
