@@ -56,6 +56,7 @@ MAX_K = 65_536  # widest FAISS candidate list when tracks are few but long
 SCORE_DECIMALS = 6  # scores are rounded before ranking so float noise cannot reorder ties
 TRACKS_PER_RESULT = 4  # candidate tracks scored per requested result
 CLIPS_PER_TRACK = 32  # clips scored per candidate track (evenly spaced beyond that)
+BANK_CLIPS_PER_TRACK = 8  # clips per track scored against the query bank (once per track)
 
 
 @dataclass(frozen=True)
@@ -433,7 +434,8 @@ class LiveIndex:
         cached = self._norms.get(track_id)
         if cached is not None and cached[0] == sig:
             return cached[1], cached[2]
-        per_photo = np.asarray(matcher.similarity_matrix(bank, embs), np.float64).mean(axis=1)
+        pick = np.linspace(0, len(embs) - 1, min(len(embs), BANK_CLIPS_PER_TRACK)).round().astype(int)
+        per_photo = np.asarray(matcher.similarity_matrix(bank, embs[pick]), np.float64).mean(axis=1)
         mu, sd = float(per_photo.mean()), max(float(per_photo.std()), 1e-3)
         self._norms[track_id] = (sig, mu, sd)
         return mu, sd

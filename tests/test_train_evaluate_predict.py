@@ -53,8 +53,11 @@ def test_checkpoint_is_self_contained(tiny_run: Path) -> None:
     # the query bank holds 8 training photos' (L2-normalised) embeddings for the service
     assert tuple(model.query_bank.shape) == (8, 64)
     assert np.allclose(model.query_bank.norm(dim=1).numpy(), 1.0, atol=1e-4)
-    # VA calibration was fitted on held-out photos: a scale and a shift per axis
-    assert len(meta.metrics["va_calibration"]["image"]) == 4
+    # VA calibration: fitted on the validation split when it has at least 10 items (this tiny run's
+    # 5 validation photos leave the identity), recorded in the metrics, a finite scale and shift per axis
+    assert "va_calibration" in meta.metrics
+    for affine in (model.image_va_affine, model.music_va_affine):
+        assert tuple(affine.shape) == (2, 2) and bool(affine.isfinite().all()) and bool((affine[0] > 0).all())
     history = json.loads((tiny_run / "history.json").read_text())
     assert len(history) == 2
 
