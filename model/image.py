@@ -10,6 +10,7 @@ it would be displayed: EXIF orientation applied, transparency composited on whit
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -52,6 +53,16 @@ def _one_line(exc: BaseException) -> str:
 
 def _too_large(pixels: int, limit: int) -> ImageDecodeError:
     return ImageDecodeError(f"image is too large: {pixels:,} pixels exceeds the limit of {limit:,}", too_large=True)
+
+
+def _bomb(exc: BaseException, limit: int | None) -> ImageDecodeError:
+    """Pillow's own guard fired (at twice its global limit, before ours could look): report it
+    against the limit the caller set, not Pillow's internal number."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    if found and limit is not None:
+        return _too_large(int(found.group(1)), limit)
+    shown = f" of {limit:,} pixels" if limit is not None else ""
+    return ImageDecodeError(f"image is too large: it exceeds the limit{shown}", too_large=True)
 
 
 def _to_8bit(arr: np.ndarray, assume_16bit: bool) -> Image.Image:
@@ -119,9 +130,7 @@ def open_image(
         try:
             img = Image.open(fh, formats=_formats())
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageDecodeError(
-                f"image is too large (decompression bomb guard): {_one_line(exc)}", too_large=True
-            ) from exc
+            raise _bomb(exc, limit) from exc
         except UnidentifiedImageError as exc:
             raise ImageDecodeError(f"not a supported image (expected {_SUPPORTED})") from exc
         except Exception as exc:  # Pillow raises many types on malformed headers

@@ -193,6 +193,9 @@ def test_decompression_bomb_refused_without_decoding(bomb_png: bytes, max_pixels
     with pytest.raises(ImageDecodeError) as err:
         open_image(bomb_png, max_pixels=max_pixels)
     assert err.value.too_large
+    # the message names the limit that was set, never Pillow's internal one (178,956,970)
+    assert f"{max_pixels or Image.MAX_IMAGE_PIXELS:,}" in str(err.value) and "178,956,970" not in str(err.value)
+    assert "2,500,000,000 pixels" in str(err.value)
     assert time.perf_counter() - start < 1.0
     # Decoding would need 2.5 GB (Pillow keeps one byte per 1-bit pixel).
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 100_000
