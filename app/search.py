@@ -444,11 +444,7 @@ class LiveIndex:
 def _bank(matcher: Any) -> np.ndarray | None:
     """The matcher's query bank (rows of training-photo embeddings), or None without one."""
     bank = getattr(matcher, "query_bank", None)
-    if bank is None:
-        return None
-    bank = np.asarray(bank, np.float32)
-    bank = bank[np.linalg.norm(bank, axis=1) > 0] if bank.ndim == 2 else bank[:0]
-    return bank if len(bank) else None
+    return bank if bank is not None and len(bank) else None
 
 
 def _spread(ids: np.ndarray, limit: int) -> np.ndarray:

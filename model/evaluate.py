@@ -55,15 +55,12 @@ def embed_clips(
 
     model.eval()
     embs, vas = [], []
-    uses_tagger = model.cfg.music_backbone == "musicnn"
-    if uses_tagger and tagger is None:
+    if model.cfg.uses_tagger and tagger is None:
         raise ValueError("this model's music branch needs tagger input: prepare data with data.tagger_input=true")
     for sl in _batches(len(features)):
         spectral = clip_input(stats, features[sl]).to(device)
-        if uses_tagger:
-            e = model.embed_music(torch.from_numpy(tagger[sl].astype(np.float32)).to(device), spectral)
-        else:
-            e = model.embed_music(spectral)
+        windows = torch.from_numpy(tagger[sl].astype(np.float32)).to(device) if tagger is not None else None
+        e = model.embed_clips(spectral, windows)
         embs.append(e.cpu())
         vas.append(model.music_va(e).cpu())
     return torch.cat(embs).numpy(), torch.cat(vas).numpy()

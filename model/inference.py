@@ -7,6 +7,7 @@ nothing here is a module-level singleton.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,7 @@ class Matcher:
     @property
     def needs_tagger_input(self) -> bool:
         """Whether clips must carry the pretrained tagger's spectrograms (``cut_clips(tagger=True)``)."""
-        return self.meta.config.music_backbone == "musicnn"
+        return self.meta.config.uses_tagger
 
     def featurize(self, y: np.ndarray, hop_seconds: float = 2.0) -> ClipSet:
         return cut_clips(y, hop_seconds=hop_seconds, tagger=self.needs_tagger_input)
@@ -85,19 +86,20 @@ class Matcher:
         for start in range(0, len(features), self.batch_size):
             sl = slice(start, start + self.batch_size)
             spectral = torch.from_numpy(self.meta.feature_stats.to_network_input(features[sl])).to(self.device)
+            windows = None
             if self.needs_tagger_input:
-                x = torch.from_numpy(np.asarray(tagger[sl], np.float32)).to(self.device)
-                emb = self.model.embed_music(x, spectral)
-            else:
-                emb = self.model.embed_music(spectral)
+                windows = torch.from_numpy(np.asarray(tagger[sl], np.float32)).to(self.device)
+            emb = self.model.embed_clips(spectral, windows)
             embs.append(emb.float().cpu().numpy())
             vas.append(self.model.music_va(emb).float().cpu().numpy())
         return np.concatenate(embs), np.concatenate(vas)
 
-    @property
+    @cached_property
     def query_bank(self) -> np.ndarray:
-        """[R, dim] embeddings of training photos for querybank normalisation (R may be 0)."""
-        return self.model.query_bank.float().cpu().numpy()
+        """[R, dim] embeddings of training photos for querybank normalisation (R may be 0;
+        unfilled rows are dropped). Read once: the search calls it on every request."""
+        bank = self.model.query_bank.float().cpu().numpy()
+        return bank[np.linalg.norm(bank, axis=1) > 0]
 
     @torch.inference_mode()
     def similarity_matrix(self, image_embs: np.ndarray, clip_embs: np.ndarray) -> np.ndarray:
@@ -110,15 +112,9 @@ class Matcher:
         b = clips.repeat(len(images), 1)
         return self.model.similarity(a, b).view(len(images), len(clips)).float().cpu().numpy()
 
-    @torch.inference_mode()
     def similarity(self, image_emb: np.ndarray, clip_embs: np.ndarray) -> np.ndarray:
         """The learned similarity predictor's score in [0,1] for one image against k clips."""
-        if len(clip_embs) == 0:
-            return np.zeros(0, np.float32)
-        clips = torch.as_tensor(np.asarray(clip_embs, np.float32), device=self.device)
-        image = torch.as_tensor(np.asarray(image_emb, np.float32), device=self.device)
-        image = image.reshape(1, -1).expand(len(clips), -1)
-        return self.model.similarity(image, clips).float().cpu().numpy()
+        return self.similarity_matrix(np.asarray(image_emb, np.float32).reshape(1, -1), clip_embs)[0]
 
     def warmup(self) -> None:
         """Run each network once so the first request does not pay for lazy initialisation."""

@@ -57,6 +57,11 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def uses_tagger(self) -> bool:
+        """Whether the music backbone reads the pretrained tagger's spectrogram windows."""
+        return self.music_backbone == "musicnn"
+
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
@@ -328,6 +333,15 @@ class CDCML(nn.Module):
         """``x``: the music backbone's input; ``aux``: spectral clip features when the backbone
         reads tagger spectrograms (see :class:`Branch`)."""
         return self.music_branch(x, aux)
+
+    def embed_clips(self, spectral: torch.Tensor, tagger: torch.Tensor | None = None) -> torch.Tensor:
+        """Clip embeddings from the network-ready spectral features and, for a tagger backbone,
+        the tagger windows (required then)."""
+        if not self.cfg.uses_tagger:
+            return self.music_branch(spectral)
+        if tagger is None or len(tagger) != len(spectral):
+            raise ValueError("this model needs the tagger input of every clip: cut clips with tagger=True")
+        return self.music_branch(tagger, spectral)
 
     def similarity(self, image_emb: torch.Tensor, music_emb: torch.Tensor) -> torch.Tensor:
         """Predicted similarity in [0,1] for aligned rows of image and music embeddings."""

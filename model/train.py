@@ -205,11 +205,10 @@ class Trainer:
             for s in tqdm(range(0, n, 64), desc=f"cache {kind} backbone", disable=not self.progress):
                 sl = np.arange(s, min(n, s + 64))
                 hv, av = [], []
+                x, aux = self._raw_input(kind, sl)
+                aux = None if aux is None else aux.to(self.device)
                 for v in range(views):
-                    x, aux = self._raw_input(kind, sl)
-                    if v == 1:
-                        x = torch.flip(x, dims=[3])
-                    h, a = branch.parts(x.to(self.device), None if aux is None else aux.to(self.device))
+                    h, a = branch.parts((torch.flip(x, dims=[3]) if v == 1 else x).to(self.device), aux)
                     hv.append(h.cpu())
                     av.append(a.cpu() if a is not None else None)
                 hs.append(torch.stack(hv, 1) if views > 1 else hv[0])
@@ -231,7 +230,7 @@ class Trainer:
         if kind == "image":
             return image_input(self.data.images.pixels[idx], rng), None
         spectral = clip_input(self.data.stats, self.data.music.features[idx])
-        if self.data.music.tagger is not None and self.cfg.model.music_backbone == "musicnn":
+        if self.data.music.tagger is not None and self.cfg.model.uses_tagger:
             return torch.from_numpy(self.data.music.tagger[idx].astype(np.float32)), spectral
         return spectral, None
 
