@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     micro_batching: bool = Field(True, description="Disable to run one inference per request.")
     index_sync_seconds: float = Field(2.0, description="How often replicas pull catalogue changes.")
     exact_index_threshold: int = Field(200_000, description="Clips below this use exact search.")
+    compressed_index_threshold: int = Field(
+        2_000_000, description="Clips from which the index is IVF-PQ with exact re-scoring (else HNSW)."
+    )
     clip_hop_seconds: float = Field(2.0, description="Hop between indexed 2-second clips.")
     host: str = "127.0.0.1"
     port: int = 8000

@@ -25,12 +25,21 @@ from app.catalogue import (
     load_embeddings,
     record_index_state,
 )
-from app.vector_index import ClipIndex, IndexLoadError, IndexMismatchError, IndexNotFoundError
+from app.vector_index import (
+    DEFAULT_COMPRESSED_THRESHOLD,
+    DEFAULT_SEARCH_K,
+    ClipIndex,
+    IndexLoadError,
+    IndexMismatchError,
+    IndexNotFoundError,
+    choose_index_type,
+)
 
 log = logging.getLogger(__name__)
 
 RECALL_SAMPLE = 200
 MAX_TOMBSTONE_FRACTION = 0.1  # HNSW cannot delete; rebuild once this share is dead weight
+RETRAIN_GROWTH = 4.0  # IVF-PQ: retrain once the catalogue is this many times its training size
 
 
 @dataclass
@@ -51,8 +60,12 @@ class IndexReport:
     other_checkpoint_tracks: int = 0
 
     def describe(self) -> str:
-        kind = "exact (IndexFlatIP)" if self.index_type == "flat" else "HNSW (IndexHNSWFlat)"
-        shown = {k: v for k, v in self.params.items() if k in ("M", "efConstruction", "efSearch")}
+        kind = {
+            "flat": "exact (IndexFlatIP)",
+            "hnsw": "HNSW (IndexHNSWFlat)",
+            "ivfpq": "IVF-PQ (IndexIVFPQ, exact re-scoring)",
+        }.get(self.index_type, self.index_type)
+        shown = {k: v for k, v in self.params.items() if k in ("M", "efConstruction", "efSearch", "nlist", "nprobe")}
         extra = f" {shown}" if shown else ""
         line = (
             f"{kind}{extra}, {self.count:,} clips, dim {self.dim}; {self.action}"
@@ -61,7 +74,8 @@ class IndexReport:
         if self.reason:
             line += f" [{self.reason}]"
         if self.index_type != "flat" and self.recall_at_10 is not None:
-            line += f"; recall@10 vs exact {self.recall_at_10:.3f} on {RECALL_SAMPLE} sampled queries"
+            at = f" at K={self.params['search_k']}" if self.index_type == "ivfpq" and "search_k" in self.params else ""
+            line += f"; recall@10{at} vs exact {self.recall_at_10:.3f} on {RECALL_SAMPLE} sampled queries"
         return line
 
 
@@ -73,6 +87,8 @@ def sync_index(
     dim: int,
     exact_threshold: int,
     rebuild: bool = False,
+    compressed_threshold: int = DEFAULT_COMPRESSED_THRESHOLD,
+    search_k: int = DEFAULT_SEARCH_K,
 ) -> IndexReport:
     """Update (or fully rebuild) the index in ``index_dir`` from the catalogue; returns a report."""
     t0 = time.perf_counter()
@@ -82,7 +98,7 @@ def sync_index(
         version = catalogue_version(session, checkpoint_hash)
         db_ids = load_clip_table(session, checkpoint_hash).ids
         others = sum(n for h, n in checkpoint_counts(session).items() if h != checkpoint_hash)
-    wanted_type = "flat" if len(db_ids) < exact_threshold else "hnsw"
+    wanted_type = choose_index_type(len(db_ids), exact_threshold, compressed_threshold)
 
     existing: ClipIndex | None = None
     reason = "requested (--rebuild)" if rebuild else ""
@@ -101,12 +117,26 @@ def sync_index(
         if existing.dim != dim:
             reason, existing = f"dimension changed ({existing.dim} -> {dim})", None
         elif existing.index_type != wanted_type:
-            reason, existing = f"size crossed the exact threshold ({exact_threshold:,})", None
+            crossed = exact_threshold if "flat" in (existing.index_type, wanted_type) else compressed_threshold
+            which = "exact" if crossed == exact_threshold else "IVF-PQ"
+            reason, existing = f"size crossed the {which} threshold ({crossed:,})", None
+        elif existing.index_type == "ivfpq" and len(db_ids) > RETRAIN_GROWTH * int(
+            existing.meta.params.get("trained_count", 0)
+        ):
+            reason, existing = f"catalogue grew {RETRAIN_GROWTH:g}x since IVF-PQ training", None
         elif existing.tombstones > MAX_TOMBSTONE_FRACTION * max(len(db_ids), 1):
             reason, existing = "too many deleted vectors", None
 
     if existing is None:
-        index = _full_build(session_factory, checkpoint_hash, dim, exact_threshold, version.last_event_id)
+        index = _full_build(
+            session_factory,
+            checkpoint_hash,
+            dim,
+            exact_threshold,
+            version.last_event_id,
+            compressed_threshold=compressed_threshold,
+            search_k=search_k,
+        )
         action, added, removed = "built", index.count, 0
     else:
         index = existing
@@ -127,7 +157,7 @@ def sync_index(
             _record_state(session_factory, index, only_if_stale=True)
             return _report(index, index_dir, "unchanged", 0, 0, t0, reason, others)
         index.set_last_event_id(version.last_event_id)
-        if index.index_type == "hnsw" and changed:
+        if index.index_type in ("hnsw", "ivfpq") and changed:
             index.meta.recall_at_10 = index.recall_at_k(RECALL_SAMPLE, k=10)
         action = "updated"
     index.save(index_dir)
@@ -168,6 +198,9 @@ def _full_build(
     dim: int,
     exact_threshold: int,
     last_event_id: int,
+    *,
+    compressed_threshold: int = DEFAULT_COMPRESSED_THRESHOLD,
+    search_k: int = DEFAULT_SEARCH_K,
 ) -> ClipIndex:
     with session_factory() as session:
         ids, embs = load_embeddings(session, checkpoint_hash=checkpoint_hash, dim=dim)
@@ -181,6 +214,8 @@ def _full_build(
         dim=dim,
         recall_sample=RECALL_SAMPLE,
         last_event_id=last_event_id,
+        compressed_threshold=compressed_threshold,
+        search_k=search_k,
     )
 
 

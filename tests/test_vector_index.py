@@ -1,4 +1,4 @@
-"""ClipIndex: exact and HNSW search keyed by clip ids, removal, atomic save/load, mismatch."""
+"""ClipIndex: exact, HNSW and IVF-PQ search keyed by clip ids, removal, atomic save/load, mismatch."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.vector_index import ClipIndex, IndexLoadError, IndexMismatchError, IndexNotFoundError
+from app.vector_index import (
+    ClipIndex,
+    IndexLoadError,
+    IndexMismatchError,
+    IndexNotFoundError,
+    choose_index_type,
+)
 
 DIM = 32
 
@@ -54,10 +60,22 @@ def test_hnsw_reaches_target_recall_and_records_params(data: tuple[np.ndarray, n
     np.testing.assert_allclose(index.reconstruct(ids[[5, 9]]), x[[5, 9]])
 
 
-@pytest.mark.parametrize("exact_threshold", [10_000, 1000], ids=["flat", "hnsw"])
-def test_remove_add_and_missing_ids(data: tuple[np.ndarray, np.ndarray], exact_threshold: int) -> None:
+@pytest.mark.parametrize(
+    ("exact_threshold", "compressed_threshold"),
+    [(10_000, 20_000), (1000, 20_000), (1000, 1500)],
+    ids=["flat", "hnsw", "ivfpq"],
+)
+def test_remove_add_and_missing_ids(
+    data: tuple[np.ndarray, np.ndarray], exact_threshold: int, compressed_threshold: int
+) -> None:
     ids, x = data
-    index = ClipIndex.build(ids[:2000], x[:2000], checkpoint_hash="ck", exact_threshold=exact_threshold)
+    index = ClipIndex.build(
+        ids[:2000],
+        x[:2000],
+        checkpoint_hash="ck",
+        exact_threshold=exact_threshold,
+        compressed_threshold=compressed_threshold,
+    )
     gone = ids[:5]
     assert index.remove(np.concatenate([gone, [999_999]])) == 5
     assert index.remove(gone) == 0
@@ -153,3 +171,88 @@ def test_concurrent_search_and_updates(data: tuple[np.ndarray, np.ndarray]) -> N
     for t in threads:
         t.join()
     assert not errors and index.count == 1400
+
+
+def clustered(n: int, seed: int = 0, n_centres: int = 400) -> np.ndarray:
+    """Unit vectors around ``n_centres`` centres in a 12-d subspace (embeddings are not isotropic)."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(np.random.default_rng(99).standard_normal((DIM, 12)))[0].T
+    centres = rng.standard_normal((n_centres, 12)) @ basis
+    x = centres[rng.integers(0, n_centres, n)] + 0.35 * rng.standard_normal((n, DIM))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def big() -> tuple[np.ndarray, np.ndarray, ClipIndex]:
+    x = clustered(20_000)
+    ids = np.arange(20_000, dtype=np.int64) * 3 + 5
+    index = ClipIndex.build(ids, x, checkpoint_hash="ck", exact_threshold=1000, compressed_threshold=10_000)
+    return ids, x, index
+
+
+def test_index_type_switches_at_the_thresholds() -> None:
+    assert choose_index_type(999, 1000, 10_000) == "flat"
+    assert choose_index_type(1000, 1000, 10_000) == "hnsw"
+    assert choose_index_type(9_999, 1000, 10_000) == "hnsw"
+    assert choose_index_type(10_000, 1000, 10_000) == "ivfpq"
+
+
+def test_ivfpq_recall_at_service_k_and_bytes_per_clip(
+    tmp_path: Path, big: tuple[np.ndarray, np.ndarray, ClipIndex]
+) -> None:
+    ids, x, index = big
+    p = index.meta.params
+    assert index.index_type == "ivfpq" and index.count == 20_000
+    assert p["search_k"] == 256 and p["nprobe"] <= p["nlist"] and p["trained_on"] <= 20_000
+    assert index.meta.recall_at_10 is not None and index.meta.recall_at_10 >= 0.95
+    # Fresh queries (not catalogue vectors), searched as the service does (K=256), top 10 vs brute force.
+    q = clustered(200, seed=7)
+    scores, found = index.search(q, 256)
+    truth = exact_top(x, ids, q, 10)
+    recall = np.mean([len(set(f[:10]) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])
+    assert recall >= 0.95, recall
+    # Scores are exact inner products (re-scored), in order; reconstruct gives the stored floats.
+    np.testing.assert_allclose(scores[:, 0], np.sum(q * x[(found[:, 0] - 5) // 3], axis=1), rtol=1e-5)
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+    np.testing.assert_array_equal(index.reconstruct(ids[[3, 17, 19_999]]), x[[3, 17, 19_999]])
+    # What stays in RAM is the FAISS file (codes, ids, centroids): at most 100 B per clip;
+    # the float vectors are a memory-mapped file beside it.
+    index.save(tmp_path)
+    faiss_bytes = (tmp_path / index.meta.file).stat().st_size
+    assert faiss_bytes / index.count <= 100, faiss_bytes / index.count
+    assert (tmp_path / index.meta.vectors_file).stat().st_size >= x.nbytes
+
+
+def test_ivfpq_updates_survive_save_and_load(tmp_path: Path, big: tuple[np.ndarray, np.ndarray, ClipIndex]) -> None:
+    ids, x, built = big
+    index = ClipIndex.build(
+        ids[:15_000], x[:15_000], checkpoint_hash="ck", exact_threshold=1000, compressed_threshold=10_000
+    )
+    index.save(tmp_path)
+    first = (index.meta.file, index.meta.vectors_file)
+    loaded = ClipIndex.load(tmp_path, expected_checkpoint_hash="ck")
+    assert isinstance(loaded.store.get(ids[:1]), np.ndarray)
+    assert loaded.remove(ids[:100]) == 100 and loaded.remove(ids[:100]) == 0
+    loaded.add(ids[15_000:15_500], x[15_000:15_500])
+    with pytest.raises(ValueError, match="already in the index"):
+        loaded.add(ids[15_000:15_001], x[15_000:15_001])
+    with pytest.raises(KeyError):
+        loaded.reconstruct(ids[:1])
+    q = clustered(20, seed=3)
+    before = loaded.search(q, 50)
+    assert not np.isin(before[1], ids[:100]).any()
+    loaded.save(tmp_path)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == sorted(["index.json", loaded.meta.file, loaded.meta.vectors_file, loaded.meta.vector_ids_file])
+    assert (loaded.meta.file, loaded.meta.vectors_file) != first
+    again = ClipIndex.load(tmp_path, expected_checkpoint_hash="ck")
+    assert again.count == 15_400 and json.loads((tmp_path / "index.json").read_text())["count"] == 15_400
+    expected = np.concatenate([ids[100:15_000], ids[15_000:15_500]])
+    np.testing.assert_array_equal(again.ids(), expected)
+    np.testing.assert_array_equal(again.reconstruct(ids[15_000:15_010]), x[15_000:15_010])
+    after = again.search(q, 50)
+    np.testing.assert_array_equal(before[1], after[1])
+    np.testing.assert_allclose(before[0], after[0], rtol=1e-6)
+    (tmp_path / again.meta.vectors_file).unlink()
+    with pytest.raises(IndexLoadError, match="--rebuild"):
+        ClipIndex.load(tmp_path)
