@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(50.0, description="Largest accepted upload (image or audio).")
     max_image_pixels: int = Field(40_000_000, description="Decompression-bomb guard for images.")
     max_audio_seconds: float = Field(1800.0, description="Longest accepted audio upload.")
+    max_audio_samples: int = Field(
+        400_000_000,  # model.audio.DEFAULT_MAX_SAMPLES (not imported: settings load without librosa)
+        gt=0,
+        description="Decoding budget: frames x channels at the file's own rate (bounds decoded memory).",
+    )
     min_audio_seconds: float = Field(2.0, description="Shortest accepted audio (one clip).")
 
     search_k: int = Field(256, description="FAISS candidates before reranking.")

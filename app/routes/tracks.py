@@ -21,7 +21,7 @@ from app.routes.deps import LiveIndexDep, SessionDep, SettingsDep, StoreDep, Wor
 from app.schemas import TrackList, TrackOut, error_responses
 from app.security import ReadAuth, WriteAuth
 from app.storage import AudioStore, media_type_for, sniff_audio_extension
-from model.audio import SAMPLE_RATE, AudioDecodeError, load_audio, probe_duration
+from model.audio import DEFAULT_MAX_SAMPLES, SAMPLE_RATE, AudioDecodeError, load_audio, probe_duration
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,13 @@ TrackId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Track id.", examp
 
 
 # --------------------------------------------------------------------------------- helpers
-def _decode(data: bytes, max_seconds: float, min_seconds: float) -> tuple[Any, float]:
-    """Decode upload bytes to mono 22.05 kHz; 4xx HTTPException for unusable audio."""
+def _decode(
+    data: bytes, max_seconds: float, min_seconds: float, max_samples: int = DEFAULT_MAX_SAMPLES
+) -> tuple[Any, float]:
+    """Decode upload bytes to mono 22.05 kHz; 4xx HTTPException for unusable audio.
+
+    ``max_samples`` bounds frames x channels at the native rate (decoded memory), checked from
+    the header and while decoding: a tiny FLAC can declare 655,350 Hz x 8 channels."""
     limit_hint = "(PHOTOSCORE_MAX_AUDIO_SECONDS)"
     probed = probe_duration(data)
     if probed is not None and probed > max_seconds + 0.5:
@@ -42,11 +47,15 @@ def _decode(data: bytes, max_seconds: float, min_seconds: float) -> tuple[Any, f
             f"audio: {probed:.1f} s long; the limit is {max_seconds:g} s {limit_hint}",
         )
     try:
-        y = load_audio(data, max_seconds=max_seconds)
+        y = load_audio(data, max_seconds=max_seconds, max_samples=max_samples)
     except AudioDecodeError as exc:
         text = str(exc)
         if "too long" in text:
             raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"audio: {text} {limit_hint}") from exc
+        if "too large" in text:
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE, f"audio: {text} (PHOTOSCORE_MAX_AUDIO_SAMPLES)"
+            ) from exc
         if sniff_audio_extension(data) is None:
             raise HTTPException(
                 status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
@@ -151,7 +160,9 @@ async def add_track(
         response.status_code = status.HTTP_200_OK
         return track_out(existing)
 
-    y, duration = await run_in_threadpool(_decode, data, settings.max_audio_seconds, settings.min_audio_seconds)
+    y, duration = await run_in_threadpool(
+        _decode, data, settings.max_audio_seconds, settings.min_audio_seconds, settings.max_audio_samples
+    )
     matcher = worker.matcher
     clips = await run_in_threadpool(matcher.featurize, y, settings.clip_hop_seconds)
     if len(clips) == 0:
