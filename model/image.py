@@ -65,24 +65,47 @@ def _bomb(exc: BaseException, limit: int | None) -> ImageDecodeError:
     return ImageDecodeError(f"image is too large: it exceeds the limit{shown}", too_large=True)
 
 
-def _to_8bit(arr: np.ndarray, assume_16bit: bool) -> Image.Image:
-    """Greyscale 8-bit from integer or float pixel data.
+# Rows converted at a time by _to_8bit: the float64 arithmetic then costs a few MiB, not 8 bytes
+# for every pixel of the image (a 77 KB 16-bit 6300 x 6300 PNG would need 2.5 GB of temporaries).
+_BAND_PIXELS = 1 << 20
+
+
+def _to_8bit(img: Image.Image, assume_16bit: bool) -> Image.Image:
+    """Greyscale 8-bit from an integer or float single-band image, converted in bands of rows.
 
     16-bit data (I;16*, or mode I within 0..65535) is scaled by 255/65535, not clipped:
     clipping would turn any normally exposed 16-bit photo white. Float data in [0, 1] is
     scaled by 255; anything else (HDR floats, signed or 32-bit ints) is stretched min..max.
+    The range comes from Pillow's own extrema (no copy); NaN/inf count as 0, as in the pixels.
     """
-    a = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-    if assume_16bit and lo >= 0 and hi <= 65535:
-        a = a * (255.0 / 65535.0)
-    elif not assume_16bit and lo >= 0 and hi <= 1.0:
-        a = a * 255.0
-    elif hi > lo:
-        a = (a - lo) * (255.0 / (hi - lo))
+    width, height = img.size
+    rows = max(1, _BAND_PIXELS // max(1, width))
+
+    def band(y0: int) -> np.ndarray:
+        a = np.asarray(img.crop((0, y0, width, min(height, y0 + rows))))
+        return np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+
+    lo, hi = np.inf, -np.inf
+    if img.mode == "F":  # getextrema would see NaN/inf; scan the bands instead
+        for y0 in range(0, height, rows):
+            a = band(y0)
+            lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
     else:
-        a = np.zeros_like(a)
-    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
+        lo, hi = (float(v) for v in img.getextrema())
+    if assume_16bit and lo >= 0 and hi <= 65535:
+        scale, offset = 255.0 / 65535.0, 0.0
+    elif not assume_16bit and lo >= 0 and hi <= 1.0:
+        scale, offset = 255.0, 0.0
+    elif hi > lo:
+        scale, offset = 255.0 / (hi - lo), lo
+    else:
+        scale, offset = 0.0, 0.0
+    out = np.empty((height, width), np.uint8)
+    for y0 in range(0, height, rows):
+        a = band(y0)
+        a = (a - offset) * scale if offset else a * scale
+        out[y0 : y0 + len(a)] = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+    return Image.fromarray(out, mode="L")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -90,9 +113,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if mode == "RGB":
         return img.copy()
     if mode.startswith("I;16") or mode == "I":
-        return _to_8bit(np.asarray(img), assume_16bit=True).convert("RGB")
+        return _to_8bit(img, assume_16bit=True).convert("RGB")
     if mode == "F":
-        return _to_8bit(np.asarray(img), assume_16bit=False).convert("RGB")
+        return _to_8bit(img, assume_16bit=False).convert("RGB")
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode in ("P", "L", "RGB") and "transparency" in img.info)
     if has_alpha:
         rgba = img.convert("RGBA")
@@ -147,8 +170,8 @@ def open_image(
                 if draft_size is not None and img.format == "JPEG":
                     img.draft(None, (draft_size, draft_size))
                 img.load()
-                oriented = ImageOps.exif_transpose(img)
-                return _to_rgb(oriented)
+                ImageOps.exif_transpose(img, in_place=True)  # no full-size copy when upright
+                return _to_rgb(img)
             except ImageDecodeError:
                 raise
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
