@@ -243,5 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="photoscore index", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from app.logs import configure_logging
+
+    configure_logging(logging.WARNING, fmt="%(levelname)s %(name)s: %(message)s")
     return run_index(args)
