@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,11 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "model" / "default
 class Settings(BaseSettings):
     """Runtime configuration. Every field maps to ``PHOTOSCORE_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="PHOTOSCORE_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a refused value (API keys, a database URL with its password) is not
+    # echoed into logs by the validation error.
+    model_config = SettingsConfigDict(
+        env_prefix="PHOTOSCORE_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     data_dir: Path = Field(Path("var"), description="Where the embedded database, index and audio live.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<data_dir>/photoscore.db.")
@@ -25,7 +30,7 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda[:N]'.")
 
     api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Keys allowed to write (comma separated)."
+        default_factory=list, description='Keys allowed to write: comma separated, or a JSON list `["k1","k2"]`.'
     )
     public_reads: bool = Field(True, description="Reads without a key when true.")
 
@@ -57,9 +62,33 @@ class Settings(BaseSettings):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [k.strip() for k in value.split(",") if k.strip()]
-        return value
+        """Comma-separated keys, or the JSON list pydantic-settings users write (`["k1","k2"]`).
+
+        A bracket or quote never ends up inside a key: a value that starts like a JSON list must
+        be one, and a comma-separated key with brackets or quotes is refused, not accepted.
+        """
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"PHOTOSCORE_API_KEYS starts with '[' but is not a JSON list ({exc.msg}); "
+                    'write ["key1","key2"] or key1,key2'
+                ) from None
+            if not isinstance(parsed, list) or not all(isinstance(k, str) for k in parsed):
+                raise ValueError('PHOTOSCORE_API_KEYS as JSON must be a list of strings, e.g. ["key1","key2"]')
+            keys = [k.strip() for k in parsed if k.strip()]
+        else:
+            keys = [k.strip() for k in text.split(",") if k.strip()]
+        for key in keys:
+            if any(c in key for c in "[]\"'") or any(c.isspace() for c in key):
+                raise ValueError(
+                    'PHOTOSCORE_API_KEYS: a key contains a bracket, quote or space; write ["key1","key2"] or key1,key2'
+                )
+        return keys
 
     @property
     def resolved_database_url(self) -> str:

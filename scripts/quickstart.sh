@@ -36,7 +36,9 @@ mkdir -p "$PHOTOSCORE_DATA_DIR"
 # -------------------------------------------------------------------------------- API key
 key_file="$PHOTOSCORE_DATA_DIR/api-key"
 if [[ -n "${PHOTOSCORE_API_KEYS:-}" ]]; then
-  api_key="${PHOTOSCORE_API_KEYS%%,*}"
+  # The first key as the service reads the setting (comma separated or a JSON list).
+  api_key="$(python3 -c 'from app.settings import Settings; keys = Settings().api_keys; print(keys[0] if keys else "")')" ||
+    { say "PHOTOSCORE_API_KEYS cannot be used (see above)"; exit 1; }
   key_note="from PHOTOSCORE_API_KEYS"
 else
   if [[ ! -s "$key_file" ]]; then
