@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.admission import BodyTimeoutMiddleware, UploadGate
 from app.catalogue import referenced_audio_keys
 from app.db import DatabaseUnavailableError, make_engine, make_session_factory, upgrade_database
 from app.metrics import Metrics, MetricsMiddleware
@@ -140,9 +141,14 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 
 async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    # The reason goes to the log only: driver and pool messages name hosts, pool sizes and SQL.
     log.warning("database unavailable: %s", _first_line(exc))
+    if isinstance(exc, PoolTimeoutError):
+        detail = "the service is busy: no database connection became free in time; retry shortly"
+    else:
+        detail = "the database is unavailable; retry shortly"
     return JSONResponse(
-        {"detail": f"the database is unavailable ({_first_line(exc)}); retry shortly"},
+        {"detail": detail},
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         headers={"Retry-After": "5"},
     )
@@ -246,6 +252,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise DatabaseUnavailableError(f"cannot prepare the database: {_first_line(exc)}") from exc
     state.engine = engine
     state.session_factory = make_session_factory(engine)
+    state.upload_gate = UploadGate(
+        settings.upload_concurrency, settings.upload_queue_size, settings.upload_queue_wait_seconds
+    )
 
     matcher = await run_in_threadpool(Matcher.load, settings.checkpoint, settings.device)
 
@@ -325,12 +334,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
-    for name in ("engine", "session_factory", "worker", "live_index", "store"):
+    for name in ("engine", "session_factory", "worker", "live_index", "store", "upload_gate"):
         setattr(app.state, name, None)
     app.state.warmed = False
 
     max_bytes = int(settings.max_upload_mb * 1e6) + _MULTIPART_SLACK
     app.add_middleware(UploadLimitMiddleware, max_bytes=max_bytes, limit_mb=settings.max_upload_mb)
+    app.add_middleware(BodyTimeoutMiddleware, timeout_s=settings.body_timeout_seconds)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
 
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -181,6 +181,7 @@ _ERROR_TEXT = {
     413: "Upload, image pixel count or audio duration above the configured limit.",
     415: "Unsupported file type.",
     422: "A missing or invalid field or query parameter, or content that cannot be used.",
+    429: "Too many uploads in progress; retry after the `Retry-After` header's seconds.",
     500: "Unexpected server error (a bug: please report it).",
     503: "Database or model temporarily unavailable; retry later.",
 }

@@ -54,6 +54,24 @@ class Settings(BaseSettings):
         2_000_000, description="Clips from which the index is IVF-PQ with exact re-scoring (else HNSW)."
     )
     clip_hop_seconds: float = Field(2.0, description="Hop between indexed 2-second clips.")
+    upload_concurrency: int = Field(
+        1, ge=1, description="Uploads decoded, featurised and embedded at once (per process); the rest queue."
+    )
+    upload_queue_size: int = Field(
+        16, ge=0, description="Uploads that may wait for a slot; beyond it `POST /tracks` answers 429 + Retry-After."
+    )
+    upload_queue_wait_seconds: float = Field(
+        120.0, gt=0, description="Longest an upload waits in that queue before it gets 429 + Retry-After."
+    )
+    body_timeout_seconds: float = Field(
+        30.0, ge=0, description="A request body that sends nothing for this long gets 408 and is closed (0: off)."
+    )
+    max_header_kb: int = Field(
+        64, ge=1, description="Largest request line + headers `photoscore serve` reads; larger gets 400."
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="Open connections `photoscore serve` accepts; beyond it new ones get 503."
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = Field(1, description="Indexer worker processes.")

@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from app.catalogue import ClipBatch, add_track, delete_track, find_tracks
+from app.text import MAX_FILE_NAME_TITLE_CHARS, clean_text, first_clean
 from indexer.build import IndexReport
-from indexer.scan import MAX_TAG_CHARS, LicenseFinder, Rejected, SourceFile, file_sha256
+from indexer.scan import LicenseFinder, Rejected, SourceFile, file_sha256
 from indexer.worker import Failed, Prepared, init_worker, prepare
 
 log = logging.getLogger(__name__)
@@ -324,8 +326,12 @@ def _commit(
         embeddings, va = embedder.embed_clip_features(prepared.features, prepared.tagger)
         clips = ClipBatch(prepared.starts, prepared.ends, va, embeddings)
         tags = prepared.tags
-        title = _clip(src.title or tags.get("title") or src.path.stem)
-        license_text = src.license or options.license or tags.get("license") or licenses.find(src.path, src.root)
+        # The same cleaning and limits as POST /tracks (app.text): manifests and tags are untrusted.
+        title = first_clean("title", src.title, tags.get("title"))
+        title = title or clean_text(src.path.stem, MAX_FILE_NAME_TITLE_CHARS) or "Untitled"
+        license_text = first_clean(
+            "license", src.license, options.license, tags.get("license"), licenses.find(src.path, src.root)
+        )
         audio_key = None
         if options.audio_store is not None:
             audio_key = options.audio_store.put(src.path.read_bytes())
@@ -336,8 +342,8 @@ def _commit(
                 session,
                 sha256=job.sha256,
                 title=title,
-                artist=_clip(src.artist or tags.get("artist")),
-                album=_clip(src.album or tags.get("album")),
+                artist=first_clean("artist", src.artist, tags.get("artist")),
+                album=first_clean("album", src.album, tags.get("album")),
                 duration=prepared.duration,
                 source=str(src.path),
                 audio_key=audio_key,
@@ -348,7 +354,7 @@ def _commit(
             track_id = track.id
     except Exception as exc:  # noqa: BLE001 - one bad track must not stop the run
         log.debug("commit failed for %s", src.path, exc_info=True)
-        summary.failed.append(Outcome(src.path, f"could not store: {type(exc).__name__}: {exc}"))
+        summary.failed.append(Outcome(src.path, f"could not store: {_store_error(exc)}"))
         return
     if not created:  # another writer indexed the same content meanwhile
         summary.skipped.append(Outcome(src.path, f"already indexed (track {track_id})"))
@@ -359,9 +365,15 @@ def _commit(
     summary.audio_seconds += prepared.duration
 
 
-def _clip(text: str | None, limit: int = MAX_TAG_CHARS) -> str | None:
-    """Fit the catalogue's 512-character columns (manifests can hold anything)."""
-    return text[:limit] if text else text
+def _store_error(exc: BaseException) -> str:
+    """One line naming the database's complaint, never SQLAlchemy's echo of the SQL and its
+    parameters (they would print a whole track's metadata and embeddings)."""
+    orig = getattr(exc, "orig", None) if isinstance(exc, SQLAlchemyError) else None
+    text = " ".join(str(orig if orig is not None else exc).split()) or type(exc).__name__
+    if orig is None and isinstance(exc, SQLAlchemyError):
+        text = text.split("[SQL:")[0].strip() or type(exc).__name__
+    name = type(orig if orig is not None else exc).__name__
+    return f"{name}: {text[:200]}"
 
 
 def _hms(seconds: float) -> str:

@@ -10,13 +10,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from app import text as _text
+
 log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a"})
 LICENSE_FILES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "LICENCE", "COPYING", "copyright")
 MANIFEST_COLUMNS = ("path", "title", "artist", "album", "license")
-MAX_LICENSE_CHARS = 20_000
-MAX_TAG_CHARS = 500
+# The catalogue's text limits (app.text, shared with POST /tracks); the pipeline cleans and cuts.
+MAX_LICENSE_CHARS = _text.MAX_LICENSE_CHARS
+MAX_TAG_CHARS = _text.MAX_TITLE_CHARS
 
 
 class ScanError(ValueError):
@@ -54,7 +57,11 @@ def discover(inputs: Sequence[str | Path]) -> tuple[list[SourceFile], list[Rejec
     rejected: list[Rejected] = []
     for raw in inputs:
         path = Path(raw).expanduser()
-        if not path.exists():
+        try:
+            exists = path.exists()
+        except (OSError, ValueError) as exc:
+            raise ScanError(f"unusable path {str(raw)[:200]!r}: {_os_reason(exc)}") from exc
+        if not exists:
             raise ScanError(f"no such file or folder: {raw}")
         if path.is_dir():
             found.extend(_walk(path))
@@ -110,8 +117,14 @@ def read_manifest(manifest: Path) -> tuple[list[SourceFile], list[Rejected]]:
         if not rel:
             continue
         path = Path(rel).expanduser()
-        path = (path if path.is_absolute() else base / path).resolve()
-        if not path.is_file():
+        path = path if path.is_absolute() else base / path
+        try:
+            path = path.resolve()
+            exists = path.is_file()
+        except (OSError, ValueError) as exc:  # a name over 255 bytes (ENAMETOOLONG), a NUL, a loop
+            bad.append(Rejected(path, f"unusable path (listed in the manifest): {_os_reason(exc)}"))
+            continue
+        if not exists:
             bad.append(Rejected(path, "file not found (listed in the manifest)"))
             continue
         if path.suffix.lower() not in AUDIO_EXTENSIONS:
@@ -128,6 +141,13 @@ def read_manifest(manifest: Path) -> tuple[list[SourceFile], list[Rejected]]:
             )
         )
     return files, bad
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The OS's words without the path (the summary already names it)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def file_sha256(path: Path, block: int = 1 << 20) -> str:

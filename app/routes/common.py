@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import unicodedata
 from datetime import UTC, datetime
 
 from fastapi import HTTPException, UploadFile, status
 
 from app.models import Track
 from app.schemas import TrackOut
+from app.text import clean_text
+
+__all__ = ["audio_url", "clean_text", "read_upload", "track_out"]
 
 _CHUNK = 1 << 20
 
@@ -60,21 +62,3 @@ async def read_upload(upload: UploadFile, field: str, limit_bytes: int) -> bytes
     if not data:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{field}: the uploaded file is empty")
     return data
-
-
-# Bidi embeddings, overrides and isolates: in a title they reorder how the page shows it
-# ("\u202egnp.wav" displays as "vaw.png"), the file-name spoofing trick.
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def clean_text(value: str | None, limit: int = 512) -> str | None:
-    """Metadata text without control characters (NUL breaks PostgreSQL) or bidi overrides,
-    trimmed; None if blank."""
-    if value is None:
-        return None
-    kept = "".join(
-        " " if ch in "\t\r\n" else ch
-        for ch in value
-        if ch in "\t\r\n" or (unicodedata.category(ch) not in ("Cc", "Cs") and ch not in _BIDI_CONTROLS)
-    ).strip()
-    return kept[:limit] or None

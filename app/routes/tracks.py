@@ -9,18 +9,24 @@ import os
 from pathlib import Path as FsPath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Response, UploadFile, status
+import numpy as np
+from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Request, Response, UploadFile, status
 from fastapi.responses import FileResponse
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from app import catalogue
+from app.admission import UploadGate
 from app.models import Track
 from app.routes.common import clean_text, read_upload, track_out
-from app.routes.deps import LiveIndexDep, SessionDep, SettingsDep, StoreDep, WorkerDep
+from app.routes.deps import LiveIndexDep, SessionDep, SettingsDep, StoreDep, WorkerDep, _state
 from app.schemas import TrackList, TrackOut, error_responses
+from app.search import LiveIndex
 from app.security import ReadAuth, WriteAuth
+from app.settings import Settings
 from app.storage import AudioStore, media_type_for, sniff_audio_extension
+from app.worker import InferenceWorker
 from model.audio import DEFAULT_MAX_SAMPLES, SAMPLE_RATE, AudioDecodeError, load_audio, probe_duration
 
 log = logging.getLogger(__name__)
@@ -29,6 +35,7 @@ router = APIRouter(tags=["tracks"])
 
 SUPPORTED_AUDIO = "WAV, FLAC, Ogg Vorbis, Opus, MP3 or M4A"
 TrackId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Track id.", examples=[3])]
+_EMBED_CHUNK = 64  # clips per model call when the matcher does not say its batch size
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -93,6 +100,12 @@ def _tags(data: bytes) -> dict[str, str]:
     return out
 
 
+def _find_track(session_factory: sessionmaker[Session], sha: str) -> Track | None:
+    """The track with these bytes, in a session of its own (closed before any slow work)."""
+    with session_factory() as session:
+        return catalogue.find_track(session, sha)
+
+
 def _release_key(session_factory: Any, store: AudioStore, key: str) -> None:
     """Delete a stored file unless a track still references it."""
     with session_factory() as session:
@@ -129,7 +142,10 @@ Synchronous: the audio is decoded, cut into 2-second clips, embedded, stored und
 hash, written to the catalogue and added to the live index before the answer comes back; other
 replicas pick it up within `index_sync_seconds`. Needs an API key.
 
-`201` with the new track; `200` with the existing track when the same bytes were added before.
+`201` with the new track; `200` with the existing track when the same bytes were added before
+(or are being added by a request in flight). At most `PHOTOSCORE_UPLOAD_CONCURRENCY` uploads are
+decoded and embedded at once per process and `PHOTOSCORE_UPLOAD_QUEUE_SIZE` more wait; beyond
+that, or after `PHOTOSCORE_UPLOAD_QUEUE_WAIT_SECONDS` in the queue, `429` with `Retry-After`.
 
     curl -H "Authorization: Bearer $KEY" -F audio=@song.ogg -F title="My song" \\
          http://localhost:8000/tracks
@@ -137,51 +153,97 @@ replicas pick it up within `index_sync_seconds`. Needs an API key.
     dependencies=[WriteAuth],
     responses={
         200: {"model": TrackOut, "description": "The same audio is already in the catalogue."},
-        **error_responses(400, 401, 403, 413, 415, 422, 503),
+        **error_responses(400, 401, 403, 413, 415, 422, 429, 503),
     },
 )
 async def add_track(
+    request: Request,
     response: Response,
     audio: Annotated[UploadFile, File(description=f"The song: {SUPPORTED_AUDIO}.")],
     settings: SettingsDep,
     worker: WorkerDep,
     live: LiveIndexDep,
     store: StoreDep,
-    session: SessionDep,
     title: Annotated[str | None, Form(max_length=512, examples=["Elvish Theme"])] = None,
     artist: Annotated[str | None, Form(max_length=512, examples=["Wesnoth"])] = None,
     album: Annotated[str | None, Form(max_length=512)] = None,
     license: Annotated[str | None, Form(max_length=2000, description="Licence / attribution text.")] = None,
 ) -> TrackOut:
+    # No request-long session: a connection held across decoding made each upload need two of
+    # the pool's connections, and 16 parallel uploads exhausted it (issue 14, F1). Every DB step
+    # below opens a short session of its own.
+    factory: sessionmaker[Session] = _state(request, "session_factory")
+    gate: UploadGate = _state(request, "upload_gate")
     data = await read_upload(audio, "audio", int(settings.max_upload_mb * 1e6))
     sha = hashlib.sha256(data).hexdigest()
-    existing = await run_in_threadpool(catalogue.find_track, session, sha)
+    existing = await run_in_threadpool(_find_track, factory, sha)
     if existing is not None:
         response.status_code = status.HTTP_200_OK
         return track_out(existing)
 
+    meta = {
+        "title": clean_text(title),
+        "artist": clean_text(artist),
+        "album": clean_text(album),
+        "license": clean_text(license, 2000),
+        "name": clean_text(FsPath(audio.filename or "").stem, 200),
+    }
+
+    async def ingest() -> tuple[Track, bool]:
+        async with gate.slot():
+            return await _ingest(data, sha, meta, settings, worker, live, store, factory)
+
+    # Identical uploads in flight here share one decode and one outcome; across replicas the
+    # unique sha256 constraint decides (catalogue.add_track).
+    (track, created), leader = await gate.single_flight(sha, ingest)
+    if not (created and leader):
+        response.status_code = status.HTTP_200_OK
+        return track_out(track)
+    response.headers["Location"] = f"/tracks/{track.id}"
+    return track_out(track)
+
+
+async def _ingest(
+    data: bytes,
+    sha: str,
+    meta: dict[str, str | None],
+    settings: Settings,
+    worker: InferenceWorker,
+    live: LiveIndex,
+    store: AudioStore,
+    factory: sessionmaker[Session],
+) -> tuple[Track, bool]:
+    """Decode, featurise, embed, store and commit one upload (inside an upload slot).
+
+    Returns `(track, created)`; `created` is False when the same bytes were committed meanwhile.
+    The stored file is removed again on any failure before the commit.
+    """
+    existing = await run_in_threadpool(_find_track, factory, sha)  # committed while we queued
+    if existing is not None:
+        return existing, False
     y, duration = await run_in_threadpool(
         _decode, data, settings.max_audio_seconds, settings.min_audio_seconds, settings.max_audio_samples
     )
     matcher = worker.matcher
     clips = await run_in_threadpool(matcher.featurize, y, settings.clip_hop_seconds)
+    del y
     if len(clips) == 0:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"audio: no usable 2-second clip ({clips.n_silent} silent, {clips.n_short} too short)",
         )
-    embs, vas = await worker.run(matcher.embed_clip_features, clips.features, clips.tagger)
+    embs, vas = await _embed(worker, clips.features, clips.tagger)
 
     tags = await run_in_threadpool(_tags, data)
-    name = clean_text(FsPath(audio.filename or "").stem, 200)
-    meta = {
-        "title": clean_text(title) or tags.get("title") or name or "Untitled",
-        "artist": clean_text(artist) or tags.get("artist"),
-        "album": clean_text(album) or tags.get("album"),
-        "license": clean_text(license, 2000),
+    fields = {
+        "title": meta["title"] or tags.get("title") or meta["name"] or "Untitled",
+        "artist": meta["artist"] or tags.get("artist"),
+        "album": meta["album"] or tags.get("album"),
+        "license": meta["license"],
     }
-    key = await run_in_threadpool(store.put, data)
-    factory = live.session_factory
+    key = AudioStore.make_key(data)
+    fresh = not await run_in_threadpool(store.exists, key)
+    await run_in_threadpool(store.put, data)
 
     def write() -> tuple[Track, bool]:
         with factory() as s:
@@ -193,28 +255,52 @@ async def add_track(
                 audio_key=key,
                 checkpoint_hash=matcher.checkpoint_hash,
                 clips=catalogue.ClipBatch(clips.starts, clips.ends, vas, embs),
-                **meta,
+                **fields,
             )
 
     try:
         track, created = await run_in_threadpool(write)
     except BaseException:
-        try:
-            await run_in_threadpool(_release_key, factory, store, key)
-        except Exception:  # the DB is probably down; an orphan file is harmless
-            log.warning("could not check references of stored audio %s", key)
+        await _discard(factory, store, key, fresh)
         raise
-    if not created:  # lost a race with an identical upload
+    if not created:  # another replica committed the same bytes first
         if track.audio_key != key:
-            await run_in_threadpool(_release_key, factory, store, key)
-        response.status_code = status.HTTP_200_OK
-        return track_out(track)
+            await _discard(factory, store, key, fresh)
+        return track, False
     try:
         await run_in_threadpool(live.refresh_tracks, [track.id])
     except Exception:  # the DB is the truth: the sync loop will add it
         log.exception("track %s committed but not yet in the live index", track.id)
-    response.headers["Location"] = f"/tracks/{track.id}"
-    return track_out(track)
+    return track, True
+
+
+async def _embed(worker: InferenceWorker, features: Any, tagger: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Clip embeddings in chunks, so `/recommend` batches run between the chunks of a long song
+    instead of waiting for all of it (the model thread is shared and first come, first served)."""
+    matcher = worker.matcher
+    step = max(1, int(getattr(matcher, "batch_size", _EMBED_CHUNK) or _EMBED_CHUNK))
+    embs, vas = [], []
+    for start in range(0, len(features), step):
+        part = slice(start, start + step)
+        e, v = await worker.run(matcher.embed_clip_features, features[part], None if tagger is None else tagger[part])
+        embs.append(e)
+        vas.append(v)
+    return np.concatenate(embs), np.concatenate(vas)
+
+
+async def _discard(factory: sessionmaker[Session], store: AudioStore, key: str, fresh: bool) -> None:
+    """Remove a stored file after a failed commit unless a track references it.
+
+    When the reference check itself fails (database down), a file this upload created is removed
+    anyway: no track could have committed it in between, since committing is what just failed.
+    """
+    try:
+        await run_in_threadpool(_release_key, factory, store, key)
+    except BaseException:
+        if fresh:
+            store.delete(key)
+        else:
+            log.warning("could not check references of stored audio %s; the start-up sweep will", key)
 
 
 @router.get(
