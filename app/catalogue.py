@@ -181,13 +181,23 @@ def list_tracks(session: Session, q: str | None = None, offset: int = 0, limit: 
     stmt: Select[Any] = select(Track)
     if q:
         pattern = f"%{_escape_like(q)}%"
-        stmt = stmt.where(
-            or_(
-                Track.title.ilike(pattern, escape="\\"),
-                Track.artist.ilike(pattern, escape="\\"),
-                Track.album.ilike(pattern, escape="\\"),
+        if session.get_bind().dialect.name == "sqlite":
+            # SQLite's lower()/ILIKE fold ASCII only ("CAFÉ" would not find "café"): fold in
+            # Python, as PostgreSQL does with its Unicode-aware lower().
+            raw = session.connection().connection.driver_connection
+            raw.create_function("ps_lower", 1, _fold, deterministic=True)
+            folded = pattern.lower()
+            stmt = stmt.where(
+                or_(*(func.ps_lower(c).like(folded, escape="\\") for c in (Track.title, Track.artist, Track.album)))
             )
-        )
+        else:
+            stmt = stmt.where(
+                or_(
+                    Track.title.ilike(pattern, escape="\\"),
+                    Track.artist.ilike(pattern, escape="\\"),
+                    Track.album.ilike(pattern, escape="\\"),
+                )
+            )
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = session.scalars(stmt.order_by(Track.id).offset(max(0, offset)).limit(max(0, limit)))
     return list(rows), int(total)
@@ -310,6 +320,10 @@ def latest_index_state(session: Session) -> IndexState | None:
 def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), _IN_CHUNK):
         yield items[i : i + _IN_CHUNK]
+
+
+def _fold(text: str | None) -> str | None:
+    return None if text is None else text.lower()
 
 
 def _escape_like(text: str) -> str:

@@ -3,8 +3,11 @@
 Re-running is safe: files already indexed with the same checkpoint are skipped, and the index
 is brought in line with the database at the end of every run (also after a crash).
 
+``--engine ray`` runs decoding, embedding and writing on Ray Data (a local Ray, or the cluster at
+``--ray-address``); the summary, exit status and resumability are the same.
+
 Exit status: 0 when the run completed (files skipped or failed are listed in the summary);
-1 when the database or the index file failed mid-run (committed tracks are kept);
+1 when the database, the index file or Ray failed mid-run (committed tracks are kept);
 2 with a one-line reason when the arguments, database or checkpoint cannot be used.
 """
 
@@ -69,6 +72,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--license", help="licence/attribution text recorded for every track of this run")
     parser.add_argument("--hop", type=float, metavar="SECONDS", help="hop between 2 s clips")
     parser.add_argument("--exact-threshold", type=int, help="clips below which the index is exact (else HNSW)")
+    parser.add_argument(
+        "--compressed-threshold",
+        type=int,
+        help="clips from which the index is IVF-PQ, exactly re-scored (default PHOTOSCORE_COMPRESSED_INDEX_THRESHOLD)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: worker processes on this machine; ray: Ray Data (a local Ray, or --ray-address)",
+    )
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="join the Ray cluster at ADDR (e.g. ray-head:6379 or auto) instead of starting a local Ray",
+    )
+    parser.add_argument("--ray-cpus", type=int, metavar="N", help="CPUs of the local Ray (default: all cores)")
     parser.add_argument("--max-seconds", type=float, default=4 * 3600.0, help="skip files longer than this")
     parser.add_argument(
         "--copy-audio",
@@ -127,6 +147,7 @@ def _run(args: argparse.Namespace) -> int:
             "device": args.device,
             "clip_hop_seconds": args.hop,
             "exact_index_threshold": args.exact_threshold,
+            "compressed_index_threshold": getattr(args, "compressed_threshold", None),
         }.items()
         if v is not None
     }
@@ -142,6 +163,13 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--workers must be 0 or more")
     if settings.clip_hop_seconds <= 0:
         raise UsageError("--hop must be positive")
+    engine_name = getattr(args, "engine", "local")
+    ray_address = getattr(args, "ray_address", None)
+    ray_cpus = getattr(args, "ray_cpus", None)
+    if engine_name != "ray" and (ray_address or ray_cpus is not None):
+        raise UsageError("--ray-address and --ray-cpus need --engine ray")
+    if ray_cpus is not None and ray_cpus < 1:
+        raise UsageError("--ray-cpus must be 1 or more")
     checkpoint = Path(settings.checkpoint)
     if not checkpoint.is_file():
         raise UsageError(f"checkpoint not found: {checkpoint} (use --checkpoint or PHOTOSCORE_CHECKPOINT)")
@@ -155,6 +183,10 @@ def _run(args: argparse.Namespace) -> int:
         migrate_database(url)
     except DatabaseUnavailableError as exc:
         raise UsageError(str(exc)) from exc
+    if engine_name == "ray" and ray_address and url.startswith("sqlite"):
+        raise UsageError(
+            "--ray-address needs a database every node can reach (PostgreSQL); SQLite is a file on this machine"
+        )
 
     checkpoint_hash, dim, embedder = _model(checkpoint, settings.device, need_model=bool(args.paths))
     engine = make_engine(url)
@@ -176,13 +208,33 @@ def _run(args: argparse.Namespace) -> int:
                 audio_store=store,
             )
             try:
-                summary = index_files(
-                    sources,
-                    rejected,
-                    session_factory=session_factory,
-                    embedder=embedder,
-                    options=options,
+                if engine_name == "ray":
+                    summary = _index_on_ray(
+                        args,
+                        sources,
+                        rejected,
+                        session_factory,
+                        url,
+                        checkpoint,
+                        checkpoint_hash,
+                        embedder,
+                        options,
+                        settings.device,
+                    )
+                else:
+                    summary = index_files(
+                        sources,
+                        rejected,
+                        session_factory=session_factory,
+                        embedder=embedder,
+                        options=options,
+                    )
+            except _RayFailed as exc:
+                print(
+                    f"photoscore index: error: Ray failed: {exc}; committed tracks are kept, run again to resume",
+                    file=sys.stderr,
                 )
+                return EXIT_FAILED
             except SQLAlchemyError as exc:
                 print(
                     f"photoscore index: error: database failed: {_first_line(exc)}; "
@@ -200,6 +252,8 @@ def _run(args: argparse.Namespace) -> int:
                 dim=dim,
                 exact_threshold=settings.exact_index_threshold,
                 rebuild=args.rebuild,
+                compressed_threshold=settings.compressed_index_threshold,
+                search_k=settings.search_k,
             )
         except (OSError, SQLAlchemyError, ValueError) as exc:
             print(summary.format())
@@ -214,6 +268,47 @@ def _run(args: argparse.Namespace) -> int:
         engine.dispose()
     print(summary.format())
     return EXIT_OK
+
+
+class _RayFailed(Exception):
+    """Ray could not finish the run (reported as exit status 1)."""
+
+
+def _index_on_ray(
+    args: argparse.Namespace,
+    sources: list[Any],
+    rejected: list[Any],
+    session_factory: Any,
+    url: str,
+    checkpoint: Path,
+    checkpoint_hash: str,
+    embedder: Any,
+    options: Any,
+    device: str,
+) -> Any:
+    """The run on Ray Data; the driver's model only validated the checkpoint and says what it reads."""
+    from dataclasses import replace
+
+    try:
+        import ray  # noqa: F401
+
+        from indexer.ray_engine import RayIndexError, RayOptions, index_files_ray
+    except ImportError as exc:
+        raise UsageError(f"--engine ray needs the ray package (pip install 'ray[data]'): {exc}") from exc
+    try:
+        return index_files_ray(
+            sources,
+            rejected,
+            session_factory=session_factory,
+            database_url=url,
+            checkpoint=checkpoint.resolve(),
+            checkpoint_hash=checkpoint_hash,
+            device=device,
+            options=replace(options, tagger_input=embedder.needs_tagger_input),
+            ray_options=RayOptions(address=args.ray_address, num_cpus=args.ray_cpus),
+        )
+    except RayIndexError as exc:
+        raise _RayFailed(str(exc)) from exc
 
 
 def _model(checkpoint: Path, device: str, *, need_model: bool) -> tuple[str, int, Any]:

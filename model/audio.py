@@ -92,7 +92,7 @@ def probe_duration(source: AudioSource) -> float | None:
         return None
     try:
         info = sf.info(_as_file(source))
-        if info.frames > 0 and info.samplerate > 0:
+        if 0 < info.frames < 1 << 62 and info.samplerate > 0:  # SF_COUNT_MAX: length unknown (FLAC total 0)
             return float(info.frames) / float(info.samplerate)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError):
         pass

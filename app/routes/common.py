@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from contextlib import aclosing
 from datetime import UTC, datetime
+from typing import Any
 
-from fastapi import HTTPException, UploadFile, status
+from fastapi import HTTPException, Request, Response, UploadFile, status
+from fastapi.routing import APIRoute
+from python_multipart.multipart import parse_options_header
+from starlette.datastructures import FormData
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from app.models import Track
 from app.schemas import TrackOut
 from app.text import clean_text
 
-__all__ = ["audio_url", "clean_text", "read_upload", "track_out"]
+__all__ = ["StrictFormRoute", "audio_url", "clean_text", "read_upload", "single_part", "track_out"]
 
 _CHUNK = 1 << 20
 
@@ -62,3 +69,66 @@ async def read_upload(upload: UploadFile, field: str, limit_bytes: int) -> bytes
     if not data:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{field}: the uploaded file is empty")
     return data
+
+
+# ------------------------------------------------------------------------ strict form text
+class _StrictMultiPartParser(MultiPartParser):
+    """Starlette's parser, except that a text field that is not valid in its charset (UTF-8
+    unless the request says otherwise) is refused instead of silently read as Latin-1."""
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            try:
+                bytes(part.data).decode(self._charset)
+            except UnicodeDecodeError as exc:
+                raise HTTPException(
+                    status.HTTP_422_UNPROCESSABLE_CONTENT,
+                    f"{part.field_name}: the form field is not valid {self._charset.upper()} "
+                    f"(invalid byte at position {exc.start}); send text as UTF-8",
+                ) from None
+        super().on_part_end()
+
+
+class _StrictFormRequest(Request):
+    async def _get_form(
+        self, *, max_files: int | float = 1000, max_fields: int | float = 1000, max_part_size: int = 1024 * 1024
+    ) -> FormData:
+        if self._form is None and parse_options_header(self.headers.get("Content-Type"))[0] == b"multipart/form-data":
+            try:
+                async with aclosing(self.stream()) as stream:
+                    parser = _StrictMultiPartParser(
+                        self.headers, stream, max_files=max_files, max_fields=max_fields, max_part_size=max_part_size
+                    )
+                    self._form = await parser.parse()
+            except MultiPartException as exc:
+                raise HTTPException(status.HTTP_400_BAD_REQUEST, exc.message) from exc
+        return await super()._get_form(max_files=max_files, max_fields=max_fields, max_part_size=max_part_size)
+
+
+class StrictFormRoute(APIRoute):
+    """Routes whose multipart text fields must decode in the declared charset (issue 14, F9):
+    FastAPI's documented custom-Request hook, so nothing global is patched."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(_StrictFormRequest(request.scope, request.receive, request._send))
+
+        return strict
+
+
+def single_part(field: str) -> Callable[[Request], Coroutine[Any, Any, None]]:
+    """A dependency refusing a multipart body that repeats ``field`` (one would silently win)."""
+
+    async def check(request: Request) -> None:
+        form = await request.form()
+        count = len(form.getlist(field))
+        if count > 1:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"{field}: the request has {count} parts named {field!r}; send exactly one",
+            )
+
+    return check

@@ -7,13 +7,13 @@ from typing import Annotated
 
 import numpy as np
 import torch
-from fastapi import APIRouter, File, HTTPException, Query, UploadFile, status
+from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.models import Track
-from app.routes.common import read_upload, track_out
+from app.routes.common import read_upload, single_part, track_out
 from app.routes.deps import LiveIndexDep, SessionDep, SettingsDep, WorkerDep
 from app.schemas import VA, RecommendResponse, RecommendResult, Segment, error_responses
 from app.security import ReadAuth
@@ -77,7 +77,7 @@ def load_tracks(session: Session, ids: list[int]) -> dict[int, Track]:
     response_model=RecommendResponse,
     summary="Recommend songs for a photo",
     description=DESCRIPTION,
-    dependencies=[ReadAuth],
+    dependencies=[ReadAuth, Depends(single_part("image"))],  # two photos: refuse, never pick one
     responses=error_responses(400, 401, 413, 415, 422, 503),
 )
 async def recommend(

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Request, Response, UploadFile, status
 from fastapi.responses import FileResponse
+from pydantic import BeforeValidator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +20,8 @@ from starlette.concurrency import run_in_threadpool
 from app import catalogue
 from app.admission import UploadGate
 from app.models import Track
-from app.routes.common import clean_text, read_upload, track_out
+from app.routes.audio_file import RANGE_NOT_SATISFIABLE, AudioFileResponse
+from app.routes.common import StrictFormRoute, clean_text, read_upload, track_out
 from app.routes.deps import LiveIndexDep, SessionDep, SettingsDep, StoreDep, WorkerDep, _state
 from app.schemas import TrackList, TrackOut, error_responses
 from app.search import LiveIndex
@@ -31,10 +33,21 @@ from model.audio import DEFAULT_MAX_SAMPLES, SAMPLE_RATE, AudioDecodeError, load
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["tracks"])
+router = APIRouter(tags=["tracks"], route_class=StrictFormRoute)  # form text must be valid UTF-8
 
 SUPPORTED_AUDIO = "WAV, FLAC, Ogg Vorbis, Opus, MP3 or M4A"
-TrackId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Track id.", examples=[3])]
+
+
+def _canonical_id(value: object) -> object:
+    """Digits only, no leading zero: int() would also read "1_0", " 10" and "+10" as track 10."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit() and not value.startswith("0")):
+        raise ValueError("a track id is a positive integer written in digits only (e.g. 3)")
+    return value
+
+
+TrackId = Annotated[
+    int, BeforeValidator(_canonical_id), Path(ge=1, le=2**63 - 1, description="Track id.", examples=[3])
+]
 _EMBED_CHUNK = 64  # clips per model call when the matcher does not say its batch size
 
 
@@ -369,12 +382,21 @@ def delete_track(track_id: TrackId, session: SessionDep, live: LiveIndexDep, sto
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+@router.head(
+    "/tracks/{track_id}/audio",
+    response_class=FileResponse,
+    summary="Headers of a track's audio (size, type), no body",
+    dependencies=[ReadAuth],
+    responses={**error_responses(401, 404, 422, 503), **RANGE_NOT_SATISFIABLE},
+)
 @router.get(
     "/tracks/{track_id}/audio",
     response_class=FileResponse,
     summary="Stream a track's audio",
     description="The stored audio file with its media type. Supports HTTP `Range` requests "
-    "(`206 Partial Content`), so browsers can seek.",
+    "(`206 Partial Content`), so browsers can seek; a Range that is not valid `bytes=` syntax is "
+    "ignored (RFC 9110: the whole file), one that lies wholly past the end is `416` with "
+    "`Content-Range: bytes */size`.",
     dependencies=[ReadAuth],
     responses={
         200: {
@@ -383,6 +405,7 @@ def delete_track(track_id: TrackId, session: SessionDep, live: LiveIndexDep, sto
         },
         206: {"description": "The requested byte range."},
         **error_responses(401, 404, 422, 503),
+        **RANGE_NOT_SATISFIABLE,
     },
 )
 def track_audio(track_id: TrackId, session: SessionDep, store: StoreDep) -> FileResponse:
@@ -396,7 +419,7 @@ def track_audio(track_id: TrackId, session: SessionDep, store: StoreDep) -> File
         stat = os.stat(path)
     except FileNotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"audio of track {track_id} is gone") from exc
-    return FileResponse(
+    return AudioFileResponse(
         path,
         media_type=media_type_for(path),
         stat_result=stat,
