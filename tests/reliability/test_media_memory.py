@@ -128,7 +128,11 @@ def test_high_rate_flac_decodes_in_bounded_memory(
         got = decode_peak("audio", data, tmp_path)
         assert got["result"].startswith("ok"), (name, got)
         assert got["growth_mb"] < AUDIO_DECODE_BOUND_MB, (name, got)
-        record(f"memory: decode FLAC {name} ({len(data) // 1000} KB)", got["result"], peak_growth_mb=round(got["growth_mb"]))
+        record(
+            f"memory: decode FLAC {name} ({len(data) // 1000} KB)",
+            got["result"],
+            peak_growth_mb=round(got["growth_mb"]),
+        )
 
 
 def test_lying_header_is_refused_before_decoding(flac_655k: bytes, tmp_path: Path, record: Callable[..., None]) -> None:
@@ -136,7 +140,9 @@ def test_lying_header_is_refused_before_decoding(flac_655k: bytes, tmp_path: Pat
     got = decode_peak("audio", liar, tmp_path)
     assert got["result"].startswith("refused: audio is too large to decode: the header declares"), got
     assert got["growth_mb"] < REFUSED_BOUND_MB, got
-    record("memory: FLAC header claiming 1,800 s at 655,350 Hz x 8 ch", "refused", peak_growth_mb=round(got["growth_mb"]))
+    record(
+        "memory: FLAC header claiming 1,800 s at 655,350 Hz x 8 ch", "refused", peak_growth_mb=round(got["growth_mb"])
+    )
 
 
 def test_16bit_png_decodes_in_bounded_memory(tmp_path: Path, record: Callable[..., None]) -> None:
@@ -144,7 +150,9 @@ def test_16bit_png_decodes_in_bounded_memory(tmp_path: Path, record: Callable[..
     got = decode_peak("image", data, tmp_path)
     assert got["result"] == "ok (3, 224, 224)", got
     assert got["growth_mb"] < IMAGE_DECODE_BOUND_MB, got
-    record(f"memory: decode 16-bit 6300x6300 PNG ({len(data) // 1000} KB)", "ok", peak_growth_mb=round(got["growth_mb"]))
+    record(
+        f"memory: decode 16-bit 6300x6300 PNG ({len(data) // 1000} KB)", "ok", peak_growth_mb=round(got["growth_mb"])
+    )
 
 
 def test_understated_header_is_stopped_while_decoding() -> None:
