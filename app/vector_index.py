@@ -385,10 +385,10 @@ class ClipIndex:
     def tune_nprobe(self, target_recall: float = 0.95, *, sample: int = 200, seed: int = 0) -> int:
         """Pick ``nprobe``: twice the smallest value whose recall@10 at the service's K reaches the target.
 
-        The sample mixes stored vectors nudged off their point with normalised sums of two random
-        stored vectors (between tracks, like a photo that suits no song in particular); the
-        factor two is headroom for queries farther from the catalogue than either (on synthetic
-        catalogues fresh queries needed about twice the nprobe of the sample).
+        The sample mixes stored vectors nudged off their point with normalised sums of eight
+        random stored vectors (a direction the catalogue spans but no clip sits on, like a photo
+        that suits no song in particular); the factor two is headroom for queries farther from
+        the catalogue still.
         """
         if self.meta.index_type != "ivfpq":
             raise ValueError("only IVF-PQ has nprobe")
@@ -402,8 +402,8 @@ class ClipIndex:
         assert self._store is not None
         rng = np.random.default_rng(seed + 1)
         live = self._store.ids()
-        pairs = self._store.get(live[rng.integers(0, len(live), size=(len(queries), 2)).reshape(-1)])
-        mixed = pairs[0::2] + pairs[1::2]
+        parts = self._store.get(live[rng.integers(0, len(live), size=len(queries) * 8)])
+        mixed = parts.reshape(len(queries), 8, self.dim).sum(axis=1)
         mixed /= np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)
         queries = np.ascontiguousarray(np.concatenate([queries, mixed]), np.float32)
         query_ids = np.concatenate([query_ids, np.full(len(mixed), -1, np.int64)])

@@ -301,13 +301,19 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def synthetic_clips(n_clips: int, spec: SyntheticSpec = SyntheticSpec()) -> tuple[np.ndarray, np.ndarray]:
-    """(track index per clip int64[n], embeddings float32[n, dim]), generated in chunks."""
+def synthetic_clips(
+    n_clips: int, spec: SyntheticSpec = SyntheticSpec(), out: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(track index per clip int64[n], embeddings float32[n, dim]), generated in chunks.
+
+    ``out`` (e.g. a disk-backed ``np.memmap``) receives the embeddings when they should not be
+    held in RAM (10^7 clips are 5 GB).
+    """
     basis = _basis(spec)
     rng = np.random.default_rng(spec.seed + 1)
     n_tracks = max(1, math.ceil(n_clips / spec.clips_per_track))
     track_of = np.minimum(np.arange(n_clips) // spec.clips_per_track, n_tracks - 1).astype(np.int64)
-    out = np.empty((n_clips, spec.dim), np.float32)
+    out = np.empty((n_clips, spec.dim), np.float32) if out is None else out
     chunk_tracks = 2000
     for t0 in range(0, n_tracks, chunk_tracks):
         t1 = min(n_tracks, t0 + chunk_tracks)
