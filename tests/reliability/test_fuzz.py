@@ -23,7 +23,10 @@ from fixtures_service import Song
 
 from .support import LiveService, audit_catalogue
 
-MAX_EXAMPLES = int(os.environ.get("PHOTOSCORE_FUZZ_EXAMPLES", "50"))
+# 75 per operation: about 1,500 cases over all phases and 11 operations (issue 14 asks for at
+# least 1,000 with no 5xx); 100 gave 1,962.
+MAX_EXAMPLES = int(os.environ.get("PHOTOSCORE_FUZZ_EXAMPLES", "75"))
+MIN_CASES = 1000 if MAX_EXAMPLES >= 75 else 5 * MAX_EXAMPLES
 SEED = 20261122
 
 
@@ -56,7 +59,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     cases = re.search(r"(\d+) generated, (\d+) passed", out)
     assert cases, out[-3000:]
     generated, passed = int(cases.group(1)), int(cases.group(2))
-    assert generated == passed and generated >= 5 * MAX_EXAMPLES, out[-3000:]
+    assert generated == passed and generated >= MIN_CASES, out[-3000:]
 
     assert live_service.server.proc.poll() is None, "the server died under fuzzing"
     log = live_service.log_text()
