@@ -196,8 +196,8 @@ def test_compose_index_ray_profile() -> None:
     services = _config(binary, [COMPOSE], profiles=("index-ray",))["services"]
     head, worker, driver = services["ray-head"], services["ray-worker"], services["indexer-ray"]
     assert {s["image"] for s in (head, worker, driver)} == {services["api"]["image"]}
-    assert head["entrypoint"] == ["ray"] and "--head" in head["command"] and "--block" in head["command"]
-    assert worker["command"][:2] == ["start", "--address=ray-head:6379"] and "container_name" not in worker
+    assert head["command"][:2] == ["ray", "start"] and "--head" in head["command"] and "--block" in head["command"]
+    assert worker["command"][:3] == ["ray", "start", "--address=ray-head:6379"] and "container_name" not in worker
     assert worker["depends_on"]["ray-head"]["condition"] == "service_healthy"
     cmd = driver["command"]
     assert cmd[:2] == ["index", "/music"] and cmd[cmd.index("--engine") + 1] == "ray"
