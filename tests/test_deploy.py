@@ -419,6 +419,40 @@ class TestScripts:
         assert "Python environment up to date" in done.stdout and "Debian packages: skipped" in done.stdout
 
 
+# ---------------------------------------------------------------------- demo catalogue
+DEMO_PACKAGES = {"hyperrogue-music": 17, "singularity-music": 16}
+
+
+@pytest.mark.parametrize("package", sorted(DEMO_PACKAGES))
+def test_demo_manifest_records_composer_title_and_licence(package: str, tmp_path: Path) -> None:
+    """Every track of the extra demo packages: its title and composer, and the licence and
+    attribution that Debian's copyright file gives for that very file."""
+    import csv
+
+    out = tmp_path / "m.csv"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "demo_manifest.py"), package, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr + f" (apt-get install {package}: scripts/install.sh does)"
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert len(rows) == DEMO_PACKAGES[package]
+    for row in rows:
+        assert Path(row["path"]).is_file() and row["title"] and row["artist"]
+        assert "Creative Commons Attribution-ShareAlike 3.0" in row["license"]
+        assert f"Debian package {package}" in row["license"] and row["artist"] in row["license"]
+    by_file = {Path(r["path"]).name: r for r in rows}
+    if package == "hyperrogue-music":  # three composers; one file without tags, some with many
+        assert by_file["hr-domina-hunting.ogg"]["artist"] == "Lincoln Domina"
+        assert "Copyright Will Savino" in by_file["hr-savino-ocean.ogg"]["license"]
+        assert by_file["hr3-icyland.ogg"]["title"] == "Icy Lands"
+        assert "Shawn Parrotte" in by_file["hr3-desert.ogg"]["license"]
+    else:
+        assert by_file["Nebula.ogg"]["artist"] == "Maxstack" and "Max McCracken" in by_file["Nebula.ogg"]["license"]
+
+
 # ------------------------------------------------------------------------------ quickstart
 def _free_port() -> int:
     with socket.socket() as s:
