@@ -256,3 +256,62 @@ def test_ivfpq_updates_survive_save_and_load(tmp_path: Path, big: tuple[np.ndarr
     (tmp_path / again.meta.vectors_file).unlink()
     with pytest.raises(IndexLoadError, match="--rebuild"):
         ClipIndex.load(tmp_path)
+
+
+def test_sync_index_switches_to_ivfpq_above_the_threshold(tmp_path: Path) -> None:
+    """The indexer's DB -> index step picks IVF-PQ once the catalogue crosses the threshold."""
+    from app.catalogue import ClipBatch, add_track, delete_track, load_embeddings
+    from app.db import make_engine, make_session_factory, upgrade_database
+    from indexer.build import sync_index
+
+    url = f"sqlite:///{tmp_path / 'catalogue.db'}"
+    upgrade_database(url)
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    x = clustered(3000, seed=11)
+    track_ids = []
+
+    def add(lo: int, hi: int) -> None:
+        with factory() as s:
+            for t in range(lo, hi, 100):
+                starts = np.arange(100) * 2.0
+                clips = ClipBatch(starts, starts + 2.0, np.full((100, 2), 0.5), x[t : t + 100])
+                track, _ = add_track(
+                    s,
+                    sha256=f"{t:064x}",
+                    title=f"t{t}",
+                    artist=None,
+                    album=None,
+                    duration=200.0,
+                    source=None,
+                    audio_key=None,
+                    license=None,
+                    checkpoint_hash="ck",
+                    clips=clips,
+                )
+                track_ids.append(track.id)
+
+    def sync() -> object:
+        return sync_index(
+            factory, tmp_path / "index", checkpoint_hash="ck", dim=DIM, exact_threshold=1000, compressed_threshold=2000
+        )
+
+    try:
+        add(0, 1500)
+        assert sync().index_type == "hnsw"
+        add(1500, 3000)
+        report = sync()
+        assert report.index_type == "ivfpq" and report.action == "built"
+        assert "IVF-PQ threshold (2,000)" in report.reason and "IVF-PQ" in report.describe()
+        assert report.recall_at_10 is not None and report.recall_at_10 >= 0.95
+        with factory() as s:
+            delete_track(s, track_ids[0])
+        report = sync()
+        assert report.action == "updated" and report.removed == 100 and report.index_type == "ivfpq"
+        index = ClipIndex.load(tmp_path / "index", expected_checkpoint_hash="ck")
+        with factory() as s:
+            ids, embs = load_embeddings(s, checkpoint_hash="ck")
+        np.testing.assert_array_equal(index.ids(), ids)
+        np.testing.assert_array_equal(index.reconstruct(ids), embs)
+    finally:
+        engine.dispose()
