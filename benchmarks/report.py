@@ -1006,9 +1006,21 @@ def _notes(res: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _scale(res: dict[str, Any]) -> list[str]:
+    """Issue 15's sections (IVF-PQ at 10^6/10^7 clips, Ray vs local indexing), when measured."""
+    from benchmarks import bench_ivfpq, bench_ray
+
+    lines: list[str] = []
+    if res.get("ivfpq"):
+        lines += [*bench_ivfpq.render(res["ivfpq"]), ""]
+    if res.get("ray_bench"):
+        lines += [*bench_ray.render(res["ray_bench"]), ""]
+    return lines
+
+
 def render(res: dict[str, Any]) -> str:
     lines: list[str] = []
-    for part in (_header, _targets, _recommend, _floor, _search, _indexer, _model, _notes):
+    for part in (_header, _targets, _recommend, _floor, _search, _indexer, _model, _notes, _scale):
         try:
             lines += part(res)
         except Exception as exc:  # noqa: BLE001 - a missing figure must not lose the document

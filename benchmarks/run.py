@@ -39,6 +39,7 @@ from benchmarks.common import (
 )
 
 SECTIONS = ("model", "floor", "indexer", "search", "recommend")
+OPT_IN = ("scale",)  # issue 15: IVF-PQ at 10^6 and 10^7 clips, Ray vs local indexing (tens of minutes)
 
 
 def _section(results: dict[str, Any], ctx: Context, name: str, fn: Callable[[], Any]) -> Any:
@@ -67,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=ROOT / "var" / "benchmarks")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
     parser.add_argument("--cell-seconds", type=float, help="measured seconds per /recommend cell (default 10, quick 2)")
-    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    parser.add_argument(
+        "--only", nargs="+", choices=SECTIONS + OPT_IN, help="run only these sections ('scale' only when named)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the catalogues in the workdir afterwards")
     args = parser.parse_args(argv)
 
@@ -136,6 +139,19 @@ def main(argv: list[str] | None = None) -> int:
 
     if "recommend" in wanted and catalogues:
         results["recommend"] = _section(results, ctx, "recommend", lambda: _recommend(ctx, catalogues))
+
+    from benchmarks import bench_ivfpq, bench_ray
+
+    if "scale" in wanted:
+        sizes = [100_000] if ctx.quick else [1_000_000, 10_000_000]
+        results["ivfpq"] = _section(results, ctx, "scale-ivfpq", lambda: bench_ivfpq.run(args.workdir, sizes))
+        results["ray_bench"] = _section(results, ctx, "scale-ray", lambda: bench_ray.run(args.workdir, 6))
+    else:  # keep the last scale figures in the document (they are not re-measured by default)
+        import json
+
+        for key, name in (("ivfpq", "ivfpq.json"), ("ray_bench", "ray-bench.json")):
+            if (args.workdir / name).is_file():
+                results[key] = json.loads((args.workdir / name).read_text())
 
     results["notes"] = ctx.notes
     results["total_seconds"] = time.perf_counter() - started
