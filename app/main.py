@@ -33,7 +33,7 @@ from app.admission import BodyTimeoutMiddleware, UploadGate
 from app.catalogue import referenced_audio_keys
 from app.db import DatabaseUnavailableError, make_engine, make_session_factory, upgrade_database
 from app.metrics import Metrics, MetricsMiddleware
-from app.routes import health, recommend, tracks
+from app.routes import health, playlist, recommend, tracks
 from app.search import LiveIndex
 from app.settings import Settings
 from app.storage import AudioStore
@@ -52,7 +52,8 @@ photos and 2-second music clips share one embedding space learned so that distan
 valence-arousal similarity. FAISS finds candidate clips, a learned similarity predictor
 reranks them, and the best songs come back with the best-matching segment of each.
 
-* **Recommend**: `POST /recommend` with a photo.
+* **Recommend**: `POST /recommend` with a photo (steer the mood, page, vary, choose the segment length);
+  `POST /playlist` with the photos of an album: one song each, following their arc.
 * **Catalogue**: `POST /tracks` (API key) adds a song synchronously; `GET /tracks`,
   `GET /tracks/{id}`, `DELETE /tracks/{id}` (API key), `GET /tracks/{id}/audio` (Range).
 * **Operations**: `/health`, `/ready`, `/metrics`.
@@ -353,6 +354,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected)
 
     app.include_router(recommend.router)
+    app.include_router(playlist.router)
     app.include_router(tracks.router)
     app.include_router(health.router)
 

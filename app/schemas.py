@@ -49,7 +49,7 @@ class VA(BaseModel):
 
 
 class Segment(BaseModel):
-    """The best-matching 2-second clip of a track, in seconds from its start."""
+    """Where in the track to play, in seconds from its start (2-second clip boundaries)."""
 
     start: float = Field(ge=0.0)
     end: float = Field(ge=0.0)
@@ -77,6 +77,49 @@ class TrackOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [_TRACK_EXAMPLE]})
 
 
+class Shift(BaseModel):
+    """How far the mood target was moved from the photo (explicit shifts plus mood words)."""
+
+    valence: float = Field(ge=-0.5, le=0.5)
+    arousal: float = Field(ge=-0.5, le=0.5)
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"valence": 0.25, "arousal": -0.25}]})
+
+
+_WHY_EXAMPLE = {
+    "photo": {"valence": 0.61, "arousal": 0.42},
+    "song": {"valence": 0.57, "arousal": 0.45},
+    "distance": 0.05,
+    "segment": {"valence": 0.6, "arousal": 0.43},
+    "target": None,
+    "photo_words": "relaxed · gentle",
+    "song_words": "relaxed · gentle",
+    "segment_words": "relaxed · gentle",
+    "summary": "photo relaxed · gentle (0.61, 0.42) · song relaxed · gentle (0.57, 0.45), 0.05 apart",
+}
+
+
+class Why(BaseModel):
+    """Why this song: both moods as valence-arousal points and plain words, and their distance.
+
+    Words come from a fixed lexicon of the VA plane: the quadrant (pleasant/unpleasant x
+    energetic/calm), mild or strong by how far the point lies from the centre, "neutral · even"
+    near it.
+    """
+
+    photo: VA = Field(description="The photo's predicted valence and arousal.")
+    song: VA | None = Field(description="The song's predicted VA (mean over its clips).")
+    distance: float | None = Field(None, ge=0.0, description="Euclidean distance between photo and song VA.")
+    segment: VA | None = Field(None, description="Mean predicted VA of the clips inside the segment.")
+    target: VA | None = Field(None, description="The steered mood target (photo VA + shift); null without a shift.")
+    photo_words: str = Field(description="Plain words for the photo's mood.", examples=["calm · content"])
+    song_words: str = Field(description="Plain words for the song's mood.", examples=["relaxed · gentle"])
+    segment_words: str = Field(description="Plain words for the segment's mood.", examples=["relaxed · gentle"])
+    summary: str = Field(description="All of the above in one line, as the page shows it.")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_WHY_EXAMPLE]})
+
+
 class RecommendResult(BaseModel):
     track: TrackOut
     score: float = Field(
@@ -84,13 +127,22 @@ class RecommendResult(BaseModel):
         le=1.0,
         description="How much better the song suits this photo than a typical photo, in [0, 1] (0.5: no better).",
     )
-    segment: Segment
+    segment: Segment = Field(
+        description="The best window of `segment_seconds` (whole clips, inside the song; the whole song if shorter)."
+    )
+    why: Why
 
 
 class RecommendResponse(BaseModel):
     """Songs for a photo, best first."""
 
     image: VA = Field(description="The photo's predicted valence and arousal.")
+    target: VA | None = Field(None, description="The mood target the songs were steered towards; null without a shift.")
+    shift: Shift = Field(description="The total shift applied (explicit shifts plus mood words, clipped).")
+    offset: int = Field(0, ge=0, description="Results of this ranking skipped before this page.")
+    next_offset: int | None = Field(
+        None, ge=0, description='`offset` for the next page ("more songs"); null when this page was not full.'
+    )
     results: list[RecommendResult]
     model_version: str = Field(description="Model name and checkpoint hash prefix.")
     took_ms: float = Field(ge=0.0, description="Server-side time for this request.")
@@ -100,15 +152,66 @@ class RecommendResponse(BaseModel):
             "examples": [
                 {
                     "image": {"valence": 0.61, "arousal": 0.42},
+                    "target": None,
+                    "shift": {"valence": 0.0, "arousal": 0.0},
+                    "offset": 0,
+                    "next_offset": 1,
                     "results": [
                         {
                             "track": _TRACK_EXAMPLE,
                             "score": 0.87,
                             "segment": {"start": 24.0, "end": 26.0},
+                            "why": _WHY_EXAMPLE,
                         }
                     ],
                     "model_version": "photoscore-default@ab12cd34",
                     "took_ms": 41.2,
+                }
+            ]
+        }
+    )
+
+
+class PlaylistEntry(BaseModel):
+    """One photo of the album and the song it gets."""
+
+    index: int = Field(ge=0, description="The photo's position in the upload (0-based).")
+    filename: str | None = Field(None, description="The photo's file name as uploaded.")
+    image: VA = Field(description="The photo's predicted valence and arousal.")
+    track: TrackOut
+    score: float = Field(ge=0.0, le=1.0, description="How well the song suits this photo (as in /recommend).")
+    segment: Segment
+    why: Why
+
+
+class PlaylistResponse(BaseModel):
+    """One song per photo, in the photos' order, no song twice, with smooth mood transitions."""
+
+    entries: list[PlaylistEntry]
+    total_duration: float = Field(ge=0.0, description="Seconds: the segments played one after another.")
+    total_score: float = Field(description="Match scores minus transition penalties: what the DP maximised.")
+    model_version: str
+    took_ms: float = Field(ge=0.0)
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "entries": [
+                        {
+                            "index": 0,
+                            "filename": "beach.jpg",
+                            "image": {"valence": 0.61, "arousal": 0.42},
+                            "track": _TRACK_EXAMPLE,
+                            "score": 0.87,
+                            "segment": {"start": 24.0, "end": 34.0},
+                            "why": _WHY_EXAMPLE,
+                        }
+                    ],
+                    "total_duration": 10.0,
+                    "total_score": 0.87,
+                    "model_version": "photoscore-default@ab12cd34",
+                    "took_ms": 410.2,
                 }
             ]
         }

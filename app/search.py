@@ -37,7 +37,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,16 @@ from sqlalchemy.orm import Session
 
 from app.catalogue import checkpoint_counts, last_event_id, load_clip_table
 from app.models import Clip, Track, TrackEvent
+from app.ranking import (
+    STEER_WEIGHT,
+    best_window,
+    duplicate_key,
+    normal_artist,
+    score_step,
+    shuffle_key,
+    steer_gain,
+    target_of,
+)
 from app.vector_index import ClipIndex, IndexMismatchError
 
 log = logging.getLogger(__name__)
@@ -57,17 +67,75 @@ SCORE_DECIMALS = 6  # scores are rounded before ranking so float noise cannot re
 TRACKS_PER_RESULT = 4  # candidate tracks scored per requested result
 CLIPS_PER_TRACK = 32  # clips scored per candidate track (evenly spaced beyond that)
 BANK_CLIPS_PER_TRACK = 8  # clips per track scored against the query bank (once per track)
+CLIP_SECONDS = 2.0  # length of an indexed clip: segments up to this long are the best single clip
+SPARE = 5  # extra results the first page's candidate pool is sized for (as /recommend always did)
 
 
 @dataclass(frozen=True)
 class Hit:
-    """One recommended track: its best clip and the reranked similarity."""
+    """One recommended track: its segment and the reranked similarity."""
 
     track_id: int
     score: float
     start: float
     end: float
     clip_id: int
+    rank: float = 0.0  # what ordered it: z (or the score) unsteered, score + steering gain steered
+    valence: float | None = None  # the track's predicted VA (mean over its clips)
+    arousal: float | None = None
+    segment_score: float | None = None  # mean predicted similarity inside a window longer than a clip
+
+
+@dataclass(frozen=True)
+class TrackInfo:
+    """Per-track metadata the search reads without a database round trip."""
+
+    sha256: str
+    title: str
+    artist: str | None
+    valence: float | None
+    arousal: float | None
+    duration: float
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """What /recommend and /playlist may ask of a search (defaults: the plain ranking)."""
+
+    n: int = 10
+    offset: int = 0
+    shift: tuple[float, float] = (0.0, 0.0)  # valence, arousal; already validated and clipped
+    max_per_artist: int = 0  # 0: no cap
+    dedupe: bool = False
+    seed: int | None = None
+    segment_seconds: float = CLIP_SECONDS
+    spare: int = SPARE
+
+    @property
+    def steered(self) -> bool:
+        return self.shift != (0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A scored candidate track: its rank value, reported score and its scored clips."""
+
+    track_id: int
+    rank: float
+    score: float
+    clip_ids: np.ndarray = field(repr=False, compare=False)
+    starts: np.ndarray = field(repr=False, compare=False)
+    ends: np.ndarray = field(repr=False, compare=False)
+    clip_scores: np.ndarray = field(repr=False, compare=False)
+    gain: float | None = None  # steering: VA distance gained towards the target (None unsteered)
+
+    def hit(self) -> Hit:
+        """Segment = the best scored clip; among equal scores the earliest, then the lowest id."""
+        s, cids = self.clip_scores, self.clip_ids
+        best = min(range(len(cids)), key=lambda i: (-round(s[i], SCORE_DECIMALS), self.starts[i], cids[i]))
+        return Hit(
+            self.track_id, self.score, float(self.starts[best]), float(self.ends[best]), int(cids[best]), self.rank
+        )
 
 
 class ClipTable:
@@ -167,6 +235,8 @@ class LiveIndex:
         self.table = ClipTable()
         self._norms: dict[int, tuple[str, float, float]] = {}  # track -> (content sha, bank mean, bank std)
         self.track_sig: dict[int, str] = {}  # track id -> content sha256
+        self.track_info: dict[int, TrackInfo] = {}  # what variety and steering read, per track
+        self._va_cache: tuple[np.ndarray, np.ndarray] | None = None  # (track ids, VA) for steering
         self.cursor = 0  # highest event id seen
         self._applied: set[int] = set()  # event ids seen inside the overlap window
         self._lock = threading.RLock()  # guards index + table + sigs
@@ -191,11 +261,8 @@ class LiveIndex:
         """Load the FAISS file if it matches the model and the DB, else rebuild from the DB."""
         with self._reconcile_lock, self.session_factory() as session:
             cursor = last_event_id(session)  # read first: later changes arrive through sync
-            sigs = dict(
-                session.execute(
-                    select(Track.id, Track.sha256).where(Track.checkpoint_hash == self.checkpoint_hash)
-                ).all()
-            )
+            info = _track_info(session, Track.checkpoint_hash == self.checkpoint_hash)
+            sigs = {t: i.sha256 for t, i in info.items()}
             counts = checkpoint_counts(session)
             stale = sum(n for h, n in counts.items() if h != self.checkpoint_hash)
             clips = load_clip_table(session, self.checkpoint_hash)
@@ -214,6 +281,7 @@ class LiveIndex:
             )
         with self._lock:
             self.index, self.table, self.track_sig = index, table, sigs
+            self.track_info, self._va_cache = info, None
             self.cursor, self._applied = int(cursor), set()
             self._last_full = time.monotonic()
             self.loaded, self.source = True, source
@@ -326,7 +394,9 @@ class LiveIndex:
             drop = [t for t in track_ids if live[t] is not None and live[t] != db.get(t)]
             load = [t for t in track_ids if t in db and live[t] != db[t]]
             rows: list[Any] = []
+            info: dict[int, TrackInfo] = {}
             for chunk in _chunks(load):
+                info.update(_track_info(session, Track.id.in_(chunk)))
                 rows.extend(
                     session.execute(
                         select(Clip.id, Clip.track_id, Clip.start, Clip.end, Clip.embedding)
@@ -346,6 +416,7 @@ class LiveIndex:
                         self.index.remove(old)
                         self.table.remove(old)
                     self.track_sig.pop(t, None)
+                    self.track_info.pop(t, None)
                     self._norms.pop(t, None)
                 if len(ids):
                     _add_missing(self.index, ids, embs)
@@ -357,6 +428,9 @@ class LiveIndex:
                     )
                 for t in load:
                     self.track_sig[t] = db[t]
+                    if t in info:
+                        self.track_info[t] = info[t]
+                self._va_cache = None
             log.debug("reconciled tracks: dropped %s, loaded %s", drop, load)
             return len(set(drop) | set(load))
 
@@ -384,49 +458,201 @@ class LiveIndex:
 
     def recommend(self, matcher: Any, image_emb: np.ndarray, n: int, k: int) -> list[Hit]:
         """Top n tracks for one image embedding (runs on the model thread: it calls the model)."""
+        tracks = self._pool(image_emb, n, k)
+        scored = self._score(matcher, image_emb, tracks)
+        ranked = sorted(scored.values(), key=lambda t: (-t.rank, t.track_id))
+        return [t.hit() for t in ranked[:n]]
+
+    def _pool(self, image_emb: np.ndarray, n: int, k: int) -> list[int]:
+        """Candidate tracks: the first ``TRACKS_PER_RESULT * n`` distinct tracks in FAISS order."""
         ids, _ = self.candidates(image_emb, n, k)
         if len(ids) == 0:
             return []
         with self._lock:
             ok, tids, _, _ = self.table.lookup(ids)
-            order = tids[ok]
-            _, first = np.unique(order, return_index=True)
-            tracks = order[np.sort(first)][: max(n, TRACKS_PER_RESULT * n)]
+        order = tids[ok]
+        _, first = np.unique(order, return_index=True)
+        return [int(t) for t in order[np.sort(first)][: max(n, TRACKS_PER_RESULT * n)]]
+
+    def _score(self, matcher: Any, image_emb: np.ndarray, tracks: Sequence[int]) -> dict[int, Scored]:
+        """Each track's score (mean over ``CLIPS_PER_TRACK`` spread clips, bank-normalised)."""
+        with self._lock:
             clip_ids = [_spread(self.table.clips_of(int(t)), CLIPS_PER_TRACK) for t in tracks]
-            all_ids = np.concatenate(clip_ids) if clip_ids else np.zeros(0, np.int64)
+            keep = [(int(t), c) for t, c in zip(tracks, clip_ids, strict=True) if len(c)]
+            all_ids = np.concatenate([c for _, c in keep]) if keep else np.zeros(0, np.int64)
             embs = np.asarray(self.index.reconstruct(all_ids), np.float32) if len(all_ids) else None
             _, _, starts, ends = self.table.lookup(all_ids)
         if embs is None:
-            return []
+            return {}
         raw = np.asarray(matcher.similarity(image_emb, embs), np.float64)
         scores = np.clip(np.nan_to_num(raw, nan=0.0), 0.0, 1.0)
         bank = _bank(matcher)
-        hits: list[Hit] = []
-        rank: dict[int, float] = {}  # what orders the tracks: z with a bank, else the score
+        out: dict[int, Scored] = {}
         at = 0
-        for tid, cids in zip(tracks, clip_ids, strict=True):
+        for tid, cids in keep:
             s = scores[at : at + len(cids)]
             score = float(s.mean())
-            rank[int(tid)] = round(score, SCORE_DECIMALS)
+            rank = round(score, SCORE_DECIMALS)  # what orders the tracks: z with a bank, else the score
             if bank is not None:
-                mu, sd = self._bank_norm(matcher, bank, int(tid), embs[at : at + len(cids)])
+                mu, sd = self._bank_norm(matcher, bank, tid, embs[at : at + len(cids)])
                 z = (score - mu) / sd
-                rank[int(tid)] = round(z, SCORE_DECIMALS)
+                rank = round(z, SCORE_DECIMALS)
                 score = 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
-            # best clip: the highest score; among equal scores the earliest segment, then the lowest clip id
-            best = min(range(len(cids)), key=lambda i: (-round(s[i], SCORE_DECIMALS), starts[at + i], cids[i]))
-            hits.append(
-                Hit(
-                    int(tid),
-                    round(score, SCORE_DECIMALS),
-                    float(starts[at + best]),
-                    float(ends[at + best]),
-                    int(cids[best]),
-                )
-            )
+            sl = slice(at, at + len(cids))
+            out[tid] = Scored(tid, rank, round(score, SCORE_DECIMALS), cids, starts[sl].copy(), ends[sl].copy(), s)
             at += len(cids)
-        hits.sort(key=lambda h: (-rank[h.track_id], h.track_id))
-        return hits[:n]
+        return out
+
+    # -- search with options: steering, variety, paging, segment length ----------------------------
+    def search(
+        self, matcher: Any, image_emb: np.ndarray, image_va: Sequence[float], options: SearchOptions, k: int
+    ) -> list[Hit]:
+        """One page of the ranking for this photo under ``options`` (runs on the model thread)."""
+        return self.search_page(matcher, image_emb, image_va, options, k)[0]
+
+    def search_page(
+        self, matcher: Any, image_emb: np.ndarray, image_va: Sequence[float], options: SearchOptions, k: int
+    ) -> tuple[list[Hit], bool]:
+        """(page ``offset // n`` of the ranking, whether songs are left for later pages).
+
+        Without a shift, ``max_per_artist=0``, ``dedupe=False``, no seed, offset 0 and 2-second
+        segments the first page is exactly ``recommend(n + spare)[:n]``. Every track's place in
+        the order depends only on the photo and the track; page ``j`` takes the best songs not
+        on an earlier page from the candidate pool sized for ``j * n`` results, under the
+        per-page artist cap. Each request rebuilds the earlier pages the same way, so pages
+        never repeat a song, and a page may hold fewer than ``n`` when the cap leaves too few.
+        """
+        index = options.offset // max(1, options.n)
+        pages = self.pages(matcher, image_emb, image_va, options, k, index + 1)
+        page = pages[index] if index < len(pages) else []
+        more = len(pages) > index and sum(len(p) for p in pages) < self.n_tracks
+        return self.segments(matcher, image_emb, page, options.segment_seconds), more
+
+    def ranked(
+        self, matcher: Any, image_emb: np.ndarray, image_va: Sequence[float], options: SearchOptions, k: int
+    ) -> list[Scored]:
+        """The first page (``options.n`` songs, offset ignored) as scored entries."""
+        pages = self.pages(matcher, image_emb, image_va, options, k, 1)
+        return pages[0] if pages else []
+
+    def pages(
+        self,
+        matcher: Any,
+        image_emb: np.ndarray,
+        image_va: Sequence[float],
+        options: SearchOptions,
+        k: int,
+        count: int,
+    ) -> list[list[Scored]]:
+        """The first ``count`` pages of ``options.n`` songs (fewer when the catalogue runs out)."""
+        n = max(1, options.n)
+        photo = np.asarray(image_va, np.float64).reshape(2)
+        target = np.asarray(target_of(photo, options.shift), np.float64)
+        steered = options.steered
+        scored: dict[int, Scored] = {}
+        pages: list[list[Scored]] = []
+        shown_ids: set[int] = set()
+        shown_keys: set[str] = set()
+        total = self.n_tracks
+        grown = -1
+        wanted = n
+        while len(pages) < count:
+            pool = self._pool(image_emb, wanted + options.spare, k)
+            if steered:
+                pool += self._near(target, TRACKS_PER_RESULT * (wanted + options.spare))
+            pool = list(dict.fromkeys(pool))
+            fresh = [t for t in pool if t not in scored]
+            if fresh:
+                scored.update(self._score(matcher, image_emb, fresh))
+            entries = [scored[t] for t in pool if t in scored]
+            if steered:
+                entries = [self._steer(e, photo, target) for e in entries]
+            entries.sort(key=lambda e: self._order(e, options.seed))
+            taken = self._fill(entries, n, options, shown_ids, shown_keys)
+            if taken:
+                pages.append(taken)
+            elif len(pool) >= total or len(pool) == grown:
+                break  # nothing left that a wider pool could add
+            grown = len(pool)
+            wanted += n
+        return pages
+
+    def _near(self, target: np.ndarray, count: int) -> list[int]:
+        """The ``count`` tracks whose predicted VA lies nearest the target (steering widens the
+        candidates with them: FAISS only proposes songs near the photo itself)."""
+        with self._lock:
+            if self._va_cache is None:
+                known = [(t, i) for t, i in self.track_info.items() if i.valence is not None and i.arousal is not None]
+                ids = np.array([t for t, _ in known], np.int64)
+                va = np.array([[i.valence, i.arousal] for _, i in known], np.float64).reshape(-1, 2)
+                self._va_cache = (ids, va)
+            ids, va = self._va_cache
+        if len(ids) == 0:
+            return []
+        dist = np.round(np.linalg.norm(va - target, axis=1), 9)
+        order = np.lexsort((ids, dist))[:count]
+        return [int(t) for t in ids[order]]
+
+    def _steer(self, entry: Scored, photo: np.ndarray, target: np.ndarray) -> Scored:
+        info = self.track_info.get(entry.track_id)
+        if info is None or info.valence is None or info.arousal is None:
+            return replace(entry, rank=round(entry.score, SCORE_DECIMALS))
+        gain = float(steer_gain(np.array([[info.valence, info.arousal]]), photo, target)[0])
+        return replace(entry, rank=round(entry.score + STEER_WEIGHT * gain, SCORE_DECIMALS), gain=gain)
+
+    @staticmethod
+    def _order(entry: Scored, seed: int | None) -> tuple:
+        if seed is None:
+            return (-entry.rank, entry.track_id)
+        value = entry.rank if entry.gain is not None else entry.score
+        return (-score_step(value), shuffle_key(seed, entry.track_id), entry.track_id)
+
+    def _fill(
+        self, entries: list[Scored], n: int, options: SearchOptions, shown: set[int], keys: set[str]
+    ) -> list[Scored]:
+        """Up to n entries not shown before, one per near-duplicate group, capped per artist."""
+        taken: list[Scored] = []
+        per_artist: dict[str, int] = {}
+        for e in entries:
+            if len(taken) >= n:
+                break
+            if e.track_id in shown:
+                continue
+            info = self.track_info.get(e.track_id)
+            key = duplicate_key(info.title, info.artist) if info is not None else f"#{e.track_id}"
+            if options.dedupe and key in keys:
+                continue
+            artist = normal_artist(info.artist) if info is not None else ""
+            if options.max_per_artist > 0 and artist and per_artist.get(artist, 0) >= options.max_per_artist:
+                continue
+            taken.append(e)
+            shown.add(e.track_id)
+            keys.add(key)
+            if artist:
+                per_artist[artist] = per_artist.get(artist, 0) + 1
+        return taken
+
+    def segments(self, matcher: Any, image_emb: np.ndarray, page: list[Scored], seconds: float) -> list[Hit]:
+        """Hits with their segment: the best scored clip, or the best window of ``seconds``."""
+        hits: list[Hit] = []
+        for e in page:
+            hit = e.hit()
+            if seconds > CLIP_SECONDS + 1e-6:
+                with self._lock:
+                    cids = self.table.clips_of(e.track_id)
+                    embs = np.asarray(self.index.reconstruct(cids), np.float32) if len(cids) else None
+                    _, _, starts, ends = self.table.lookup(cids)
+                if embs is not None:
+                    raw = np.asarray(matcher.similarity(image_emb, embs), np.float64)
+                    s = np.clip(np.nan_to_num(raw, nan=0.0), 0.0, 1.0)
+                    order = np.lexsort((cids, starts))
+                    w = best_window(starts[order], ends[order], s[order], seconds)
+                    hit = replace(hit, start=w.start, end=w.end, segment_score=round(w.score, SCORE_DECIMALS))
+            info = self.track_info.get(e.track_id)
+            if info is not None:
+                hit = replace(hit, valence=info.valence, arousal=info.arousal)
+            hits.append(replace(hit, rank=e.rank))
+        return hits
 
     def _bank_norm(self, matcher: Any, bank: np.ndarray, track_id: int, embs: np.ndarray) -> tuple[float, float]:
         """Mean and spread of a track's score over the query bank, cached per track content."""
@@ -439,6 +665,25 @@ class LiveIndex:
         mu, sd = float(per_photo.mean()), max(float(per_photo.std()), 1e-3)
         self._norms[track_id] = (sig, mu, sd)
         return mu, sd
+
+
+def _track_info(session: Session, where: Any) -> dict[int, TrackInfo]:
+    rows = session.execute(
+        select(Track.id, Track.sha256, Track.title, Track.artist, Track.valence, Track.arousal, Track.duration).where(
+            where
+        )
+    ).all()
+    return {
+        int(r[0]): TrackInfo(
+            r[1],
+            r[2] or "",
+            r[3],
+            None if r[4] is None else float(r[4]),
+            None if r[5] is None else float(r[5]),
+            float(r[6] or 0.0),
+        )
+        for r in rows
+    }
 
 
 def _bank(matcher: Any) -> np.ndarray | None:

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     min_audio_seconds: float = Field(2.0, description="Shortest accepted audio (one clip).")
 
     search_k: int = Field(256, description="FAISS candidates before reranking.")
+    max_playlist_photos: int = Field(50, ge=2, le=500, description="Most photos one `POST /playlist` takes.")
     batch_max_size: int = Field(16, description="Inference worker: largest micro-batch.")
     batch_max_wait_ms: float = Field(5.0, description="Inference worker: longest wait to fill a batch.")
     micro_batching: bool = Field(True, description="Disable to run one inference per request.")

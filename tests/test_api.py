@@ -53,8 +53,16 @@ class Api:
         assert_matches_schema(self.spec, path, method, response)
         return response.json()
 
-    def recommend(self, image: bytes, n: int = 10, name: str = "p.jpg", **kw: Any) -> Any:
-        return self.client.post(f"/recommend?n={n}", files={"image": (name, image, "image/jpeg")}, **kw)
+    def recommend(
+        self, image: bytes, n: int = 10, name: str = "p.jpg", headers: dict | None = None, **params: Any
+    ) -> Any:
+        return self.client.post(
+            "/recommend", params={"n": n, **params}, files={"image": (name, image, "image/jpeg")}, headers=headers
+        )
+
+    def playlist(self, images: list[tuple[str, bytes]], **params: Any) -> Any:
+        files = [("images", (name, data, "image/jpeg")) for name, data in images]
+        return self.client.post("/playlist", params=params, files=files)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +106,7 @@ class TestRecommend:
         assert 0 <= body["image"]["valence"] <= 1 and 0 <= body["image"]["arousal"] <= 1
 
     def test_all_tracks_when_n_exceeds_catalogue(self, api: Api) -> None:
-        body = api.check("/recommend", "POST", api.recommend(photo_bytes("cold"), n=100))
+        body = api.check("/recommend", "POST", api.recommend(photo_bytes("cold"), n=100, max_per_artist=0))
         assert {r["track"]["id"] for r in body["results"]} == {t["id"] for t in api.tracks}
 
     def test_same_image_same_answer(self, api: Api) -> None:
@@ -173,6 +181,211 @@ class TestRecommend:
             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
         )
         assert r.status_code == 413 and "upload limit" in r.json()["detail"]
+
+
+# ------------------------------------------------------------- steering, variety, why, segment
+class TestRecommendOptions:
+    def test_no_shift_and_plain_options_give_the_unsteered_search(self, api: Api) -> None:
+        """The answer equals the search path as it was: LiveIndex.recommend(n + 5)[:n]."""
+        from app.routes.recommend import decode_image
+
+        image = photo_bytes("warm")
+        state = api.app.state
+        matcher = state.worker.matcher
+        emb, _ = matcher.embed_image_tensor(decode_image(image, 20_000_000, matcher.image_size)[None])
+        plain = {"max_per_artist": 0, "dedupe": False}
+        for n in (1, 3, 4):
+            want = [h.track_id for h in state.live_index.recommend(matcher, emb[0], n + 5, 256)][:n]
+            for shift in ({}, {"valence_shift": 0, "arousal_shift": 0.0}):
+                body = api.check("/recommend", "POST", api.recommend(image, n=n, **plain, **shift))
+                assert [r["track"]["id"] for r in body["results"]] == want
+                assert body["shift"] == {"valence": 0.0, "arousal": 0.0} and body["target"] is None
+
+    def test_mood_words_and_shifts(self, api: Api) -> None:
+        image = photo_bytes("green")
+        body = api.check("/recommend", "POST", api.recommend(image, n=4, mood=["happier", "calmer"]))
+        assert body["shift"] == {"valence": 0.25, "arousal": -0.25}
+        photo, target = body["image"], body["target"]
+        assert target["valence"] == pytest.approx(min(1.0, photo["valence"] + 0.25), abs=1e-3)
+        assert target["arousal"] == pytest.approx(max(0.0, photo["arousal"] - 0.25), abs=1e-3)
+        assert all(r["why"]["target"] == target for r in body["results"])
+        both = api.check("/recommend", "POST", api.recommend(image, n=4, mood="more energetic", valence_shift=-0.4))
+        assert both["shift"] == {"valence": -0.4, "arousal": 0.25}
+        clipped = api.check("/recommend", "POST", api.recommend(image, n=2, mood="sadder", valence_shift=-0.4))
+        assert clipped["shift"]["valence"] == -0.5
+
+    @pytest.mark.parametrize(
+        ("params", "words"),
+        [
+            ({"mood": ["happier", "sadder"]}, "opposite"),
+            ({"mood": "calmer,more energetic"}, "opposite"),
+            ({"mood": "angrier"}, "unknown word 'angrier'"),
+            ({"valence_shift": 0.7}, "query parameter 'valence_shift'"),
+            ({"arousal_shift": "lots"}, "query parameter 'arousal_shift'"),
+            ({"segment_seconds": 1}, "query parameter 'segment_seconds'"),
+            ({"segment_seconds": 61}, "query parameter 'segment_seconds'"),
+            ({"offset": 1, "n": 2}, "multiple of n=2"),
+            ({"max_per_artist": -1}, "query parameter 'max_per_artist'"),
+        ],
+    )
+    def test_bad_options_are_422_with_a_clear_message(self, api: Api, params: dict, words: str) -> None:
+        params = {"n": 3, **params}
+        r = api.recommend(photo_bytes(), **params)
+        assert r.status_code == 422, r.text
+        assert words in api.check("/recommend", "POST", r)["detail"]
+
+    def test_offset_pages_never_repeat(self, api: Api) -> None:
+        image = photo_bytes("cold")
+        seen: list[int] = []
+        offset: int | None = 0
+        while offset is not None:
+            body = api.check("/recommend", "POST", api.recommend(image, n=1, offset=offset, max_per_artist=0))
+            seen += [r["track"]["id"] for r in body["results"]]
+            assert body["offset"] == offset
+            offset = body["next_offset"]
+        assert sorted(seen) == sorted(t["id"] for t in api.tracks)  # every song once, none twice
+        first = api.recommend(image, n=100, max_per_artist=0).json()["results"]
+        assert seen == [r["track"]["id"] for r in first]  # pages of one = the ranking itself
+        past = api.check("/recommend", "POST", api.recommend(image, n=2, offset=10))
+        assert past["results"] == [] and past["next_offset"] is None
+
+    @pytest.mark.parametrize("cap", [1, 2])
+    def test_max_per_artist_holds(self, api: Api, cap: int) -> None:
+        for offset in (0, 4):
+            body = api.check(
+                "/recommend", "POST", api.recommend(photo_bytes("warm"), n=4, max_per_artist=cap, offset=offset)
+            )
+            artists = [r["track"]["artist"] for r in body["results"]]
+            assert all(artists.count(a) <= cap for a in artists)
+        first = api.recommend(photo_bytes("warm"), n=4, max_per_artist=cap).json()["results"]
+        assert len(first) == cap + 1  # three songs by Wesnoth, one by PhotoScore tests
+
+    def test_seed_is_deterministic(self, api: Api) -> None:
+        image = photo_bytes("green")
+        a, b = (api.recommend(image, n=4, seed=11, max_per_artist=0).json()["results"] for _ in range(2))
+        assert a == b
+        assert sorted(r["track"]["id"] for r in a) == sorted(t["id"] for t in api.tracks)
+
+    def test_why_explains_each_result(self, api: Api) -> None:
+        body = api.check("/recommend", "POST", api.recommend(photo_bytes("warm"), n=4, max_per_artist=0))
+        photo = body["image"]
+        for r in body["results"]:
+            why, track = r["why"], r["track"]
+            assert why["photo"] == pytest.approx(photo, abs=1e-4)
+            assert why["song"] == pytest.approx({"valence": track["valence"], "arousal": track["arousal"]}, abs=1e-4)
+            dist = ((photo["valence"] - track["valence"]) ** 2 + (photo["arousal"] - track["arousal"]) ** 2) ** 0.5
+            assert why["distance"] == pytest.approx(dist, abs=1e-3)
+            assert 0 <= why["segment"]["valence"] <= 1 and why["target"] is None
+            for key in ("photo_words", "song_words", "segment_words"):
+                assert " · " in why[key]
+            assert why["photo_words"] in why["summary"] and why["song_words"] in why["summary"]
+
+    def test_segment_seconds(self, api: Api) -> None:
+        image = photo_bytes("warm")
+        windows: dict[int, dict] = {}
+        for seconds, span in ((2, 2.0), (4, 4.0), (5, 4.0)):
+            body = api.check("/recommend", "POST", api.recommend(image, n=4, max_per_artist=0, segment_seconds=seconds))
+            for r in body["results"]:
+                seg = windows[r["track"]["id"]] = r["segment"]
+                assert seg["end"] - seg["start"] == pytest.approx(span, abs=0.02), (seconds, seg)
+                assert seg["start"] >= 0 and seg["end"] <= r["track"]["duration"] + 1e-3
+                assert abs(seg["start"] / 2 - round(seg["start"] / 2)) < 0.025  # clip boundaries (2 s hop)
+        whole = api.check("/recommend", "POST", api.recommend(image, n=4, max_per_artist=0, segment_seconds=60))
+        for r in whole["results"]:  # shorter than 60 s: the whole song (all its indexed clips)
+            seg, shorter = r["segment"], windows[r["track"]["id"]]
+            assert seg["start"] == 0 and shorter["end"] <= seg["end"] <= r["track"]["duration"] + 1e-3
+
+    def test_openapi_documents_the_new_fields(self, api: Api) -> None:
+        spec = api.client.get("/openapi.json").json()
+        params = {p["name"]: p for p in spec["paths"]["/recommend"]["post"]["parameters"]}
+        for name in (
+            "offset",
+            "valence_shift",
+            "arousal_shift",
+            "mood",
+            "max_per_artist",
+            "dedupe",
+            "seed",
+            "segment_seconds",
+        ):
+            assert params[name].get("description"), name
+        for name in ("offset", "valence_shift", "arousal_shift", "mood", "max_per_artist", "seed", "segment_seconds"):
+            assert params[name]["schema"].get("examples"), name
+        schemas = spec["components"]["schemas"]
+        assert {"why", "segment"} <= set(schemas["RecommendResult"]["properties"])
+        assert {"target", "shift", "offset", "next_offset"} <= set(schemas["RecommendResponse"]["properties"])
+        assert schemas["Why"].get("examples") and schemas["PlaylistResponse"].get("examples")
+        playlist = spec["paths"]["/playlist"]["post"]
+        assert {"smoothness", "mood", "segment_seconds"} <= {p["name"] for p in playlist["parameters"]}
+        body_ref = playlist["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].split("/")[-1]
+        assert schemas[body_ref]["properties"]["images"]["type"] == "array"
+
+
+# -------------------------------------------------------------------------------------- playlist
+class TestPlaylist:
+    PHOTOS = [("a-warm.jpg", "warm"), ("b-cold.jpg", "cold"), ("c-green.jpg", "green")]
+
+    def images(self, count: int = 3) -> list[tuple[str, bytes]]:
+        kinds = ["warm", "cold", "green", "warm"]
+        return [(f"{i}-{kinds[i]}.jpg", photo_bytes(kinds[i], size=(320 + 8 * i, 240))) for i in range(count)]
+
+    def test_one_song_per_photo_in_order_never_twice(self, api: Api) -> None:
+        images = self.images(4)
+        body = api.check("/playlist", "POST", api.playlist(images, segment_seconds=4))
+        entries = body["entries"]
+        assert [e["index"] for e in entries] == [0, 1, 2, 3]
+        assert [e["filename"] for e in entries] == [name for name, _ in images]
+        ids = [e["track"]["id"] for e in entries]
+        assert len(set(ids)) == 4 and set(ids) == {t["id"] for t in api.tracks}
+        assert body["total_duration"] == pytest.approx(
+            sum(e["segment"]["end"] - e["segment"]["start"] for e in entries)
+        )
+        assert body["total_duration"] == pytest.approx(16.0, abs=0.1)  # four 2-clip windows
+        for (_, data), e in zip(images, entries, strict=True):
+            single = api.recommend(data, n=1).json()
+            assert e["image"] == pytest.approx(single["image"], abs=1e-5)  # each photo's own VA, in order
+            assert e["why"]["photo"] == pytest.approx(e["image"], abs=1e-4)
+
+    def test_steering_and_smoothness_options(self, api: Api) -> None:
+        body = api.check("/playlist", "POST", api.playlist(self.images(2), mood="calmer", smoothness=0))
+        assert all(e["why"]["target"] is not None for e in body["entries"])
+        assert len({e["track"]["id"] for e in body["entries"]}) == 2
+
+    def test_too_few_or_too_many_photos(self, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+        r = api.playlist(self.images(1))
+        assert r.status_code == 422 and "send 2 to 50" in api.check("/playlist", "POST", r)["detail"]
+        monkeypatch.setattr(api.app.state.settings, "max_playlist_photos", 3)
+        r = api.playlist(self.images(4))
+        assert r.status_code == 422 and "PHOTOSCORE_MAX_PLAYLIST_PHOTOS" in r.json()["detail"]
+        assert "send 2 to 3" in r.json()["detail"]
+
+    def test_more_photos_than_songs_is_a_clear_422(self, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+        r = api.playlist(self.images(4) + [("extra.jpg", photo_bytes("cold"))])
+        assert r.status_code == 422
+        assert "not enough different songs" in api.check("/playlist", "POST", r)["detail"]
+
+    @pytest.mark.parametrize(
+        ("payload", "status", "words"),
+        [
+            (b"holiday notes, not a photo", 415, "not a supported image"),
+            (b"", 400, "empty"),
+            (png_bomb(), 413, "too large"),
+        ],
+        ids=["text", "empty", "bomb"],
+    )
+    def test_one_bad_photo_is_named(self, api: Api, payload: bytes, status: int, words: str) -> None:
+        images = self.images(3)
+        images[1] = ("bad-one.jpg", payload)
+        r = api.playlist(images)
+        assert r.status_code == status, r.text
+        detail = api.check("/playlist", "POST", r)["detail"]
+        assert detail.startswith("images[1] ('bad-one.jpg'): ") and words in detail
+
+    def test_bad_options(self, api: Api) -> None:
+        r = api.playlist(self.images(2), mood=["happier", "sadder"])
+        assert r.status_code == 422 and "opposite" in r.json()["detail"]
+        r = api.playlist(self.images(2), smoothness=-1)
+        assert r.status_code == 422 and "smoothness" in r.json()["detail"]
 
 
 # -------------------------------------------------------------------------------------- tracks

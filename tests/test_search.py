@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from sqlalchemy import delete, insert
 from app import catalogue
 from app.db import make_engine, make_session_factory, upgrade_database
 from app.models import TrackEvent
-from app.search import ClipTable, LiveIndex
+from app.search import SPARE, ClipTable, LiveIndex, SearchOptions
 from app.vector_index import ClipIndex
 
 DIM = 8
@@ -314,3 +315,210 @@ def test_concurrent_postgres_commits_out_of_id_order(postgres_url: str) -> None:
         assert idx.track_sig.keys() == {first.id, second}
     finally:
         engine.dispose()
+
+
+# ------------------------------------------------------------------------------ search options
+def reference_recommend(idx: LiveIndex, matcher, image_emb: np.ndarray, n: int, k: int) -> list[tuple]:
+    """The search as it was before steering, variety and paging existed (commit 41321c8),
+    kept verbatim as the oracle for "no options give exactly today's answer"."""
+    import math
+
+    from app.search import CLIPS_PER_TRACK, SCORE_DECIMALS, TRACKS_PER_RESULT, _bank, _spread
+
+    ids, _ = idx.candidates(image_emb, n, k)
+    if len(ids) == 0:
+        return []
+    ok, tids, _, _ = idx.table.lookup(ids)
+    order = tids[ok]
+    _, first = np.unique(order, return_index=True)
+    tracks = order[np.sort(first)][: max(n, TRACKS_PER_RESULT * n)]
+    clip_ids = [_spread(idx.table.clips_of(int(t)), CLIPS_PER_TRACK) for t in tracks]
+    all_ids = np.concatenate(clip_ids)
+    embs = np.asarray(idx.index.reconstruct(all_ids), np.float32)
+    _, _, starts, ends = idx.table.lookup(all_ids)
+    scores = np.clip(np.nan_to_num(np.asarray(matcher.similarity(image_emb, embs), np.float64), nan=0.0), 0.0, 1.0)
+    bank = _bank(matcher)
+    hits, rank, at = [], {}, 0
+    for tid, cids in zip(tracks, clip_ids, strict=True):
+        s = scores[at : at + len(cids)]
+        score = float(s.mean())
+        rank[int(tid)] = round(score, SCORE_DECIMALS)
+        if bank is not None:
+            mu, sd = idx._bank_norm(matcher, bank, int(tid), embs[at : at + len(cids)])
+            z = (score - mu) / sd
+            rank[int(tid)] = round(z, SCORE_DECIMALS)
+            score = 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+        best = min(range(len(cids)), key=lambda i: (-round(s[i], SCORE_DECIMALS), starts[at + i], cids[i]))
+        hits.append((int(tid), round(score, SCORE_DECIMALS), float(starts[at + best]), float(ends[at + best])))
+        at += len(cids)
+    hits.sort(key=lambda h: (-rank[h[0]], h[0]))
+    return hits[:n]
+
+
+def add_song(factory, title: str, embs, artist: str | None = None, va=(0.5, 0.5)) -> int:
+    n = len(embs)
+    batch = catalogue.ClipBatch(
+        starts=np.arange(n) * 2.0,
+        ends=np.arange(n) * 2.0 + 2.0,
+        va=np.tile(np.asarray(va, np.float32), (n, 1)),
+        embeddings=np.asarray(embs, np.float32),
+    )
+    with factory() as s:
+        track, created = catalogue.add_track(
+            s, sha256=f"{title}|{artist}".encode().hex().ljust(64, "0")[:64], title=title, artist=artist,
+            album=None, duration=2.0 * n, source=None, audio_key=None, license=None, checkpoint_hash=CKPT,
+            clips=batch,
+        )  # fmt: skip
+        assert created
+        return track.id
+
+
+def random_catalogue(factory, count: int = 30, seed: int = 0, artists: int = 5) -> list[int]:
+    rng = np.random.default_rng(seed)
+    ids = []
+    for i in range(count):
+        clips = rng.standard_normal((int(rng.integers(1, 40)), DIM)).astype(np.float32)
+        clips /= np.linalg.norm(clips, axis=1, keepdims=True)
+        va = (float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.2, 0.8)))
+        ids.append(add_song(factory, f"song {i}", clips, artist=f"artist {i % artists}", va=va))
+    return ids
+
+
+def queries(count: int, seed: int = 1) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [unit(rng.standard_normal(DIM)) for _ in range(count)]
+
+
+BANK = np.stack([unit(np.random.default_rng(9).standard_normal(DIM)) for _ in range(6)])
+PHOTO = (0.5, 0.5)
+
+
+class TestSearchOptions:
+    def test_no_options_give_exactly_the_previous_answer(self, db) -> None:
+        random_catalogue(db, 30)
+        idx = live(db)
+        for matcher in (DotMatcher(), BankMatcher(BANK)):
+            for q in queries(6):
+                for n in (1, 3, 10):
+                    hits = idx.search(matcher, q, PHOTO, SearchOptions(n=n), 256)
+                    got = [(h.track_id, h.score, h.start, h.end) for h in hits]
+                    assert got == reference_recommend(idx, matcher, q, n + SPARE, 256)[:n]
+                    assert [h.track_id for h in idx.recommend(matcher, q, n, 256)] == [
+                        r[0] for r in reference_recommend(idx, matcher, q, n, 256)
+                    ]
+
+    @pytest.mark.parametrize(
+        "options",
+        [
+            SearchOptions(n=4),
+            SearchOptions(n=4, max_per_artist=1, dedupe=True),
+            SearchOptions(n=5, seed=3),
+            SearchOptions(n=3, shift=(0.25, -0.25), max_per_artist=2),
+        ],
+        ids=["plain", "capped", "seeded", "steered"],
+    )
+    def test_offset_pages_never_repeat_and_cover_the_catalogue(self, db, options: SearchOptions) -> None:
+        ids = random_catalogue(db, 30)
+        idx = live(db)
+        matcher = BankMatcher(BANK)
+        for q in queries(2):
+            seen: list[int] = []
+            offset = 0
+            while True:
+                page = idx.search(matcher, q, PHOTO, replace(options, offset=offset), 16)
+                if not page:
+                    break
+                assert len(page) <= options.n
+                seen += [h.track_id for h in page]
+                offset += options.n
+            assert len(seen) == len(set(seen)), "a page repeated a song"
+            assert set(seen) == set(ids)
+            # a page asked for on its own is the same slice of the same ranking
+            mid = [h.track_id for h in idx.search(matcher, q, PHOTO, replace(options, offset=options.n), 16)]
+            assert mid and set(mid) <= set(seen[options.n :])
+
+    def test_max_per_artist_holds_on_every_page(self, db) -> None:
+        random_catalogue(db, 30, artists=3)
+        idx = live(db)
+        for q in queries(5):
+            for cap in (1, 2):
+                for offset in (0, 5):
+                    page = idx.search(
+                        DotMatcher(), q, PHOTO, SearchOptions(n=5, max_per_artist=cap, offset=offset), 256
+                    )
+                    per = {}
+                    for h in page:
+                        artist = idx.track_info[h.track_id].artist
+                        per[artist] = per.get(artist, 0) + 1
+                    assert max(per.values()) <= cap
+                    assert len(page) == min(5, 3 * cap)  # the cap, not the catalogue, limits the page
+
+    def test_near_duplicates_are_suppressed(self, db) -> None:
+        numb = add_song(db, "Numb", [direction(0)], artist="Linkin Park")
+        live_version = add_song(db, "Numb (Live)", [unit(direction(0) + 0.01 * direction(1))], artist="LINKIN PARK")
+        other = add_song(db, "Faint", [direction(1)], artist="Linkin Park")
+        idx = live(db)
+        plain = [h.track_id for h in idx.search(DotMatcher(), direction(0), PHOTO, SearchOptions(n=3), 256)]
+        assert plain == [numb, live_version, other]
+        deduped = idx.search(DotMatcher(), direction(0), PHOTO, SearchOptions(n=3, dedupe=True), 256)
+        assert [h.track_id for h in deduped] == [numb, other]
+
+    def test_seed_reshuffles_near_equal_scores_only(self, db) -> None:
+        ids = [add_song(db, f"t{i}", [direction(i)]) for i in range(8)]
+        idx = live(db)
+        plain = [h.track_id for h in idx.search(ConstMatcher(), direction(0), PHOTO, SearchOptions(n=8), 256)]
+        assert plain == sorted(ids)
+        orders = {
+            seed: [
+                h.track_id for h in idx.search(ConstMatcher(), direction(0), PHOTO, SearchOptions(n=8, seed=seed), 256)
+            ]
+            for seed in range(6)
+        }
+        assert all(sorted(o) == sorted(ids) for o in orders.values())
+        assert len({tuple(o) for o in orders.values()}) > 1  # equal scores: seeds differ
+        again = idx.search(ConstMatcher(), direction(0), PHOTO, SearchOptions(n=8, seed=3), 256)
+        assert [h.track_id for h in again] == orders[3]  # deterministic
+        # Scores far apart (DotMatcher: 1.0, 0.5, ...) keep their order whatever the seed.
+        far = [add_song(db, "far", [unit(direction(0) + direction(1))])]
+        idx = live(db)
+        for seed in range(6):
+            top = idx.search(DotMatcher(), direction(0), PHOTO, SearchOptions(n=2, seed=seed), 256)
+            assert [h.track_id for h in top] == [ids[0], far[0]]
+
+    def test_steering_moves_the_songs_mood_and_zero_shift_changes_nothing(self, db) -> None:
+        rng = np.random.default_rng(4)
+        for i in range(24):
+            clips = rng.standard_normal((4, DIM)).astype(np.float32)
+            add_song(
+                db, f"s{i}", clips / np.linalg.norm(clips, axis=1, keepdims=True), va=(0.2 + 0.025 * i, 0.8 - 0.025 * i)
+            )
+        idx = live(db)
+        matcher = BankMatcher(BANK)
+
+        def mean_va(shift):
+            hits = [idx.search(matcher, q, PHOTO, SearchOptions(n=5, shift=shift), 256) for q in queries(10)]
+            return np.mean([[h.valence, h.arousal] for page in hits for h in page], axis=0)
+
+        base = mean_va((0.0, 0.0))
+        assert mean_va((0.25, 0.0))[0] > base[0] + 0.05  # happier
+        assert mean_va((-0.25, 0.0))[0] < base[0] - 0.05  # sadder
+        assert mean_va((0.0, -0.25))[1] < base[1] - 0.05  # calmer
+        q = queries(1)[0]
+        assert idx.search(matcher, q, PHOTO, SearchOptions(n=5), 256) == idx.search(
+            matcher, q, PHOTO, SearchOptions(n=5, shift=(0.0, 0.0)), 256
+        )
+
+    def test_segment_window_uses_consecutive_clips(self, db) -> None:
+        # clip scores under DotMatcher for query direction(0): 0.5 0.5 1 0.5 0.85 0.85 0.85 0.5
+        near = unit(direction(0) + direction(1))
+        a = add_song(db, "a", [direction(1), direction(2), direction(0), direction(3), near, near, near, direction(4)])
+        idx = live(db)
+        one = idx.search(DotMatcher(), direction(0), PHOTO, SearchOptions(n=1), 256)[0]
+        assert (one.track_id, one.start, one.end) == (a, 4.0, 6.0)  # the best single clip
+        six = idx.search(DotMatcher(), direction(0), PHOTO, SearchOptions(n=1, segment_seconds=6.0), 256)[0]
+        assert (six.start, six.end) == (8.0, 14.0) and six.segment_score == pytest.approx(0.8536, abs=1e-4)
+        seven = idx.search(DotMatcher(), direction(0), PHOTO, SearchOptions(n=1, segment_seconds=7.0), 256)[0]
+        assert (seven.start, seven.end) == (8.0, 14.0)  # snapped to whole clips
+        whole = idx.search(DotMatcher(), direction(0), PHOTO, SearchOptions(n=1, segment_seconds=60.0), 256)[0]
+        assert (whole.start, whole.end) == (0.0, 16.0)
+        assert one.score == six.score == whole.score  # the window never changes the ranking

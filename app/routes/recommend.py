@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Annotated
 
 import numpy as np
 import torch
 from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile, status
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.models import Track
+from app.models import Clip, Track
+from app.ranking import MAX_SHIFT, MOOD_STEP, NEAR_EQUAL, OptionError, mood_words, parse_moods, target_of, total_shift
 from app.routes.common import read_upload, single_part, track_out
 from app.routes.deps import LiveIndexDep, SessionDep, SettingsDep, WorkerDep
-from app.schemas import VA, RecommendResponse, RecommendResult, Segment, error_responses
+from app.schemas import VA, RecommendResponse, RecommendResult, Segment, Shift, Why, error_responses
+from app.search import Hit, SearchOptions
 from app.security import ReadAuth
 from model.image import ImageDecodeError, image_tensor, open_image
 
 router = APIRouter(tags=["recommend"])
 
 SUPPORTED_IMAGES = "JPEG, PNG, WebP, GIF (first frame), BMP or TIFF"
-_SPARE = 5  # extra hits asked for, in case a track was deleted since the last index sync
 
 DESCRIPTION = f"""
 Upload a photo as the multipart field **`image`** ({SUPPORTED_IMAGES}). The photo is embedded
@@ -37,9 +39,27 @@ far better (without a query bank in the checkpoint: the predicted similarity); `
 where in the track the best clip lies; `image` is the photo's predicted valence and arousal.
 The same photo and catalogue always give the same answer (ties are broken by track id).
 
-Example:
+Options (all query parameters):
+
+* **Steering**: `valence_shift`, `arousal_shift` in [-0.5, 0.5] and/or `mood` words (`happier`,
+  `sadder`, `calmer`, `more energetic`; each moves the target 0.25; opposites are refused). The
+  target is the photo's VA plus the shift; the candidates are widened by the songs whose VA lies
+  nearest the target, and each song is ranked by its score plus 2 × how much closer it is to the
+  target than to the photo. No shift: exactly the plain ranking.
+* **Variety**: one entry per track; `max_per_artist` (default 2, 0 = no cap); `dedupe` (default
+  on) keeps one of each normalised title + artist; `offset` pages through the same ranking
+  (`next_offset` is the next page; pages never repeat a song); `seed` reshuffles songs whose
+  scores fall in the same 0.02-wide step, deterministically per seed.
+* **Segment**: `segment_seconds` (2–60): the best run of consecutive clips of at most that length
+  (mean clip score), on clip boundaries, inside the song; a shorter song is returned whole.
+
+Each result carries `why`: photo and song VA, their distance, the segment's VA and plain words.
+
+Examples:
 
     curl -F image=@beach.jpg 'http://localhost:8000/recommend?n=5'
+    curl -F image=@beach.jpg 'http://localhost:8000/recommend?n=5&mood=calmer&segment_seconds=15'
+    curl -F image=@beach.jpg 'http://localhost:8000/recommend?n=5&offset=5'
 """
 
 
@@ -72,6 +92,178 @@ def load_tracks(session: Session, ids: list[int]) -> dict[int, Track]:
     return {t.id: t for t in session.scalars(select(Track).where(Track.id.in_(ids)))}
 
 
+def segment_va(session: Session, segments: list[tuple[int, float, float]]) -> dict[int, tuple[float, float]]:
+    """Mean predicted VA of the clips inside each (track, start, end) segment."""
+    out: dict[int, tuple[float, float]] = {}
+    for i in range(0, len(segments), 100):
+        chunk = segments[i : i + 100]
+        cond = or_(*(and_(Clip.track_id == t, Clip.start >= s - 1e-3, Clip.end <= e + 1e-3) for t, s, e in chunk))
+        rows = session.execute(select(Clip.track_id, Clip.valence, Clip.arousal).where(cond)).all()
+        sums: dict[int, list[float]] = {}
+        for t, v, a in rows:
+            acc = sums.setdefault(int(t), [0.0, 0.0, 0.0])
+            acc[0] += float(v)
+            acc[1] += float(a)
+            acc[2] += 1
+        out.update({t: (acc[0] / acc[2], acc[1] / acc[2]) for t, acc in sums.items() if acc[2]})
+    return out
+
+
+def _unit(x: float) -> float:
+    return min(1.0, max(0.0, float(x)))
+
+
+def _va(pair: tuple[float, float] | None) -> VA | None:
+    return None if pair is None else VA(valence=round(_unit(pair[0]), 4), arousal=round(_unit(pair[1]), 4))
+
+
+def explain(
+    photo: tuple[float, float],
+    song: tuple[float, float] | None,
+    segment: tuple[float, float] | None,
+    target: tuple[float, float] | None,
+) -> Why:
+    """The `why` of one result: both moods as numbers and words, and how far apart they are."""
+    dist = None if song is None else round(math.dist(photo, song), 4)
+    photo_words = mood_words(*photo)
+    song_words = mood_words(*song) if song is not None else "unknown"
+    summary = f"photo {photo_words} ({photo[0]:.2f}, {photo[1]:.2f})"
+    if song is not None:
+        summary += f" · song {song_words} ({song[0]:.2f}, {song[1]:.2f}), {dist:.2f} apart"
+    if target is not None:
+        summary += f" · steered towards ({target[0]:.2f}, {target[1]:.2f})"
+    return Why(
+        photo=_va(photo),
+        song=_va(song),
+        distance=dist,
+        segment=_va(segment),
+        target=_va(target),
+        photo_words=photo_words,
+        song_words=song_words,
+        segment_words=mood_words(*segment) if segment is not None else "unknown",
+        summary=summary,
+    )
+
+
+def results_for(
+    session: Session, hits: list[Hit], photo: tuple[float, float], target: tuple[float, float] | None
+) -> list[RecommendResult]:
+    """Hits -> response rows (tracks deleted since the last index sync are left out)."""
+    tracks = load_tracks(session, [h.track_id for h in hits])
+    seg_va = segment_va(session, [(h.track_id, h.start, h.end) for h in hits if h.track_id in tracks])
+    rows = []
+    for h in hits:
+        track = tracks.get(h.track_id)
+        if track is None:
+            continue
+        song = None if track.valence is None or track.arousal is None else (track.valence, track.arousal)
+        rows.append(
+            RecommendResult(
+                track=track_out(track),
+                score=h.score,
+                segment=Segment(start=round(h.start, 3), end=round(h.end, 3)),
+                why=explain(photo, song, seg_va.get(h.track_id), target),
+            )
+        )
+    return rows
+
+
+def search_options(
+    n: int,
+    offset: int,
+    valence_shift: float,
+    arousal_shift: float,
+    mood: list[str] | None,
+    max_per_artist: int,
+    dedupe: bool,
+    seed: int | None,
+    segment_seconds: float,
+) -> SearchOptions:
+    """Validated options; bad words or shifts -> 422 with one clear sentence."""
+    if offset % n:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"query parameter 'offset': {offset} is not a multiple of n={n}; pages start at 0, n, 2n, ...",
+        )
+    try:
+        shift = total_shift(valence_shift, arousal_shift, parse_moods(mood))
+    except OptionError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    return SearchOptions(
+        n=n,
+        offset=offset,
+        shift=shift,
+        max_per_artist=max_per_artist,
+        dedupe=dedupe,
+        seed=seed,
+        segment_seconds=segment_seconds,
+    )
+
+
+def clean_va(va: np.ndarray) -> tuple[float, float]:
+    va = np.clip(np.nan_to_num(np.asarray(va, np.float64), nan=0.5), 0.0, 1.0)
+    return float(va[0]), float(va[1])
+
+
+# The options both routes take, documented once (OpenAPI shows description and examples).
+OffsetQ = Annotated[
+    int,
+    Query(
+        ge=0,
+        le=1000,
+        description="Where the page starts in the ranking: 0, n, 2n, ... (`next_offset` gives the next). "
+        "Pages never repeat a song.",
+        examples=[10],
+    ),
+]
+ValenceShiftQ = Annotated[
+    float,
+    Query(ge=-MAX_SHIFT, le=MAX_SHIFT, description="Move the mood target along valence (+ happier).", examples=[0.2]),
+]
+ArousalShiftQ = Annotated[
+    float,
+    Query(
+        ge=-MAX_SHIFT,
+        le=MAX_SHIFT,
+        description="Move the mood target along arousal (+ more energetic).",
+        examples=[-0.2],
+    ),
+]
+MoodQ = Annotated[
+    list[str] | None,
+    Query(
+        description="Mood words, repeated or comma separated: happier, sadder, calmer, more energetic "
+        f"(each moves the target by {MOOD_STEP}; opposites are refused; added to the shifts, clipped to ±{MAX_SHIFT}).",
+        examples=[["calmer", "happier"]],
+    ),
+]
+MaxPerArtistQ = Annotated[
+    int, Query(ge=0, le=100, description="At most this many songs by one artist (0: no cap).", examples=[2])
+]
+DedupeQ = Annotated[
+    bool,
+    Query(description='Leave out near-duplicates: the same title and artist once normalised ("Numb (Live)" = "Numb").'),
+]
+SeedQ = Annotated[
+    int | None,
+    Query(
+        ge=0,
+        le=2**31 - 1,
+        description=f"Reshuffle songs whose scores share a {NEAR_EQUAL}-wide step, deterministically per seed.",
+        examples=[7],
+    ),
+]
+SegmentQ = Annotated[
+    float,
+    Query(
+        ge=2.0,
+        le=60.0,
+        description="Segment length in seconds: the best run of consecutive clips of (at most) this length.",
+        examples=[15],
+    ),
+]
+
+
 @router.post(
     "/recommend",
     response_model=RecommendResponse,
@@ -87,26 +279,33 @@ async def recommend(
     live: LiveIndexDep,
     session: SessionDep,
     n: Annotated[int, Query(ge=1, le=100, description="How many songs to return.")] = 10,
+    offset: OffsetQ = 0,
+    valence_shift: ValenceShiftQ = 0.0,
+    arousal_shift: ArousalShiftQ = 0.0,
+    mood: MoodQ = None,
+    max_per_artist: MaxPerArtistQ = 2,
+    dedupe: DedupeQ = True,
+    seed: SeedQ = None,
+    segment_seconds: SegmentQ = 2.0,
 ) -> RecommendResponse:
     started = time.perf_counter()
+    options = search_options(
+        n, offset, valence_shift, arousal_shift, mood, max_per_artist, dedupe, seed, segment_seconds
+    )
     data = await read_upload(image, "image", int(settings.max_upload_mb * 1e6))
     matcher = worker.matcher
     tensor = await run_in_threadpool(decode_image, data, settings.max_image_pixels, int(matcher.image_size))
     emb, va = await worker.embed_image(tensor)
-    hits = await worker.run(live.recommend, matcher, emb, n + _SPARE, settings.search_k)
-    tracks = await run_in_threadpool(load_tracks, session, [h.track_id for h in hits])
-    results = [
-        RecommendResult(
-            track=track_out(tracks[h.track_id]),
-            score=h.score,
-            segment=Segment(start=round(h.start, 3), end=round(h.end, 3)),
-        )
-        for h in hits
-        if h.track_id in tracks
-    ][:n]
-    va = np.clip(np.nan_to_num(np.asarray(va, np.float64), nan=0.5), 0.0, 1.0)
+    photo = clean_va(va)
+    hits, more = await worker.run(live.search_page, matcher, emb, photo, options, settings.search_k)
+    target = target_of(photo, options.shift) if options.steered else None
+    results = await run_in_threadpool(results_for, session, hits, photo, target)
     return RecommendResponse(
-        image=VA(valence=float(va[0]), arousal=float(va[1])),
+        image=VA(valence=photo[0], arousal=photo[1]),
+        target=_va(target),
+        shift=Shift(valence=options.shift[0], arousal=options.shift[1]),
+        offset=offset,
+        next_offset=offset + n if more else None,
         results=results,
         model_version=str(matcher.version),
         took_ms=round((time.perf_counter() - started) * 1000.0, 2),

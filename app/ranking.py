@@ -1,0 +1,304 @@
+"""Pure ranking helpers behind /recommend and /playlist: mood steering, variety, words, windows, DP.
+
+Nothing here touches the model, the database or the index, so every rule is unit-tested on
+hand-made numbers (tests/test_ranking.py) and documented in one place (docs/CONTRACTS.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+# -------------------------------------------------------------------------------- steering
+MAX_SHIFT = 0.5  # |valence_shift|, |arousal_shift| and their sums with mood words stay within this
+MOOD_STEP = 0.25  # how far one mood word moves the target
+MOOD_SHIFTS: dict[str, tuple[float, float]] = {
+    "happier": (MOOD_STEP, 0.0),
+    "sadder": (-MOOD_STEP, 0.0),
+    "calmer": (0.0, -MOOD_STEP),
+    "more energetic": (0.0, MOOD_STEP),
+}
+_OPPOSITES = (("happier", "sadder"), ("calmer", "more energetic"))
+STEER_WEIGHT = 2.0  # score units per unit of VA distance gained towards the target
+NEAR_EQUAL = 0.02  # width of the score steps inside which `seed` reshuffles
+
+
+class OptionError(ValueError):
+    """A request option that cannot be used (the routes answer 422 with this message)."""
+
+
+def parse_moods(values: Iterable[str] | None) -> list[str]:
+    """Mood words from repeated and/or comma-separated values; unknown or opposite words raise."""
+    words: list[str] = []
+    for value in values or ():
+        for part in str(value).split(","):
+            word = " ".join(part.strip().lower().replace("_", " ").replace("-", " ").split())
+            if not word:
+                continue
+            if word == "energetic":
+                word = "more energetic"
+            if word not in MOOD_SHIFTS:
+                raise OptionError(f"mood: unknown word {part.strip()!r}; use happier, sadder, calmer or more energetic")
+            if word not in words:
+                words.append(word)
+    for a, b in _OPPOSITES:
+        if a in words and b in words:
+            raise OptionError(f"mood: {a!r} and {b!r} pull in opposite directions; choose one")
+    return words
+
+
+def total_shift(valence_shift: float, arousal_shift: float, moods: Sequence[str]) -> tuple[float, float]:
+    """Explicit shifts plus the mood words' shifts, each clipped to [-MAX_SHIFT, MAX_SHIFT]."""
+    for name, value in (("valence_shift", valence_shift), ("arousal_shift", arousal_shift)):
+        if not math.isfinite(value) or abs(value) > MAX_SHIFT:
+            raise OptionError(f"{name}: {value} is outside [-{MAX_SHIFT}, {MAX_SHIFT}]")
+    dv = valence_shift + sum(MOOD_SHIFTS[m][0] for m in moods)
+    da = arousal_shift + sum(MOOD_SHIFTS[m][1] for m in moods)
+    clip = lambda x: round(min(MAX_SHIFT, max(-MAX_SHIFT, x)), 6)  # noqa: E731
+    return clip(dv), clip(da)
+
+
+def steer_gain(track_va: np.ndarray, photo_va: np.ndarray, target_va: np.ndarray) -> np.ndarray:
+    """How much closer each song is to the target than to the photo (VA units, may be < 0).
+
+    Zero for every song when the target is the photo, so a zero shift cannot change a ranking,
+    and it grows smoothly with the shift (no jump between shift 0 and a tiny shift).
+    """
+    track_va = np.asarray(track_va, np.float64).reshape(-1, 2)
+    to_photo = np.linalg.norm(track_va - np.asarray(photo_va, np.float64), axis=1)
+    to_target = np.linalg.norm(track_va - np.asarray(target_va, np.float64), axis=1)
+    return to_photo - to_target
+
+
+def target_of(photo_va: Sequence[float], shift: tuple[float, float]) -> tuple[float, float]:
+    """The photo's VA moved by the shift, kept inside the unit square."""
+    return (
+        min(1.0, max(0.0, float(photo_va[0]) + shift[0])),
+        min(1.0, max(0.0, float(photo_va[1]) + shift[1])),
+    )
+
+
+# --------------------------------------------------------------------------------- variety
+_BRACKETS = re.compile(r"\s*[\(\[\{][^\)\]\}]*[\)\]\}]")
+_VERSION_WORDS = (
+    "remaster|remastered|live|version|edit|mix|remix|mono|stereo|demo|acoustic|radio|single|"
+    "album|deluxe|bonus|instrumental|extended|original|explicit|clean"
+)
+_DASH_SUFFIX = re.compile(rf"\s+[-–—]\s+[^-–—]*\b({_VERSION_WORDS})\b[^-–—]*$", re.IGNORECASE)
+_FEAT = re.compile(r"\s+(feat\.?|ft\.?|featuring)\s+.*$", re.IGNORECASE)
+
+
+def _fold(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch)).casefold()
+    return " ".join(re.sub(r"[^\w]+", " ", text).split())
+
+
+def normal_title(title: str | None) -> str:
+    """'Numb (Live)', 'Numb - Remastered 2011', 'NUMB [feat. X]' -> 'numb'."""
+    text = title or ""
+    previous = None
+    while previous != text:  # nested or repeated suffixes
+        previous = text
+        text = _BRACKETS.sub("", text)
+        text = _DASH_SUFFIX.sub("", text)
+        text = _FEAT.sub("", text)
+    return _fold(text) or _fold(title or "")
+
+
+def normal_artist(artist: str | None) -> str:
+    """Case, accents and punctuation folded; '' for unknown (no per-artist cap applies then)."""
+    return _fold(_FEAT.sub("", artist or ""))
+
+
+def duplicate_key(title: str | None, artist: str | None) -> str:
+    """Songs with equal keys are near-duplicates: the list keeps only the best-ranked one."""
+    return f"{normal_title(title)}\x1f{normal_artist(artist)}"
+
+
+def shuffle_key(seed: int, track_id: int) -> str:
+    """A track's place inside its score step for a given seed (stable across processes)."""
+    return hashlib.sha256(f"{seed}:{track_id}".encode()).hexdigest()
+
+
+def score_step(score: float) -> int:
+    """Near-equal scores share a step: [0.86, 0.88) is one, [0.88, 0.90) the next."""
+    return math.floor(round(score, 6) / NEAR_EQUAL)
+
+
+# ----------------------------------------------------------------------------------- words
+_WORDS = {  # (valence high, arousal high) -> (mild, strong)
+    (True, True): ("cheerful · lively", "excited · happy"),
+    (False, True): ("restless · uneasy", "tense · anxious"),
+    (False, False): ("wistful · subdued", "sad · gloomy"),
+    (True, False): ("relaxed · gentle", "calm · content"),
+}
+NEUTRAL_REACH = 0.05  # within this of the centre (0.5, 0.5) on both axes: "neutral · even"
+STRONG_REACH = 0.15  # this far from the centre on either axis: the strong word pair
+
+
+def mood_words(valence: float | None, arousal: float | None) -> str:
+    """Plain words for a point of the VA plane: its quadrant, mild or strong by distance."""
+    if valence is None or arousal is None or not (math.isfinite(valence) and math.isfinite(arousal)):
+        return "unknown"
+    reach = max(abs(valence - 0.5), abs(arousal - 0.5))
+    if reach < NEUTRAL_REACH:
+        return "neutral · even"
+    mild, strong = _WORDS[(valence >= 0.5, arousal >= 0.5)]
+    return strong if reach >= STRONG_REACH else mild
+
+
+# ---------------------------------------------------------------------------------- window
+@dataclass(frozen=True)
+class Window:
+    first: int  # index of the first clip in the window (clips sorted by start)
+    last: int  # index of the last clip, inclusive
+    start: float
+    end: float
+    score: float  # mean clip score inside the window
+
+
+def best_window(starts: Sequence[float], ends: Sequence[float], scores: Sequence[float], seconds: float) -> Window:
+    """The run of consecutive clips, at most ``seconds`` long, with the highest mean score.
+
+    Clip boundaries are the only cut points, so the window is as many whole clips as fit in
+    ``seconds`` (at least one) and lies inside the song; a song shorter than the window is
+    returned whole. Ties go to the earliest window.
+    """
+    starts = np.asarray(starts, np.float64)
+    ends = np.asarray(ends, np.float64)
+    scores = np.asarray(scores, np.float64)
+    if len(starts) == 0 or not (len(starts) == len(ends) == len(scores)):
+        raise ValueError("best_window needs one start, end and score per clip (at least one clip)")
+    order = np.argsort(starts, kind="stable")
+    if not np.array_equal(order, np.arange(len(starts))):
+        raise ValueError("best_window: clips must be sorted by start")
+    n = len(starts)
+    eps = 1e-6
+    if ends[-1] - starts[0] <= seconds + eps:
+        return Window(0, n - 1, float(starts[0]), float(ends[-1]), float(scores.mean()))
+    # The most clips any run that fits holds: that is the window length in clips.
+    m = 1
+    j = 0
+    for i in range(n):
+        j = max(j, i)
+        while j + 1 < n and ends[j + 1] - starts[i] <= seconds + eps:
+            j += 1
+        if ends[j] - starts[i] <= seconds + eps:
+            m = max(m, j - i + 1)
+    sums = np.concatenate([[0.0], np.cumsum(scores)])
+    best: Window | None = None
+    for i in range(n - m + 1):
+        last = i + m - 1
+        if ends[last] - starts[i] > seconds + eps:
+            continue
+        mean = round(float((sums[last + 1] - sums[i]) / m), 9)
+        if best is None or mean > best.score:
+            best = Window(i, last, float(starts[i]), float(ends[last]), mean)
+    if best is None:  # irregular clips: fall back to the best single clip
+        i = int(np.argmax(scores))
+        return Window(i, i, float(starts[i]), float(ends[i]), float(scores[i]))
+    return best
+
+
+# -------------------------------------------------------------------------------- playlist
+@dataclass(frozen=True)
+class Candidate:
+    """One song a photo could get: its match score, VA and identity for 'no song twice'."""
+
+    track_id: int
+    score: float
+    valence: float
+    arousal: float
+    key: str  # duplicate key: two candidates with the same key are the same song
+    artist: str = ""
+
+
+def plan_playlist(
+    candidates: Sequence[Sequence[Candidate]],
+    photo_va: Sequence[Sequence[float]],
+    smoothness: float = 1.0,
+    max_per_artist: int = 0,
+) -> list[Candidate]:
+    """One song per photo, no song twice, maximising the summed match score minus
+    ``smoothness`` times each transition's VA jump beyond the photos' own jump there.
+
+    Viterbi over each photo's candidates (transition cost: max(0, |song_i - song_{i-1}| -
+    |photo_i - photo_{i-1}|), so songs may move as far as the photos do). "No song twice" is not
+    a Markov constraint: when the best path repeats a song (or exceeds ``max_per_artist``), the
+    song stays only at the photo where it matches best and the DP runs again; every round bans
+    at least one (photo, song) pair, so this ends. Raises OptionError when no plan exists.
+    """
+    count = len(candidates)
+    if count == 0:
+        return []
+    if len(photo_va) != count:
+        raise ValueError("plan_playlist: one VA per photo")
+    allowed = [list(c) for c in candidates]
+    pva = np.asarray(photo_va, np.float64).reshape(-1, 2)
+    for _ in range(sum(len(c) for c in allowed) + 1):
+        if any(not c for c in allowed):
+            break
+        path = _viterbi(allowed, pva, smoothness)
+        conflict = _first_conflict(path, max_per_artist)
+        if conflict is None:
+            return path
+        keep, positions, same = conflict
+        for pos in positions:
+            if pos != keep:
+                allowed[pos] = [c for c in allowed[pos] if not same(c)]
+    raise OptionError(
+        "playlist: not enough different songs among the candidates to give every photo its own; "
+        "add songs to the catalogue, send fewer photos or relax max_per_artist"
+    )
+
+
+def _viterbi(allowed: list[list[Candidate]], pva: np.ndarray, smoothness: float) -> list[Candidate]:
+    best = np.array([c.score for c in allowed[0]], np.float64)
+    back: list[np.ndarray] = []
+    for i in range(1, len(allowed)):
+        prev = np.array([[c.valence, c.arousal] for c in allowed[i - 1]], np.float64)
+        cur = np.array([[c.valence, c.arousal] for c in allowed[i]], np.float64)
+        jump = np.linalg.norm(cur[:, None, :] - prev[None, :, :], axis=2)  # [cur, prev]
+        allowance = float(np.linalg.norm(pva[i] - pva[i - 1]))
+        same = np.array([[a.key == b.key for b in allowed[i - 1]] for a in allowed[i]])
+        total = best[None, :] - smoothness * np.maximum(0.0, jump - allowance)
+        total = np.where(same, -np.inf, total)  # never the same song twice in a row
+        arg = np.argmax(total, axis=1)  # ties: the earlier (better-ranked) previous candidate
+        back.append(arg)
+        scores = np.array([c.score for c in allowed[i]], np.float64)
+        best = total[np.arange(len(cur)), arg] + scores
+    j = int(np.argmax(best))
+    path = [allowed[-1][j]]
+    for i in range(len(allowed) - 1, 0, -1):
+        j = int(back[i - 1][j])
+        path.append(allowed[i - 1][j])
+    return path[::-1]
+
+
+def _first_conflict(path: list[Candidate], max_per_artist: int):
+    """(position to keep, positions involved, predicate of candidates to ban) or None."""
+    by_key: dict[str, list[int]] = {}
+    for i, c in enumerate(path):
+        by_key.setdefault(c.key, []).append(i)
+    for key, positions in by_key.items():
+        if len(positions) > 1:
+            keep = max(positions, key=lambda p: (path[p].score, -p))
+            return keep, positions, lambda c, key=key: c.key == key
+    if max_per_artist > 0:
+        by_artist: dict[str, list[int]] = {}
+        for i, c in enumerate(path):
+            if c.artist:
+                by_artist.setdefault(c.artist, []).append(i)
+        for artist, positions in by_artist.items():
+            if len(positions) > max_per_artist:
+                ranked = sorted(positions, key=lambda p: (-path[p].score, p))
+                worst = ranked[max_per_artist]  # the best-matching ones keep the artist
+                return -1, [worst], lambda c, artist=artist: c.artist == artist
+    return None
