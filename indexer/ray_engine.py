@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 CRASH_ONCE_ENV = "PHOTOSCORE_TEST_RAY_CRASH_ONCE"
 LOCAL_OBJECT_STORE_MB = 200
 DECODE_RETRIES = 3
+MAX_BLOCKS = 50_000  # one file per Ray task up to here; beyond, files share tasks (Ray's per-block overhead)
 
 
 class RayIndexError(RuntimeError):
@@ -105,7 +106,7 @@ def _run(
         writer_options = replace(options, audio_store=None, progress=False)
         audio_dir = str(options.audio_store.root) if options.audio_store is not None else None
         rows = [_row(job) for job in jobs]
-        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
         with warnings.catch_warnings():
             # Ray Data (2.60) has no named parameter for task retries yet; its default is infinite,
             # which would retry a decoder that crashes its worker for ever.
