@@ -41,7 +41,7 @@ SUPPORTED_AUDIO = "WAV, FLAC, Ogg Vorbis, Opus, MP3 or M4A"
 def _canonical_id(value: object) -> object:
     """Digits only, no leading zero: int() would also read "1_0", " 10" and "+10" as track 10."""
     if isinstance(value, str) and not (value.isascii() and value.isdigit() and not value.startswith("0")):
-        raise ValueError("a track id is a positive integer written in digits only (e.g. 3)")
+        raise ValueError("a track id is a positive integer in digits, without sign or leading zero (e.g. 3)")
     return value
 
 
@@ -386,6 +386,7 @@ def delete_track(track_id: TrackId, session: SessionDep, live: LiveIndexDep, sto
     "/tracks/{track_id}/audio",
     response_class=FileResponse,
     summary="Headers of a track's audio (size, type), no body",
+    name="track_audio_head",  # its own operationId (the app names operations after routes)
     dependencies=[ReadAuth],
     responses={**error_responses(401, 404, 422, 503), **RANGE_NOT_SATISFIABLE},
 )
