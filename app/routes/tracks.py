@@ -49,6 +49,7 @@ TrackId = Annotated[
     int, BeforeValidator(_canonical_id), Path(ge=1, le=2**63 - 1, description="Track id.", examples=[3])
 ]
 _EMBED_CHUNK = 64  # clips per model call when the matcher does not say its batch size
+_HASH_CHUNK = 1 << 20
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -111,6 +112,24 @@ def _tags(data: bytes) -> dict[str, str]:
         if isinstance(value, str) and (text := clean_text(value)):
             out[name] = text
     return out
+
+
+async def _hash_upload(upload: UploadFile, field: str, limit_bytes: int) -> str:
+    """SHA-256 of an upload read in chunks (nothing kept); 413 over the limit, 400 when empty."""
+    digest = hashlib.sha256()
+    size = 0
+    await upload.seek(0)
+    while chunk := await upload.read(_HASH_CHUNK):
+        size += len(chunk)
+        if size > limit_bytes:
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE,
+                f"{field}: the upload exceeds the limit of {limit_bytes / 1e6:g} MB (PHOTOSCORE_MAX_UPLOAD_MB)",
+            )
+        digest.update(chunk)
+    if not size:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{field}: the uploaded file is empty")
+    return digest.hexdigest()
 
 
 def _find_track(session_factory: sessionmaker[Session], sha: str) -> Track | None:
@@ -187,8 +206,10 @@ async def add_track(
     # below opens a short session of its own.
     factory: sessionmaker[Session] = _state(request, "session_factory")
     gate: UploadGate = _state(request, "upload_gate")
-    data = await read_upload(audio, "audio", int(settings.max_upload_mb * 1e6))
-    sha = hashlib.sha256(data).hexdigest()
+    limit = int(settings.max_upload_mb * 1e6)
+    # Hashed from the spooled upload: only an upload holding a slot reads its bytes into memory,
+    # so waiting, refused and duplicate uploads cost no RAM for their bodies.
+    sha = await _hash_upload(audio, "audio", limit)
     existing = await run_in_threadpool(_find_track, factory, sha)
     if existing is not None:
         response.status_code = status.HTTP_200_OK
@@ -204,6 +225,8 @@ async def add_track(
 
     async def ingest() -> tuple[Track, bool]:
         async with gate.slot():
+            await audio.seek(0)
+            data = await read_upload(audio, "audio", limit)
             return await _ingest(data, sha, meta, settings, worker, live, store, factory)
 
     # Identical uploads in flight here share one decode and one outcome; across replicas the
