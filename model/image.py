@@ -117,10 +117,16 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if mode == "F":
         return _to_8bit(img, assume_16bit=False).convert("RGB")
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode in ("P", "L", "RGB") and "transparency" in img.info)
-    if has_alpha:
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
+    if has_alpha:  # composited on white band by band: three full-size RGBA copies cost 480 MB at 40 MP
+        width, height = img.size
+        out = Image.new("RGB", img.size)
+        rows = max(1, _BAND_PIXELS // width)
+        for y0 in range(0, height, rows):
+            box = (0, y0, width, min(height, y0 + rows))
+            band = img.crop(box).convert("RGBA")
+            white = Image.new("RGBA", band.size, (255, 255, 255, 255))
+            out.paste(Image.alpha_composite(white, band).convert("RGB"), box[:2])
+        return out
     # P, L, 1, CMYK (Adobe-inverted JPEGs are handled by Pillow), YCbCr, LAB, HSV.
     return img.convert("RGB")
 
