@@ -208,3 +208,18 @@ def test_compose_index_ray_profile() -> None:
         mounts = {v["target"]: v for v in svc["volumes"]}
         assert mounts["/music"]["read_only"] is True and mounts["/data/audio"]["source"] == "audio"
         assert svc["environment"]["RAY_USAGE_STATS_ENABLED"] == "0"
+
+
+def test_ray_options_are_checked_before_anything_runs(
+    library: Path, tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    common = ["--database-url", url, "--index-dir", tmp_path / "index", "--checkpoint", tiny_checkpoint]
+    code, _, err = index(capsys, library, "--ray-address", "127.0.0.1:1", *common)
+    assert code == 2 and "--ray-address and --ray-cpus need --engine ray" in err
+    code, _, err = index(capsys, library, "--engine", "ray", "--ray-cpus", "0", *common)
+    assert code == 2 and "--ray-cpus must be 1 or more" in err
+    # A cluster's nodes cannot write one machine's SQLite file: refused before joining.
+    code, _, err = index(capsys, library, "--engine", "ray", "--ray-address", "127.0.0.1:1", *common)
+    assert code == 2 and "PostgreSQL" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "index").exists()
