@@ -56,7 +56,9 @@ def ground_truth(embs: np.ndarray, queries: np.ndarray, k: int = 10, chunk: int 
     return best_i
 
 
-def build_one(n: int, workdir: Path, spec: SyntheticSpec, n_queries: int) -> dict[str, Any]:
+def build_one(
+    n: int, workdir: Path, spec: SyntheticSpec, n_queries: int, build_args: dict[str, Any] | None = None
+) -> dict[str, Any]:
     from app.vector_index import ClipIndex
 
     folder = workdir / f"ivfpq-{n}"
@@ -77,7 +79,9 @@ def build_one(n: int, workdir: Path, spec: SyntheticSpec, n_queries: int) -> dic
     ids = np.arange(1, n + 1, dtype=np.int64)
     anon0 = _status_kib("RssAnon")
     t = time.perf_counter()
-    index = ClipIndex.build(ids, embs, checkpoint_hash="bench", index_type="ivfpq", search_k=SERVICE_K)
+    index = ClipIndex.build(
+        ids, embs, checkpoint_hash="bench", index_type="ivfpq", search_k=SERVICE_K, **(build_args or {})
+    )
     build_s = time.perf_counter() - t
     anon_build = _status_kib("RssAnon") - anon0
     t = time.perf_counter()
@@ -156,17 +160,28 @@ def measure(folder: Path) -> dict[str, Any]:
     return out
 
 
-def run(workdir: Path, sizes: list[int], n_queries: int = 300) -> dict[str, Any]:
+def run(
+    workdir: Path,
+    sizes: list[int],
+    n_queries: int = 300,
+    build_args: dict[str, Any] | None = None,
+    keep_earlier: bool = False,
+) -> dict[str, Any]:
+    """Measure each size; ``keep_earlier`` keeps the other sizes' runs already in ivfpq.json."""
     spec = SyntheticSpec()
+    earlier = []
+    if keep_earlier and (workdir / "ivfpq.json").is_file():
+        earlier = [r for r in json.loads((workdir / "ivfpq.json").read_text())["runs"] if r["n_clips"] not in sizes]
     results = {
         "spec": spec.describe(),
         "machine": machine_info(),
         "load_start": os.getloadavg(),
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "runs": [],
+        "runs": earlier,
     }
     for n in sizes:
-        results["runs"].append(build_one(n, workdir, spec, n_queries))
+        results["runs"].append({**build_one(n, workdir, spec, n_queries, build_args), "build_args": build_args or {}})
+        results["runs"].sort(key=lambda r: r["n_clips"])
         save_json(workdir / "ivfpq.json", results)
         shutil.rmtree(workdir / f"ivfpq-{n}", ignore_errors=True)
     results["load_end"] = os.getloadavg()
@@ -178,7 +193,9 @@ def render(res: dict[str, Any]) -> list[str]:
     """The IVF-PQ section of docs/BENCHMARKS.md (also used by benchmarks.report)."""
     lines = [
         BEGIN,
-        "## IVF-PQ with exact re-scoring (issue 15): 10^6 and 10^7 clips",
+        "## IVF-PQ with exact re-scoring (issue 15): "
+        + " and ".join(f"{r['n_clips']:,}" for r in res["runs"])
+        + " clips",
         "",
         f"`.venv/bin/python -m benchmarks.bench_ivfpq` on {res['started']}; load average "
         f"{res['load_start'][0]:.1f} at the start, {res.get('load_end', [float('nan')])[0]:.1f} at the end "
@@ -187,7 +204,9 @@ def render(res: dict[str, Any]) -> list[str]:
         "`ClipIndex.search` as the service calls it: IVF-PQ proposes max(4 k, 256) candidates, which are "
         "re-scored exactly from the memory-mapped float32 store. RAM: anonymous RSS growth of a fresh "
         "process loading the saved index (the memory-mapped vector store is page cache, counted separately "
-        "as pages touched by the 1,200 searches).",
+        "as pages touched by the 1,200 searches). `nlist` is about sqrt(clips) unless the row says otherwise "
+        "(`build_args`: a smaller nlist and tuning sample at 10^7 to fit the run into the time available; "
+        "fewer lists cost more codes scanned per query).",
         "",
         "| clips | nlist / M / nprobe (tuned) | build s | FAISS file B/clip | RAM (anon) MiB | B/clip in RAM | "
         "vector store on disk GiB | recall@10, k=10 | recall@10, k=256 | p50 / p99 ms k=10 | p50 / p99 ms k=256 | "
@@ -237,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=ROOT / "var" / "benchmarks")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--nlist", type=int, help="inverted lists (default: about sqrt(clips))")
+    parser.add_argument("--recall-sample", type=int, help="stored vectors sampled to tune nprobe (default 200)")
+    parser.add_argument("--keep-earlier", action="store_true", help="keep other sizes' runs from ivfpq.json")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: the fresh process
     parser.add_argument("--render-only", action="store_true", help="re-write the section from <workdir>/ivfpq.json")
     args = parser.parse_args(argv)
@@ -246,7 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.render_only:
         res = json.loads((args.workdir / "ivfpq.json").read_text())
     else:
-        res = run(args.workdir, args.sizes, args.queries)
+        build_args = {
+            k: v for k, v in {"nlist": args.nlist, "recall_sample": args.recall_sample}.items() if v is not None
+        }
+        res = run(args.workdir, args.sizes, args.queries, build_args, args.keep_earlier)
     write_section(res, args.out)
     log(f"wrote the IVF-PQ section of {args.out}")
     return 0
