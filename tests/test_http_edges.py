@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from fixtures_service import API_KEY, photo_bytes, service_settings, spare_song
+from fixtures_service import API_KEY, photo_bytes, service_settings, spare_song, wav_bytes
 
 from app.main import create_app
 
@@ -99,3 +99,16 @@ def test_two_image_parts_are_refused(api: tuple[TestClient, dict]) -> None:
     ]
     r = client.post("/recommend", files=files)
     assert r.status_code == 422 and "2 parts named 'image'" in r.json()["detail"], r.text
+
+
+def test_invisible_title_counts_as_missing(api: tuple[TestClient, dict], tmp_path: Path) -> None:
+    """Only zero-width characters: the title falls back as if absent (tags, then the file name)."""
+    client, _ = api
+    data = wav_bytes(3.0, seed=7)
+    r = client.post(
+        "/tracks", files={"audio": ("Night Walk.wav", data, "audio/wav")},
+        data={"title": "\u200b\u200d\ufeff", "artist": "\u2066\u2069 Ann\u202e\x1b"}, headers=AUTH,
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    assert r.json()["title"] == "Night Walk" and r.json()["artist"] == "Ann"
+    assert client.delete(f"/tracks/{r.json()['id']}", headers=AUTH).status_code == 204
