@@ -44,6 +44,13 @@ SHELL_SCRIPTS = [
     REPO / "docker" / "entrypoint.sh",
     REPO / "docker" / "prestart.sh",
     REPO / ".ci" / "run",
+    REPO / "scripts" / "container_engine.sh",
+]
+# POSIX sh and the container test's stand-in entry points: shellcheck only.
+OTHER_SHELL_SCRIPTS = [
+    REPO / "docker" / "nginx-resolver.envsh",
+    REPO / "tests" / "containers" / "postgres-entrypoint.sh",
+    REPO / "tests" / "containers" / "nginx-entrypoint.sh",
 ]
 README = REPO / "README.md"
 WESNOTH_MUSIC = Path("/usr/share/games/wesnoth/1.16/data/core/music")
@@ -223,9 +230,14 @@ class TestCompose:
         assert "--proxy-headers" in api["command"]
         proxy = services["proxy"]
         assert [p["target"] for p in proxy["ports"]] == [8080]
-        conf_mount = next(v for v in proxy["volumes"] if v["target"].startswith("/etc/nginx"))
-        conf = Path(conf_mount["source"]).read_text()
-        assert "resolver 127.0.0.11" in conf and "http://api:8000" in conf and "listen 8080" in conf
+        mounts = {v["target"]: Path(v["source"]) for v in proxy["volumes"]}
+        # A template the image's entry point renders, with the engine's DNS as its resolver (a
+        # fixed 127.0.0.11 is Docker's only: podman's DNS is its network's gateway).
+        conf = mounts["/etc/nginx/templates/default.conf.template"].read_text()
+        assert "resolver ${PHOTOSCORE_RESOLVER} " in conf and "http://api:8000" in conf and "listen 8080" in conf
+        resolver = mounts["/docker-entrypoint.d/15-photoscore-resolver.envsh"]
+        assert resolver == REPO / "docker" / "nginx-resolver.envsh" and os.access(resolver, os.X_OK)
+        assert "export PHOTOSCORE_RESOLVER=" in resolver.read_text()
         assert not proxy["image"].endswith(":latest") and ":" in proxy["image"]
 
     def test_shared_volumes_and_indexer(self, compose_bin: str) -> None:
@@ -301,13 +313,26 @@ class TestDockerfiles:
         args = {rest.split("=", 1)[0]: rest.split("=", 1)[1] for word, rest in steps if word == "ARG" and "=" in rest}
         stages = [rest for word, rest in steps if word == "FROM"]
         assert len(stages) >= 2 and all(" AS " in s.upper() for s in stages), "multi-stage build"
+        names = {stage.split()[-1] for stage in stages}
         for stage in stages:
             image = stage.split()[0]
+            if image in names:
+                continue  # an earlier stage of this file
             image = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), image)
             assert re.search(r":[\w.-]+$", image) and not image.endswith(":latest"), f"unpinned base {image}"
         runs = [rest for word, rest in steps if word == "RUN"]
         install_runs = [r for r in runs if "scripts/install.sh" in r]
-        assert len(install_runs) >= 2, "both stages run scripts/install.sh, the script CI runs"
+        assert len(install_runs) >= 3, "every stage runs scripts/install.sh, the script CI runs"
+        # The dependencies install from pyproject.toml alone, before the source is copied in, and
+        # the runtime stage lays the project's own files over them (no second copy of the GBs).
+        first_copy_all = next(i for i, (word, rest) in enumerate(steps) if word == "COPY" and rest == ". .")
+        deps_run = next(i for i, (word, rest) in enumerate(steps) if word == "RUN" and "DEPS_ONLY=1" in rest)
+        assert deps_run < first_copy_all
+        copies = [rest for word, rest in steps if word == "COPY" and "--from" in rest]
+        assert copies == [
+            "--from=deps /opt/photoscore/venv /opt/photoscore/venv",
+            "--from=builder /opt/photoscore/project/ /",
+        ]
         users = [rest for word, rest in steps if word == "USER"]
         assert users and users[-1].split(":")[0] not in ("root", "0"), "runs as a non-root user"
         assert any(word == "HEALTHCHECK" and "healthcheck.py" in rest for word, rest in steps)
@@ -377,6 +402,20 @@ class TestScripts:
             pytest.skip("shellcheck not installed (scripts/install.sh installs it from Debian as root)")
         done = subprocess.run(
             [binary, "--severity=style", *map(str, SHELL_SCRIPTS)], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        done = subprocess.run(
+            [binary, "--severity=style", "--shell=sh", str(OTHER_SHELL_SCRIPTS[0])],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        done = subprocess.run(
+            [binary, "--severity=style", *map(str, OTHER_SHELL_SCRIPTS[1:])],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert done.returncode == 0, done.stdout + done.stderr
 
