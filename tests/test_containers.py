@@ -399,8 +399,12 @@ def test_ready_and_recommend_through_proxy(stack: Stack) -> None:
 
 def test_write_on_one_replica_reaches_the_other(stack: Stack) -> None:
     """POST /tracks through the proxy; the other replica answers with it within the sync
-    interval; DELETE through the proxy; gone from both."""
-    stack.compose("up", "-d", "--no-build", "--scale", "api=2", timeout=900)
+    interval; DELETE through the proxy; gone from both.
+
+    Scaling passes --no-recreate: on podman's API, Compose recreated every running container
+    with mounts (postgres, api, proxy) on a second `up` (a podman-API interaction; not checked on Docker).
+    """
+    stack.compose("up", "-d", "--no-build", "--no-recreate", "--scale", "api=2", timeout=900)
     replicas = stack.replicas()
     assert len(replicas) == 2
     _wait("both replicas healthy", lambda: all(stack.health(c) == "healthy" for c in replicas), timeout=600, every=3)
@@ -434,7 +438,7 @@ def test_write_on_one_replica_reaches_the_other(stack: Stack) -> None:
 def test_scale_up_kill_and_scale_down_under_traffic(stack: Stack) -> None:
     """3 replicas under traffic, one killed with SIGKILL, back to 1: the proxy routes around."""
     with Traffic(stack.base) as traffic:
-        stack.compose("up", "-d", "--no-build", "--scale", "api=3", timeout=900)
+        stack.compose("up", "-d", "--no-build", "--no-recreate", "--scale", "api=3", timeout=900)
         replicas = stack.replicas()
         assert len(replicas) == 3
         _wait("3 replicas healthy", lambda: all(stack.health(c) == "healthy" for c in replicas), timeout=600, every=3)
@@ -456,7 +460,7 @@ def test_scale_up_kill_and_scale_down_under_traffic(stack: Stack) -> None:
         restarts = stack.docker("inspect", "-f", "{{.RestartCount}}", victim).stdout.strip()
         _figure("killed replica healthy again after (s)", f"{window + back:.0f} (restarts: {restarts})")
         assert int(restarts) >= 1
-        stack.compose("up", "-d", "--no-build", "--scale", "api=1", timeout=900)
+        stack.compose("up", "-d", "--no-build", "--no-recreate", "--scale", "api=1", timeout=900)
         assert len(stack.replicas()) == 1
         time.sleep(15)
         end = time.monotonic()

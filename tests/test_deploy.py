@@ -2,9 +2,9 @@
 install/quickstart/test scripts through bash and shellcheck, the quickstart end to end, and a
 README whose configuration table is generated from `app.settings.Settings` (so it cannot drift).
 
-No Docker engine exists where CI runs, so nothing here builds an image or starts a container:
+Nothing here builds an image or starts a container (tests/test_containers.py does, on podman):
 `docker-compose config` parses, interpolates, merges and validates the files against the
-Compose specification without one.
+Compose specification without an engine.
 
 Regenerate the README's configuration table with:  python tests/test_deploy.py --write-readme
 """
