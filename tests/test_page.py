@@ -264,12 +264,13 @@ def test_keyboard_reaches_and_operates_the_controls(page, live_server, tmp_path)
     page.get_by_test_id("result-row").first.wait_for()
     page.get_by_test_id("n-input").focus()
     seen = []
-    for _ in range(6):
+    for _ in range(14):
         page.keyboard.press("Tab")
         seen.append(page.evaluate("document.activeElement.dataset.testid || ''"))
         if seen[-1] == "play-match":
             break
     assert "recommend-again" in seen and seen[-1] == "play-match", seen
+    assert {"mood-happier", "mood-more-energetic", "segment-input"} <= set(seen), seen  # steering by keyboard
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline == "solid"
 
@@ -412,3 +413,121 @@ CONTRAST_JS = r"""
   return bad;
 }
 """
+
+
+# ------------------------------------------------------------------ issue 13: steer, why, album
+def test_steering_control_reranks_towards_the_mood_and_shows_the_target(page, live_server, tmp_path):
+    data = recommend_via_picker(page, live_server, photo_file(tmp_path, "cold"))
+    assert data["target"] is None and page.get_by_test_id("plot-target-point").count() == 0
+    happier = page.get_by_test_id("mood-happier")
+    with page.expect_response(lambda r: "/recommend" in r.url) as info:
+        happier.click()
+    assert "mood=happier" in info.value.url
+    steered = info.value.json()
+    assert steered["shift"] == {"valence": 0.25, "arousal": 0.0}
+    assert happier.get_attribute("aria-pressed") == "true"
+    page.get_by_test_id("plot-target-point").wait_for()
+    label = page.get_by_test_id("plot-target-point").get_attribute("aria-label")
+    assert f"valence {steered['target']['valence']:.2f}" in label
+    # The opposite word releases the first: one request, only "sadder".
+    with page.expect_response(lambda r: "/recommend" in r.url) as info:
+        page.get_by_test_id("mood-sadder").click()
+    assert "mood=sadder" in info.value.url and "happier" not in info.value.url
+    assert happier.get_attribute("aria-pressed") == "false"
+    assert info.value.json()["shift"] == {"valence": -0.25, "arousal": 0.0}
+    # Combinable: sadder + calmer.
+    with page.expect_response(lambda r: "/recommend" in r.url) as info:
+        page.get_by_test_id("mood-calmer").click()
+    assert info.value.json()["shift"] == {"valence": -0.25, "arousal": -0.25}
+    rows = page.get_by_test_id("result-row")
+    rows.first.wait_for()
+    titles = [rows.nth(i).get_by_test_id("result-title").inner_text() for i in range(rows.count())]
+    assert titles == [r["track"]["title"] for r in info.value.json()["results"]]
+    shot(page, "steer-1280")
+    assert not page.console_errors, page.console_errors
+
+
+def test_why_line_segment_length_licence_fold_and_more_songs(page, live_server, tmp_path):
+    data = recommend_via_picker(page, live_server, photo_file(tmp_path, "warm"), n=2)
+    rows = page.get_by_test_id("result-row")
+    for i, result in enumerate(data["results"]):
+        why = result["why"]
+        line = rows.nth(i).get_by_test_id("result-why").inner_text()
+        assert line.startswith("Why:")
+        assert why["photo_words"] in line and why["song_words"] in line
+        assert f"{why['distance']:.2f} apart" in line
+        # the song's own point on the VA plane
+        point = page.locator(f'[data-testid="plot-song-point"][data-track-id="{result["track"]["id"]}"]')
+        assert f"valence {result['track']['valence']:.2f}" in point.get_attribute("aria-label")
+        # the licence is folded away until asked for
+        licence = rows.nth(i).get_by_test_id("result-license")
+        assert licence.evaluate("d => d.tagName") == "DETAILS" and licence.get_attribute("open") is None
+        assert not licence.get_by_text(result["track"]["license"]).is_visible()
+    rows.first.get_by_test_id("result-license").locator("summary").click()
+    assert rows.first.get_by_text(data["results"][0]["track"]["license"]).is_visible()
+
+    # Segment length: 10 s windows; the players are given that window.
+    with page.expect_response(lambda r: "/recommend" in r.url) as info:
+        page.get_by_test_id("segment-input").select_option("10")
+    assert "segment_seconds=10" in info.value.url
+    ten = info.value.json()
+    page.get_by_test_id("result-row").first.wait_for()
+    seg = ten["results"][0]["segment"]
+    assert 9.5 <= seg["end"] - seg["start"] <= 10.0
+    audio = page.get_by_test_id("result-audio").first
+    assert f"#t={seg['start']:.2f},{seg['end']:.2f}" in audio.get_attribute("src")
+    assert float(audio.get_attribute("data-segment-end")) == pytest.approx(seg["end"])
+
+    # "More songs": the next page of the same ranking, appended, nothing repeated.
+    assert ten["next_offset"] == 2
+    with page.expect_response(lambda r: "/recommend" in r.url) as info:
+        page.get_by_test_id("more-songs").click()
+    assert "offset=2" in info.value.url
+    more = info.value.json()["results"]
+    assert more
+    rows = page.get_by_test_id("result-row")
+    expect(rows).to_have_count(2 + len(more))
+    ids = [rows.nth(i).get_attribute("data-track-id") for i in range(rows.count())]
+    assert len(set(ids)) == len(ids)
+    assert page.get_by_test_id("plot-song-point").count() == len(ids)
+    assert not page.console_errors, page.console_errors
+
+
+def test_album_mode_builds_and_plays_a_playlist(page, live_server, tmp_path):
+    paths = [photo_file(tmp_path, kind, name=f"{i}-{kind}.jpg") for i, kind in enumerate(["warm", "cold", "green"])]
+    page.goto(live_server.url + "/")
+    page.get_by_test_id("nav-album").click()
+    page.get_by_test_id("album-input").set_input_files([str(p) for p in paths])
+    expect(page.get_by_test_id("album-photo")).to_have_count(3)
+    page.get_by_test_id("album-segment").select_option("4")
+    with page.expect_response(lambda r: "/playlist" in r.url) as info:
+        page.get_by_test_id("album-build").click()
+    assert info.value.status == 200, info.value.text()
+    body = info.value.json()
+    assert "segment_seconds=4" in info.value.url
+    entries = page.get_by_test_id("album-entry")
+    expect(entries).to_have_count(3)
+    assert [e["filename"] for e in body["entries"]] == [p.name for p in paths]
+    ids = [entries.nth(i).get_attribute("data-track-id") for i in range(3)]
+    assert ids == [str(e["track"]["id"]) for e in body["entries"]] and len(set(ids)) == 3
+    for i, e in enumerate(body["entries"]):
+        assert entries.nth(i).get_by_test_id("album-entry-title").inner_text() == e["track"]["title"]
+        assert e["why"]["photo_words"] in entries.nth(i).get_by_test_id("album-entry-why").inner_text()
+    # The arc on the VA plane: three numbered photos joined by a line, and their songs.
+    arc = page.get_by_test_id("arc-plane")
+    assert arc.get_by_test_id("arc-photo-point").count() == 3 and arc.get_by_test_id("arc-song-point").count() == 3
+    assert len(arc.get_by_test_id("arc-line").get_attribute("points").split()) == 3
+    assert "Photo 1 (0-warm.jpg)" in arc.get_by_test_id("arc-photo-point").first.get_attribute("aria-label")
+    # Play: the first song's window, then the sequence moves on to the second.
+    audio = page.get_by_test_id("album-audio")
+    page.get_by_test_id("album-play").click()
+    first = body["entries"][0]
+    assert audio.get_attribute("data-playing") == "0"
+    assert f"#t={first['segment']['start']:.2f},{first['segment']['end']:.2f}" in audio.get_attribute("src")
+    page.wait_for_function("a => a.dataset.playing === '1'", arg=audio.element_handle(), timeout=20_000)
+    second = body["entries"][1]
+    assert f"#t={second['segment']['start']:.2f}" in audio.get_attribute("src")
+    page.get_by_test_id("album-play").click()  # stop
+    assert audio.evaluate("a => a.paused")
+    shot(page, "album-1280")
+    assert not page.console_errors, page.console_errors

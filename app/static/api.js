@@ -119,10 +119,28 @@ export async function request(
   return withStatus ? { status: response.status, data } : data;
 }
 
-export function recommend(file, n, signal) {
+/** Query string of the options /recommend and /playlist share (moods repeat). */
+function optionParams({ moods = [], segmentSeconds, offset, n, seed } = {}) {
+  const params = new URLSearchParams();
+  if (n !== undefined) params.set("n", String(n));
+  if (offset) params.set("offset", String(offset));
+  if (segmentSeconds) params.set("segment_seconds", String(segmentSeconds));
+  if (seed !== undefined && seed !== null) params.set("seed", String(seed));
+  for (const mood of moods) params.append("mood", mood);
+  return params;
+}
+
+export function recommend(file, n, options = {}, signal) {
   const form = new FormData();
   form.append("image", file, file.name || "pasted-image.png");
-  return request(`recommend?n=${encodeURIComponent(n)}`, { method: "POST", body: form, signal });
+  return request(`recommend?${optionParams({ ...options, n })}`, { method: "POST", body: form, signal });
+}
+
+/** One song per photo, in order: POST /playlist with repeated `images` parts. */
+export function playlist(files, options = {}, signal) {
+  const form = new FormData();
+  for (const file of files) form.append("images", file, file.name || "photo.jpg");
+  return request(`playlist?${optionParams(options)}`, { method: "POST", body: form, signal });
 }
 
 export function listTracks({ q = "", offset = 0, limit = 20 } = {}, signal) {

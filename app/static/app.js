@@ -3,7 +3,7 @@
 
 import * as api from "./api.js";
 import * as fmt from "./format.js";
-import { renderPlot } from "./plot.js";
+import { renderArc, renderPlot } from "./plot.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
 
@@ -44,7 +44,7 @@ const isAbort = (err) => err && err.name === "AbortError";
 
 // ───────────────────────────── Views (hash routing) ─────────────────────────────
 
-const VIEWS = ["recommend", "library"];
+const VIEWS = ["recommend", "album", "library"];
 let libraryLoaded = false;
 
 function currentView() {
@@ -60,7 +60,7 @@ function showView(name, { focus = false } = {}) {
     if (link.dataset.viewLink === name) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  document.title = name === "library" ? "Library — PhotoScore" : "PhotoScore — songs for your photo";
+  document.title = { library: "Library — PhotoScore", album: "Album — PhotoScore" }[name] || "PhotoScore — songs for your photo";
   if (name === "library" && !libraryLoaded) {
     libraryLoaded = true;
     library.load();
@@ -99,8 +99,14 @@ const recommendView = (() => {
   const resultsMeta = $("#results-meta");
   const resultsEmpty = $("#results-empty");
   const introCard = $("#intro-card");
+  const segmentInput = $("#segment-input");
+  const moreButton = $("#more-songs");
+  const moodButtons = [...document.querySelectorAll("[data-mood]")];
+  const OPPOSITE = { happier: "sadder", sadder: "happier", calmer: "more energetic", "more energetic": "calmer" };
 
   let file = null;
+  let last = null; // the latest response: its image, target and where the next page starts
+  let shownCount = 0;
   let previewUrl = null;
   let controller = null;
   let plot = null;
@@ -128,6 +134,27 @@ const recommendView = (() => {
     noPreview.hidden = false;
   });
 
+  function moods() {
+    return moodButtons.filter((b) => b.getAttribute("aria-pressed") === "true").map((b) => b.dataset.mood);
+  }
+
+  for (const button of moodButtons) {
+    button.addEventListener("click", () => {
+      const on = button.getAttribute("aria-pressed") !== "true";
+      button.setAttribute("aria-pressed", String(on));
+      if (on) { // opposite words cannot both apply: pressing one releases the other
+        const other = moodButtons.find((b) => b.dataset.mood === OPPOSITE[button.dataset.mood]);
+        other?.setAttribute("aria-pressed", "false");
+      }
+      if (file) run();
+    });
+  }
+  segmentInput.addEventListener("change", () => { if (file) run(); });
+
+  function options(offset = 0) {
+    return { moods: moods(), segmentSeconds: Number(segmentInput.value) || 2, offset };
+  }
+
   function clearResults() {
     vaBox.hidden = true;
     moodLine.textContent = "";
@@ -138,6 +165,9 @@ const recommendView = (() => {
     resultsList.replaceChildren();
     resultsMeta.textContent = "";
     resultsEmpty.hidden = true;
+    moreButton.hidden = true;
+    last = null;
+    shownCount = 0;
   }
 
   /** Entry point for every way of giving a photo: picker, drop, paste. */
@@ -171,7 +201,7 @@ const recommendView = (() => {
     resultsCard.setAttribute("aria-busy", "true");
     document.body.classList.add("is-busy");
     try {
-      const data = await api.recommend(file, n, signal);
+      const data = await api.recommend(file, n, options(), signal);
       render(data);
       const count = data.results.length;
       statusLine.textContent = count
@@ -208,11 +238,44 @@ const recommendView = (() => {
       ` · ${Math.round(data.took_ms)} ms`;
     resultsEmpty.hidden = results.length > 0;
     resultsList.replaceChildren(...results.map((r, i) => resultRow(r, i + 1)));
+    last = data;
+    shownCount = results.length;
+    moreButton.hidden = data.next_offset === null || data.next_offset === undefined;
+    drawPlot();
+  }
 
+  /** "More songs": the next page of the same ranking, appended (never a song already shown). */
+  moreButton.addEventListener("click", async () => {
+    if (!file || !last || last.next_offset === null) return;
+    const n = readN() || 10;
+    moreButton.disabled = true;
+    statusLine.textContent = "Finding more songs…";
+    try {
+      const data = await api.recommend(file, n, options(last.next_offset));
+      const rows = data.results.map((r, i) => resultRow(r, shownCount + i + 1));
+      resultsList.append(...rows);
+      shownCount += rows.length;
+      last = { ...data, results: [...last.results, ...data.results] };
+      moreButton.hidden = data.next_offset === null || data.next_offset === undefined || !data.results.length;
+      statusLine.textContent = data.results.length
+        ? `Added ${data.results.length} more song${data.results.length === 1 ? "" : "s"}.`
+        : "No more songs for this photo.";
+      drawPlot();
+      rows[0]?.querySelector(".play-match, h3")?.focus?.();
+    } catch (err) {
+      statusLine.textContent = "";
+      showAlert(alertBox, errorText(err));
+    } finally {
+      moreButton.disabled = false;
+    }
+  });
+
+  function drawPlot() {
+    const { image, results, target } = last;
     plotCard.hidden = false;
     plot = renderPlot(
       plotBox,
-      { image, results, imageUrl: preview.hidden ? null : previewUrl, imageName: file?.name },
+      { image, results, target, imageUrl: preview.hidden ? null : previewUrl, imageName: file?.name },
       {
         onHover: (rank) => highlight(rank),
         onSelect: (rank) => {
@@ -232,7 +295,7 @@ const recommendView = (() => {
   }
 
   function resultRow(result, rank) {
-    const { track, score, segment } = result;
+    const { track, score, segment, why } = result;
     const start = Math.max(0, Number(segment?.start) || 0);
     const end = Number(segment?.end) || start;
     const label = fmt.trackLabel(track);
@@ -254,14 +317,18 @@ const recommendView = (() => {
         h("span", { class: "bar", "aria-hidden": "true" },
           h("span", { class: "bar-fill score-fill", style: `width:${Math.round(score * 100)}%` })))),
     h("p", { class: "segment small", "data-testid": "result-segment" },
-      `Best moment ${fmt.timestamp(start)}–${fmt.timestamp(end)}`,
+      `Best ${end - start > 2.5 ? `${Math.round(end - start)} s` : "moment"} ${fmt.timestamp(start)}–${fmt.timestamp(end)}`,
       Number.isFinite(track.valence) && Number.isFinite(track.arousal)
         ? ` · valence ${fmt.va(track.valence)}, arousal ${fmt.va(track.arousal)}`
-        : ""));
+        : ""),
+    why ? h("p", { class: "why small", "data-testid": "result-why" }, whyLine(why)) : null);
 
-    if (track.audio_url) row.append(player(track, start, label));
+    if (track.audio_url) row.append(player(track, start, label, end));
     else row.append(h("p", { class: "muted small" }, "No audio is stored for this song."));
-    if (track.license) row.append(h("p", { class: "license small" }, track.license));
+    if (track.license) {
+      row.append(h("details", { class: "license small", "data-testid": "result-license" },
+        h("summary", {}, "Licence"), h("p", {}, track.license)));
+    }
 
     row.addEventListener("mouseenter", () => highlight(rank));
     row.addEventListener("mouseleave", () => highlight(null));
@@ -272,14 +339,14 @@ const recommendView = (() => {
     return row;
   }
 
-  function player(track, start, label) {
+  function player(track, start, label, end) {
     const audio = h("audio", {
       controls: true,
       preload: "metadata",
       "data-testid": "result-audio",
       "aria-label": `${label}, starting at its best moment ${fmt.timestamp(start)}`,
     });
-    startAtSegment(audio, api.apiUrl(track.audio_url), start);
+    startAtSegment(audio, api.apiUrl(track.audio_url), start, end);
     const button = h("button", {
       type: "button",
       class: "button play-match",
@@ -322,7 +389,7 @@ const recommendView = (() => {
  * Start a player at the matched moment: a media fragment (`#t=start`) for browsers that honour
  * it, and an explicit seek once metadata is known (or on the first play, whichever comes first).
  */
-export function startAtSegment(audio, url, start) {
+export function startAtSegment(audio, url, start, end = null) {
   let positioned = false;
   const seek = () => {
     if (positioned) return;
@@ -338,7 +405,30 @@ export function startAtSegment(audio, url, start) {
       if (other !== audio && !other.paused) other.pause();
     }
   });
-  audio.src = start > 0 ? `${url}#t=${start.toFixed(2)}` : url;
+  // Stop at the end of the window (the fragment's end is only a hint to the browser).
+  if (end !== null && end > start) {
+    audio.dataset.segmentEnd = String(end);
+    audio.addEventListener("timeupdate", () => {
+      if (!audio.paused && audio.currentTime >= end) {
+        audio.pause();
+        audio.currentTime = start;
+      }
+    });
+  }
+  const fragment = end !== null && end > start ? `#t=${start.toFixed(2)},${end.toFixed(2)}`
+    : start > 0 ? `#t=${start.toFixed(2)}` : "";
+  audio.src = `${url}${fragment}`;
+}
+
+/** One plain line saying why a song fits: both moods in words and numbers, and the distance. */
+export function whyLine(why) {
+  const parts = [`Photo: ${why.photo_words} (${fmt.va(why.photo.valence)}, ${fmt.va(why.photo.arousal)})`];
+  if (why.song) {
+    parts.push(`song: ${why.song_words} (${fmt.va(why.song.valence)}, ${fmt.va(why.song.arousal)}), ${fmt.va(why.distance)} apart`);
+  }
+  if (why.segment) parts.push(`this part: ${why.segment_words}`);
+  if (why.target) parts.push(`steered towards (${fmt.va(why.target.valence)}, ${fmt.va(why.target.arousal)})`);
+  return `Why: ${parts.join(" · ")}`;
 }
 
 // Picker, drop and paste all land in useFile().
@@ -369,15 +459,17 @@ document.addEventListener("dragleave", () => {
 document.addEventListener("dragover", (e) => {
   if (!hasFiles(e)) return;
   e.preventDefault(); // stop the browser from opening the file instead
-  e.dataTransfer.dropEffect = recommendView.active() ? "copy" : "none";
+  e.dataTransfer.dropEffect = recommendView.active() || albumActive() ? "copy" : "none";
 });
+const albumActive = () => !$("#album").hidden;
 document.addEventListener("drop", (e) => {
   if (!hasFiles(e)) return;
   e.preventDefault();
   dragDepth = 0;
   recommendView.dropzone.classList.remove("is-dragging");
-  if (!recommendView.active()) return;
   const files = [...e.dataTransfer.files];
+  if (albumActive()) albumView.setFiles(files);
+  if (!recommendView.active()) return;
   recommendView.useFile(files.find((f) => f.type.startsWith("image/")) || files[0]);
 });
 
@@ -392,6 +484,151 @@ document.addEventListener("paste", (e) => {
   const ext = (blob.type.split("/")[1] || "png").replace("jpeg", "jpg");
   recommendView.useFile(new File([blob], `pasted-image.${ext}`, { type: blob.type }));
 });
+
+// ───────────────────────────── Album view ─────────────────────────────
+
+const albumView = (() => {
+  const input = $("#album-input");
+  const dropzone = $("#album-dropzone");
+  const photoList = $("#album-photos");
+  const segment = $("#album-segment");
+  const build = $("#album-build");
+  const alertBox = $("#album-error");
+  const statusLine = $("#album-status");
+  const plotCard = $("#album-plot-card");
+  const plotBox = $("#album-plot");
+  const resultCard = $("#album-result");
+  const meta = $("#album-meta");
+  const sequence = $("#album-sequence");
+  const playButton = $("#album-play");
+  const audio = $("#album-audio");
+  const MAX = 50;
+  let files = [];
+  let urls = [];
+  let entries = [];
+  let playing = -1;
+
+  function setFiles(list) {
+    const images = list.filter((f) => !f.type || f.type.startsWith("image/"));
+    for (const url of urls) URL.revokeObjectURL(url);
+    files = images.slice(0, MAX);
+    urls = files.map((f) => URL.createObjectURL(f));
+    photoList.replaceChildren(...files.map((f, i) => h("li", { class: "album-photo", "data-testid": "album-photo" },
+      h("img", { src: urls[i], alt: `Photo ${i + 1}: ${f.name}` }), h("span", { class: "small" }, `${i + 1}. ${f.name}`))));
+    build.disabled = files.length < 2;
+    showAlert(alertBox, "");
+    const skipped = list.length - files.length;
+    statusLine.textContent = files.length < 2
+      ? "Choose at least two photos."
+      : `${files.length} photos ready${skipped ? ` (${skipped} skipped: not images or over ${MAX})` : ""}.`;
+  }
+
+  async function run() {
+    if (files.length < 2) {
+      showAlert(alertBox, "Choose at least two photos for an album.");
+      return;
+    }
+    stop();
+    build.disabled = true;
+    showAlert(alertBox, "");
+    statusLine.textContent = `Reading ${files.length} photos and choosing a song for each…`;
+    try {
+      const data = await api.playlist(files, { segmentSeconds: Number(segment.value) || 6 });
+      entries = data.entries;
+      render(data);
+      statusLine.textContent = `Playlist of ${entries.length} songs, ${fmt.duration(data.total_duration)} in all.`;
+    } catch (err) {
+      statusLine.textContent = "";
+      showAlert(alertBox, errorText(err));
+    } finally {
+      build.disabled = files.length < 2;
+    }
+  }
+
+  function render(data) {
+    plotCard.hidden = false;
+    renderArc(plotBox, data.entries);
+    resultCard.hidden = false;
+    meta.textContent = `${data.entries.length} songs · ${fmt.duration(data.total_duration)} · model ${data.model_version}`;
+    sequence.replaceChildren(...data.entries.map((e, i) => h("li", {
+      class: "result album-entry", "data-testid": "album-entry", dataset: { index: String(i), trackId: String(e.track.id) },
+    },
+    h("div", { class: "result-head" },
+      urls[e.index] ? h("img", { class: "album-thumb", src: urls[e.index], alt: "" }) : null,
+      h("div", { class: "result-title" },
+        h("h3", { "data-testid": "album-entry-title" }, e.track.title || `Track ${e.track.id}`),
+        h("p", { class: "artist small" }, `Photo ${i + 1}${e.filename ? ` (${e.filename})` : ""} · ` +
+          `${fmt.timestamp(e.segment.start)}–${fmt.timestamp(e.segment.end)} · ${fmt.percent(e.score)} match`))),
+    h("p", { class: "why small", "data-testid": "album-entry-why" }, whyLine(e.why)))));
+  }
+
+  function stop() {
+    playing = -1;
+    audio.pause();
+    for (const row of sequence.children) row.classList.remove("is-playing");
+    playButton.textContent = "▶ Play the album";
+  }
+
+  function playAt(i) {
+    if (i >= entries.length) {
+      stop();
+      statusLine.textContent = "The album has finished.";
+      return;
+    }
+    const e = entries[i];
+    playing = i;
+    for (const row of sequence.children) row.classList.toggle("is-playing", Number(row.dataset.index) === i);
+    audio.dataset.playing = String(i);
+    if (!e.track.audio_url) {
+      playAt(i + 1);
+      return;
+    }
+    audio.src = `${api.apiUrl(e.track.audio_url)}#t=${e.segment.start.toFixed(2)},${e.segment.end.toFixed(2)}`;
+    audio.addEventListener("loadedmetadata", () => { audio.currentTime = e.segment.start; }, { once: true });
+    statusLine.textContent = `Playing ${i + 1} of ${entries.length}: ${fmt.trackLabel(e.track)}`;
+    audio.play().catch((err) => {
+      if (!isAbort(err)) showAlert(alertBox, `Could not play “${fmt.trackLabel(e.track)}”: ${err.message}`);
+    });
+  }
+
+  audio.addEventListener("timeupdate", () => {
+    if (playing < 0) return;
+    const e = entries[playing];
+    if (audio.currentTime >= e.segment.end - 0.05) playAt(playing + 1);
+  });
+  audio.addEventListener("pause", () => {
+    // the fragment's end pauses the element: move on to the next photo's song
+    if (playing >= 0 && audio.currentTime >= entries[playing].segment.end - 0.25) playAt(playing + 1);
+  });
+  playButton.addEventListener("click", () => {
+    if (playing >= 0) {
+      stop();
+      return;
+    }
+    playButton.textContent = "■ Stop";
+    playAt(0);
+  });
+
+  input.addEventListener("change", () => {
+    setFiles([...(input.files || [])]);
+    input.value = "";
+  });
+  $("#album-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    run();
+  });
+  dropzone.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    e.stopPropagation();
+    e.dataTransfer.dropEffect = "copy";
+  });
+  dropzone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    e.stopPropagation();
+    setFiles([...e.dataTransfer.files]);
+  });
+  return { setFiles, run };
+})();
 
 // ───────────────────────────── Library view ─────────────────────────────
 

@@ -35,7 +35,7 @@ let uid = 0;
  * image: {valence, arousal}; results: API results (rank = index + 1); imageUrl: preview or null.
  * Returns {highlight(rank|null)}; onHover(rank|null) and onSelect(rank) report pointer use.
  */
-export function renderPlot(container, { image, results, imageUrl, imageName }, { onHover, onSelect } = {}) {
+export function renderPlot(container, { image, results, imageUrl, imageName, target }, { onHover, onSelect } = {}) {
   const id = `va${++uid}`;
   const plotted = results
     .map((r, i) => ({ ...r, rank: i + 1 }))
@@ -56,46 +56,7 @@ export function renderPlot(container, { image, results, imageUrl, imageName }, {
     `${plotted.length} recommended song${plotted.length === 1 ? "" : "s"} plotted by their own valence and arousal.`;
   svg.append(el("desc", { id: descId }, summary));
 
-  // Quadrants, tinted so the four moods read at a glance.
-  const cx = x(0.5);
-  const cy = y(0.5);
-  const quads = [
-    { x: M.left, y: M.top, cls: "q-tense", label: fmt.QUADRANTS.tense, tx: M.left + 6, ty: M.top + 16, anchor: "start" },
-    { x: cx, y: M.top, cls: "q-excited", label: fmt.QUADRANTS.excited, tx: M.left + PW - 6, ty: M.top + 16, anchor: "end" },
-    { x: M.left, y: cy, cls: "q-sad", label: fmt.QUADRANTS.sad, tx: M.left + 6, ty: M.top + PH - 8, anchor: "start" },
-    { x: cx, y: cy, cls: "q-calm", label: fmt.QUADRANTS.calm, tx: M.left + PW - 6, ty: M.top + PH - 8, anchor: "end" },
-  ];
-  const back = el("g", { class: "quadrants", "aria-hidden": "true" });
-  for (const q of quads) {
-    back.append(el("rect", { x: q.x, y: q.y, width: PW / 2, height: PH / 2, class: `quad ${q.cls}` }));
-  }
-  for (const q of quads) {
-    back.append(el("text", { x: q.tx, y: q.ty, "text-anchor": q.anchor, class: "quad-label", "data-testid": "quadrant-label" }, q.label));
-  }
-  svg.append(back);
-
-  // Axes, ticks and their labels.
-  const axes = el("g", { class: "axes", "aria-hidden": "true" });
-  axes.append(
-    el("rect", { x: M.left, y: M.top, width: PW, height: PH, class: "frame" }),
-    el("line", { x1: cx, y1: M.top, x2: cx, y2: M.top + PH, class: "midline" }),
-    el("line", { x1: M.left, y1: cy, x2: M.left + PW, y2: cy, class: "midline" }),
-  );
-  for (const t of [0, 0.5, 1]) {
-    axes.append(
-      el("text", { x: x(t), y: M.top + PH + 15, "text-anchor": "middle", class: "tick" }, String(t)),
-      el("text", { x: M.left - 6, y: y(t) + 4, "text-anchor": "end", class: "tick" }, String(t)),
-    );
-  }
-  axes.append(
-    el("text", { x: M.left + PW / 2, y: H - 8, "text-anchor": "middle", class: "axis-label", "data-testid": "axis-valence" },
-      "valence: unpleasant → pleasant"),
-    el("text", {
-      x: 0, y: 0, "text-anchor": "middle", class: "axis-label", "data-testid": "axis-arousal",
-      transform: `translate(14 ${M.top + PH / 2}) rotate(-90)`,
-    }, "arousal: calm → excited"),
-  );
-  svg.append(axes);
+  drawFrame(svg);
 
   // Links from the photo to each song: the shorter, the closer the mood.
   const links = el("g", { class: "links", "aria-hidden": "true" });
@@ -170,6 +131,18 @@ export function renderPlot(container, { image, results, imageUrl, imageName }, {
   photo.append(el("circle", { r: 17, class: "image-ring" }), el("circle", { r: 20, class: "image-halo" }));
   svg.append(photo);
 
+  // The steered target (photo + shift), when the mood was steered: a cross joined to the photo.
+  if (target && Number.isFinite(target.valence) && Number.isFinite(target.arousal)) {
+    const tx = x(target.valence);
+    const ty = y(target.arousal);
+    const label = `Mood target: valence ${fmt.va(target.valence)}, arousal ${fmt.va(target.arousal)}`;
+    svg.insertBefore(el("line", { x1: ix, y1: iy, x2: tx, y2: ty, class: "target-link", "aria-hidden": "true" }), songs);
+    svg.append(el("g", {
+      class: "target-point", role: "img", "aria-label": label, "data-testid": "plot-target-point",
+      transform: `translate(${tx.toFixed(1)} ${ty.toFixed(1)})`,
+    }, el("title", {}, label), el("path", { d: "M-7 -7L7 7M-7 7L7 -7", class: "target-cross" })));
+  }
+
   container.replaceChildren(svg);
 
   let current = null;
@@ -189,6 +162,51 @@ export function renderPlot(container, { image, results, imageUrl, imageName }, {
       }
     },
   };
+}
+
+
+/** Quadrants (tinted, labelled), frame, mid-lines, ticks and axis labels. */
+function drawFrame(svg) {
+  // Quadrants, tinted so the four moods read at a glance.
+  const cx = x(0.5);
+  const cy = y(0.5);
+  const quads = [
+    { x: M.left, y: M.top, cls: "q-tense", label: fmt.QUADRANTS.tense, tx: M.left + 6, ty: M.top + 16, anchor: "start" },
+    { x: cx, y: M.top, cls: "q-excited", label: fmt.QUADRANTS.excited, tx: M.left + PW - 6, ty: M.top + 16, anchor: "end" },
+    { x: M.left, y: cy, cls: "q-sad", label: fmt.QUADRANTS.sad, tx: M.left + 6, ty: M.top + PH - 8, anchor: "start" },
+    { x: cx, y: cy, cls: "q-calm", label: fmt.QUADRANTS.calm, tx: M.left + PW - 6, ty: M.top + PH - 8, anchor: "end" },
+  ];
+  const back = el("g", { class: "quadrants", "aria-hidden": "true" });
+  for (const q of quads) {
+    back.append(el("rect", { x: q.x, y: q.y, width: PW / 2, height: PH / 2, class: `quad ${q.cls}` }));
+  }
+  for (const q of quads) {
+    back.append(el("text", { x: q.tx, y: q.ty, "text-anchor": q.anchor, class: "quad-label", "data-testid": "quadrant-label" }, q.label));
+  }
+  svg.append(back);
+
+  // Axes, ticks and their labels.
+  const axes = el("g", { class: "axes", "aria-hidden": "true" });
+  axes.append(
+    el("rect", { x: M.left, y: M.top, width: PW, height: PH, class: "frame" }),
+    el("line", { x1: cx, y1: M.top, x2: cx, y2: M.top + PH, class: "midline" }),
+    el("line", { x1: M.left, y1: cy, x2: M.left + PW, y2: cy, class: "midline" }),
+  );
+  for (const t of [0, 0.5, 1]) {
+    axes.append(
+      el("text", { x: x(t), y: M.top + PH + 15, "text-anchor": "middle", class: "tick" }, String(t)),
+      el("text", { x: M.left - 6, y: y(t) + 4, "text-anchor": "end", class: "tick" }, String(t)),
+    );
+  }
+  axes.append(
+    el("text", { x: M.left + PW / 2, y: H - 8, "text-anchor": "middle", class: "axis-label", "data-testid": "axis-valence" },
+      "valence: unpleasant → pleasant"),
+    el("text", {
+      x: 0, y: 0, "text-anchor": "middle", class: "axis-label", "data-testid": "axis-arousal",
+      transform: `translate(14 ${M.top + PH / 2}) rotate(-90)`,
+    }, "arousal: calm → excited"),
+  );
+  svg.append(axes);
 }
 
 const SONG_R = 11;
@@ -223,4 +241,45 @@ function placeMarkers(targets, photo) {
     taken.push([spot[0], spot[1], SONG_R]);
     return spot;
   });
+}
+
+/**
+ * The album's arc: photos in order (numbered rings joined by a line) and each photo's song
+ * (a small square joined to its photo). entries: /playlist entries.
+ */
+export function renderArc(container, entries) {
+  const svg = el("svg", {
+    viewBox: `0 0 ${W} ${H}`, class: "va-plane", role: "group",
+    "aria-label": `Mood arc of ${entries.length} photos and their songs`, "data-testid": "arc-plane",
+  });
+  drawFrame(svg);
+  const pts = entries.map((e) => [x(e.image.valence), y(e.image.arousal)]);
+  svg.append(el("polyline", {
+    points: pts.map(([px, py]) => `${px.toFixed(1)},${py.toFixed(1)}`).join(" "),
+    class: "arc-line", "data-testid": "arc-line", "aria-hidden": "true",
+  }));
+  entries.forEach((e, i) => {
+    const song = e.why?.song;
+    if (song) {
+      const sx = x(song.valence);
+      const sy = y(song.arousal);
+      const label = `Song ${i + 1}: ${fmt.trackLabel(e.track)}, valence ${fmt.va(song.valence)}, arousal ${fmt.va(song.arousal)}`;
+      svg.append(
+        el("line", { x1: pts[i][0], y1: pts[i][1], x2: sx, y2: sy, class: "link", "aria-hidden": "true" }),
+        el("g", {
+          class: "arc-song", role: "img", "aria-label": label, "data-testid": "arc-song-point",
+          transform: `translate(${sx.toFixed(1)} ${sy.toFixed(1)})`,
+        }, el("title", {}, label), el("rect", { x: -5, y: -5, width: 10, height: 10, class: "song-dot" })),
+      );
+    }
+  });
+  entries.forEach((e, i) => {
+    const label = `Photo ${i + 1}${e.filename ? ` (${e.filename})` : ""}: valence ${fmt.va(e.image.valence)}, arousal ${fmt.va(e.image.arousal)}`;
+    svg.append(el("g", {
+      class: "arc-photo", role: "img", "aria-label": label, "data-testid": "arc-photo-point",
+      transform: `translate(${pts[i][0].toFixed(1)} ${pts[i][1].toFixed(1)})`,
+    }, el("title", {}, label), el("circle", { r: 10, class: "image-ring" }),
+    el("text", { y: 4, "text-anchor": "middle", class: "song-rank", "aria-hidden": "true" }, String(i + 1))));
+  });
+  container.replaceChildren(svg);
 }
