@@ -83,7 +83,11 @@ def _started(group: list[Server], log: Path, env: dict[str, str]) -> tuple[Serve
 def _served_track_ids(url: str, database_url: str | None = None) -> set[int]:
     """Track ids a photo gets from the server (n=100 covers the catalogue); with
     ``database_url``, every returned segment must be one of that track's clips in the DB."""
-    r = httpx.post(f"{url}/recommend?n=100", files={"image": ("p.jpg", photo_bytes(), "image/jpeg")}, timeout=60)
+    r = httpx.post(
+        f"{url}/recommend?n=100&max_per_artist=0&dedupe=false",
+        files={"image": ("p.jpg", photo_bytes(), "image/jpeg")},
+        timeout=60,
+    )
     assert r.status_code == 200, r.text
     results = r.json()["results"]
     if database_url is not None:
