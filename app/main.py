@@ -280,6 +280,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dim=matcher.dim,
         index_dir=settings.resolved_index_dir,
         exact_threshold=settings.exact_index_threshold,
+        compressed_threshold=settings.compressed_index_threshold,
     )
     await run_in_threadpool(live.load)
     state.live_index = live

@@ -57,7 +57,7 @@ from app.ranking import (
     steer_gain,
     target_of,
 )
-from app.vector_index import ClipIndex, IndexMismatchError
+from app.vector_index import DEFAULT_COMPRESSED_THRESHOLD, ClipIndex, IndexMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +219,7 @@ class LiveIndex:
         dim: int,
         index_dir: Path | None = None,
         exact_threshold: int = 200_000,
+        compressed_threshold: int = DEFAULT_COMPRESSED_THRESHOLD,
         overlap: int = 1000,
         full_resync_seconds: float = 300.0,
         on_applied: Callable[[int], None] | None = None,
@@ -228,6 +229,7 @@ class LiveIndex:
         self.dim = dim
         self.index_dir = index_dir
         self.exact_threshold = exact_threshold
+        self.compressed_threshold = compressed_threshold
         self.overlap = overlap
         self.full_resync_seconds = full_resync_seconds
         self.on_applied = on_applied
@@ -332,6 +334,7 @@ class LiveIndex:
             embs,
             checkpoint_hash=self.checkpoint_hash,
             exact_threshold=self.exact_threshold,
+            compressed_threshold=self.compressed_threshold,
             dim=self.dim,
         )
         return index, table
