@@ -359,10 +359,10 @@ def embed_photos(matcher: Matcher, photos: Sequence[Photo], settings: Settings) 
 
 
 def service_ranking(live: LiveIndex, matcher: Matcher, emb: np.ndarray, settings: Settings, k: int = K) -> list[int]:
-    """Track ids the service answers ``POST /recommend?n=k`` with (same call, same spare, same cut)."""
-    from app.routes.recommend import _SPARE
+    """Track ids of the service's plain ranking for ``n=k`` (same call, same spare, same cut; variety off)."""
+    from app.search import SPARE
 
-    return [h.track_id for h in live.recommend(matcher, emb, k + _SPARE, settings.search_k)][:k]
+    return [h.track_id for h in live.recommend(matcher, emb, k + SPARE, settings.search_k)][:k]
 
 
 def rank_by_va(query_va: np.ndarray, item_va: np.ndarray, k: int = K) -> list[int]:
