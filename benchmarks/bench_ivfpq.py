@@ -1,4 +1,4 @@
-"""IVF-PQ with exact re-scoring at 10^6 and 10^7 synthetic clips (issue 15).
+"""IVF-PQ with exact re-scoring at 10^6 and 10^7 synthetic clips, beside exact and HNSW (issue 15).
 
 ``.venv/bin/python -m benchmarks.bench_ivfpq [--sizes 1000000 10000000]`` writes
 ``<workdir>/ivfpq.json`` and the marked IVF-PQ section of ``docs/BENCHMARKS.md``; ``python -m
@@ -8,7 +8,8 @@ takes tens of minutes and 10 GB of disk).
 Per size: synthetic embeddings (``SyntheticSpec``, as in the search section) are written to a
 disk-backed memmap in chunks; exact top-10 ground truth for fresh queries is computed in
 chunks; ``ClipIndex.build(index_type="ivfpq")`` trains, adds, tunes ``nprobe`` and is saved;
-then a fresh process loads the saved index and measures its resident memory (anonymous RSS,
+at ``--compare-at`` clips (default 10^6) exact and HNSW indexes are built from the same embeddings;
+for each, a fresh process loads the saved index and measures its resident memory (anonymous RSS,
 i.e. not the memory-mapped vector store, and the page cache it touched separately) and the
 search latency and recall of ``ClipIndex.search`` at k=10 and at the service's K=256.
 """
@@ -32,6 +33,17 @@ from benchmarks.common import ROOT, SyntheticSpec, log, machine_info, save_json,
 SERVICE_K = 256
 BEGIN = "<!-- ivfpq-benchmark:begin (benchmarks/bench_ivfpq.py writes this section) -->"
 END = "<!-- ivfpq-benchmark:end -->"
+TYPE_ORDER = ("flat", "hnsw", "ivfpq")
+TYPE_NAMES = {"flat": "exact (IndexFlatIP)", "hnsw": "HNSW (IndexHNSWFlat)", "ivfpq": "IVF-PQ + exact re-scoring"}
+
+
+def _params(run: dict[str, Any]) -> str:
+    p, kind = run["params"], run.get("index_type", "ivfpq")
+    if kind == "ivfpq":
+        return f"nlist {p['nlist']}, M {p['M']} B, nprobe {p['nprobe']} (tuned)"
+    if kind == "hnsw":
+        return f"M {p.get('M')}, efConstruction {p.get('efConstruction')}, efSearch {p.get('efSearch')} (tuned)"
+    return "-"
 
 
 def _status_kib(field: str) -> int:
@@ -57,8 +69,14 @@ def ground_truth(embs: np.ndarray, queries: np.ndarray, k: int = 10, chunk: int 
 
 
 def build_one(
-    n: int, workdir: Path, spec: SyntheticSpec, n_queries: int, build_args: dict[str, Any] | None = None
-) -> dict[str, Any]:
+    n: int,
+    workdir: Path,
+    spec: SyntheticSpec,
+    n_queries: int,
+    build_args: dict[str, Any] | None = None,
+    index_types: tuple[str, ...] = ("ivfpq",),
+) -> list[dict[str, Any]]:
+    """One size: the same embeddings, queries and ground truth for each of ``index_types``."""
     from app.vector_index import ClipIndex
 
     folder = workdir / f"ivfpq-{n}"
@@ -77,47 +95,55 @@ def build_one(
     np.save(folder / "truth.npy", truth)
     log(f"ivfpq {n:,}: generated in {gen_s:.0f} s, ground truth in {truth_s:.0f} s")
     ids = np.arange(1, n + 1, dtype=np.int64)
-    anon0 = _status_kib("RssAnon")
-    t = time.perf_counter()
-    index = ClipIndex.build(
-        ids, embs, checkpoint_hash="bench", index_type="ivfpq", search_k=SERVICE_K, **(build_args or {})
-    )
-    build_s = time.perf_counter() - t
-    anon_build = _status_kib("RssAnon") - anon0
-    t = time.perf_counter()
-    index.save(folder / "index")
-    save_s = time.perf_counter() - t
-    meta = index.meta
-    log(f"ivfpq {n:,}: built in {build_s:.0f} s (+{anon_build / 1024:.0f} MiB anon), saved in {save_s:.0f} s")
-    del index
-    (folder / "embeddings.npy").unlink()  # the index's own vector store holds the same floats
-    measured = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "benchmarks.bench_ivfpq", "--measure", str(folder)],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
+    runs = []
+    for index_type in index_types:
+        args = (build_args or {}) if index_type == "ivfpq" else {}
+        anon0 = _status_kib("RssAnon")
+        t = time.perf_counter()
+        index = ClipIndex.build(ids, embs, checkpoint_hash="bench", index_type=index_type, search_k=SERVICE_K, **args)
+        build_s = time.perf_counter() - t
+        anon_build = _status_kib("RssAnon") - anon0
+        t = time.perf_counter()
+        shutil.rmtree(folder / "index", ignore_errors=True)
+        index.save(folder / "index")
+        save_s = time.perf_counter() - t
+        meta = index.meta
+        mib = anon_build / 1024
+        log(f"{index_type} {n:,}: built in {build_s:.0f} s (+{mib:.0f} MiB anon), saved in {save_s:.0f} s")
+        del index
+        measured = json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "benchmarks.bench_ivfpq", "--measure", str(folder)],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
         )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    files = {p.name: p.stat().st_size for p in (folder / "index").iterdir()}
-    faiss_bytes = files[meta.file]
-    return {
-        "n_clips": n,
-        "params": meta.params,
-        "build_recall_at_10": meta.recall_at_10,
-        "generate_s": gen_s,
-        "ground_truth_s": truth_s,
-        "build_s": build_s,
-        "build_anon_mib": anon_build / 1024,
-        "save_s": save_s,
-        "faiss_file_bytes": faiss_bytes,
-        "faiss_bytes_per_clip": faiss_bytes / n,
-        "vector_store_bytes": files[meta.vectors_file] + files[meta.vector_ids_file],
-        **measured,
-    }
+        files = {p.name: p.stat().st_size for p in (folder / "index").iterdir()}
+        faiss_bytes = files[meta.file]
+        store = files[meta.vectors_file] + files[meta.vector_ids_file] if meta.vectors_file else 0
+        runs.append(
+            {
+                "n_clips": n,
+                "index_type": index_type,
+                "params": meta.params,
+                "build_args": args,
+                "build_recall_at_10": meta.recall_at_10,
+                "generate_s": gen_s,
+                "ground_truth_s": truth_s,
+                "build_s": build_s,
+                "build_anon_mib": anon_build / 1024,
+                "save_s": save_s,
+                "faiss_file_bytes": faiss_bytes,
+                "faiss_bytes_per_clip": faiss_bytes / n,
+                "vector_store_bytes": store,
+                **measured,
+            }
+        )
+    return runs
 
 
 def measure(folder: Path) -> dict[str, Any]:
@@ -166,8 +192,10 @@ def run(
     n_queries: int = 300,
     build_args: dict[str, Any] | None = None,
     keep_earlier: bool = False,
+    compare_at: int | None = 1_000_000,
 ) -> dict[str, Any]:
-    """Measure each size; ``keep_earlier`` keeps the other sizes' runs already in ivfpq.json."""
+    """Measure each size; at ``compare_at`` clips exact and HNSW too, on the same embeddings and
+    queries. ``keep_earlier`` keeps the other sizes' runs already in ivfpq.json."""
     spec = SyntheticSpec()
     earlier = []
     if keep_earlier and (workdir / "ivfpq.json").is_file():
@@ -180,8 +208,9 @@ def run(
         "runs": earlier,
     }
     for n in sizes:
-        results["runs"].append({**build_one(n, workdir, spec, n_queries, build_args), "build_args": build_args or {}})
-        results["runs"].sort(key=lambda r: r["n_clips"])
+        types = ("flat", "hnsw", "ivfpq") if n == compare_at else ("ivfpq",)
+        results["runs"].extend(build_one(n, workdir, spec, n_queries, build_args, types))
+        results["runs"].sort(key=lambda r: (r["n_clips"], TYPE_ORDER.index(r.get("index_type", "ivfpq"))))
         save_json(workdir / "ivfpq.json", results)
         shutil.rmtree(workdir / f"ivfpq-{n}", ignore_errors=True)
     results["load_end"] = os.getloadavg()
@@ -194,46 +223,38 @@ def render(res: dict[str, Any]) -> list[str]:
     lines = [
         BEGIN,
         "## IVF-PQ with exact re-scoring (issue 15): "
-        + " and ".join(f"{r['n_clips']:,}" for r in res["runs"])
-        + " clips",
+        + " and ".join(f"{n:,}" for n in sorted({r["n_clips"] for r in res["runs"]}))
+        + " clips, beside exact and HNSW",
         "",
         f"`.venv/bin/python -m benchmarks.bench_ivfpq` on {res['started']}; load average "
         f"{res['load_start'][0]:.1f} at the start, {res.get('load_end', [float('nan')])[0]:.1f} at the end "
-        "(2 cores shared with other work: latencies and build times are inflated by the load). "
+        "(2 cores; any other work on the machine inflates latencies and build times). "
         f"Embeddings: {res['spec']}. 300 fresh queries; recall@10 against brute force over all clips. "
+        "Every row of one size is built from the same embeddings and searched with the same queries. "
         "`ClipIndex.search` as the service calls it: IVF-PQ proposes max(4 k, 256) candidates, which are "
-        "re-scored exactly from the memory-mapped float32 store. RAM: anonymous RSS growth of a fresh "
-        "process loading the saved index (the memory-mapped vector store is page cache, counted separately "
-        "as pages touched by the 1,200 searches). `nlist` is about sqrt(clips) unless the row says otherwise "
-        "(`build_args`: a smaller nlist and tuning sample at 10^7 to fit the run into the time available; "
-        "fewer lists cost more codes scanned per query).",
+        "re-scored exactly from the memory-mapped float32 store; HNSW searches with efSearch = max(tuned, k). "
+        "RAM: anonymous RSS growth of a fresh process loading the saved index (the memory-mapped vector "
+        "store is page cache, counted separately as pages touched by the 1,200 searches). `nlist` is about "
+        "sqrt(clips) unless `build_args` says otherwise (a smaller nlist and tuning sample at 10^7 to fit the "
+        "run into the time available; fewer lists cost more codes scanned per query).",
         "",
-        "| clips | nlist / M / nprobe (tuned) | build s | FAISS file B/clip | RAM (anon) MiB | B/clip in RAM | "
+        "| clips | index | parameters | build s | FAISS file B/clip | RAM (anon) MiB | B/clip in RAM | "
         "vector store on disk GiB | recall@10, k=10 | recall@10, k=256 | p50 / p99 ms k=10 | p50 / p99 ms k=256 | "
         "p50 ms k=256, 1 thr | page cache touched MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["runs"]:
-        p = r["params"]
         d, one = r["k10_default"], r[f"k{SERVICE_K}_default"]
+        args = f" ({', '.join(f'{k} {v}' for k, v in r['build_args'].items())})" if r.get("build_args") else ""
         lines.append(
-            f"| {r['n_clips']:,} | {p['nlist']} / {p['M']} B / {p['nprobe']} | {r['build_s']:.0f} | "
-            f"{r['faiss_bytes_per_clip']:.1f} | {r['rss_anon_mib']:.0f} | {r['rss_anon_bytes_per_clip']:.1f} | "
-            f"{r['vector_store_bytes'] / 2**30:.2f} | {d['recall_at_10']:.3f} | {one['recall_at_10']:.3f} | "
-            f"{d['p50_ms']:.2f} / {d['p99_ms']:.2f} | {one['p50_ms']:.2f} / {one['p99_ms']:.2f} | "
-            f"{r[f'k{SERVICE_K}_1thr']['p50_ms']:.2f} | {r['rss_file_touched_mib']:.0f} |"
+            f"| {r['n_clips']:,} | {TYPE_NAMES[r.get('index_type', 'ivfpq')]} | {_params(r)}{args} | "
+            f"{r['build_s']:.0f} | {r['faiss_bytes_per_clip']:.1f} | {r['rss_anon_mib']:.0f} | "
+            f"{r['rss_anon_bytes_per_clip']:.1f} | {r['vector_store_bytes'] / 2**30:.2f} | {d['recall_at_10']:.3f} | "
+            f"{one['recall_at_10']:.3f} | {d['p50_ms']:.2f} / {d['p99_ms']:.2f} | "
+            f"{one['p50_ms']:.2f} / {one['p99_ms']:.2f} | {r[f'k{SERVICE_K}_1thr']['p50_ms']:.2f} | "
+            f"{r['rss_file_touched_mib']:.0f} |"
         )
-    lines += [
-        "",
-        "Beside it, exact and HNSW at 10^6 clips from the search section above (same embeddings and "
-        "queries, quieter machine): exact (IndexFlatIP) 520 B/clip, p50 48.5 ms at k=10, recall 1.000; "
-        "HNSW (M=32, efSearch 16) 792 B/clip, 798 MiB per 10^6 clips, p50 0.06 ms, recall@10 0.733 at k=10 "
-        "and 1.000 at k=256, build 85 s. At 10^7 clips those would need about 5.2 GB (exact) and 8 GB (HNSW) "
-        "of RAM; IVF-PQ keeps the codes and ids in RAM and reads the floats of a few thousand candidates per "
-        "query from disk.",
-        "",
-        END,
-    ]
+    lines += ["", END]
     return lines
 
 
@@ -258,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--nlist", type=int, help="inverted lists (default: about sqrt(clips))")
     parser.add_argument("--recall-sample", type=int, help="stored vectors sampled to tune nprobe (default 200)")
+    parser.add_argument(
+        "--compare-at", type=int, default=1_000_000, help="the size at which exact and HNSW are measured too (0: none)"
+    )
     parser.add_argument("--keep-earlier", action="store_true", help="keep other sizes' runs from ivfpq.json")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: the fresh process
     parser.add_argument("--render-only", action="store_true", help="re-write the section from <workdir>/ivfpq.json")
@@ -271,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         build_args = {
             k: v for k, v in {"nlist": args.nlist, "recall_sample": args.recall_sample}.items() if v is not None
         }
-        res = run(args.workdir, args.sizes, args.queries, build_args, args.keep_earlier)
+        res = run(args.workdir, args.sizes, args.queries, build_args, args.keep_earlier, args.compare_at or None)
     write_section(res, args.out)
     log(f"wrote the IVF-PQ section of {args.out}")
     return 0

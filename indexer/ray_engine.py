@@ -182,8 +182,12 @@ def _init_ray(ray_options: RayOptions) -> bool:
                 log_to_driver=True,
             )
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError from ray.init
-        where = f"at {ray_options.address}" if ray_options.address else "locally"
-        raise RayIndexError(f"cannot start Ray {where}: {_first_line(exc)}") from exc
+        if not ray_options.address:
+            raise RayIndexError(f"cannot start Ray locally: {_first_line(exc)}") from exc
+        raise RayIndexError(
+            f"cannot join the Ray cluster at {ray_options.address}: {_first_line(exc)} (run this on a node "
+            f"of that cluster, or join it first: ray start --address={ray_options.address} --num-cpus=0)"
+        ) from exc
     return True
 
 

@@ -41,6 +41,7 @@ ENGINE = REPO / "scripts" / "container_engine.sh"
 VENV_BIN = Path(sys.prefix) / "bin"
 WESNOTH_MUSIC = Path("/usr/share/games/wesnoth/1.16/data/core/music")
 SONGS = ("sad.ogg", "transience.ogg", "defeat.ogg")  # 44 s, 48 s, 8.5 s: real Ogg Vorbis
+RAY_SONGS = ("defeat2.ogg", "victory2.ogg")  # 14 s, 21 s: added by the index-ray profile
 IMAGE = "docker.io/library/photoscore:cpu"  # what `docker compose build` would tag photoscore:cpu
 BUILDER_CACHE = "localhost/photoscore-ci/builder-cache:latest"  # keeps the dependency layers cached
 PROJECT = "photoscore-ci"  # never the operator's default project name
@@ -397,6 +398,47 @@ def test_ready_and_recommend_through_proxy(stack: Stack) -> None:
     assert len(results) == 3 and {r["track"]["id"] for r in results} <= set(stack.track_ids)
 
 
+def test_index_ray_profile_adds_songs_on_a_ray_cluster(stack: Stack) -> None:
+    """`--profile index-ray`: a Ray head and a worker from the same image, then the one-shot
+    driver indexes the music folder on that cluster into the Compose PostgreSQL. The songs the
+    `index` profile stored are skipped, the new ones are added once, and the replica serves them."""
+    for name in RAY_SONGS:
+        (stack.music / name).write_bytes((WESNOTH_MUSIC / name).read_bytes())
+    ray = ("--profile", "index-ray")
+    start = time.monotonic()
+    try:
+        stack.compose(*ray, "up", "-d", "--no-build", "--no-recreate", "ray-head", "ray-worker", timeout=900)
+        (head,) = stack.compose(*ray, "ps", "-q", "ray-head", timeout=60).stdout.split()
+
+        def two_nodes() -> bool:
+            status = stack.docker("exec", head, "ray", "status", "--address=127.0.0.1:6379", check=False)
+            return status.returncode == 0 and status.stdout.count("node_") >= 2
+
+        _wait("a Ray head and one worker", two_nodes, timeout=600, every=3)
+        _figure("index-ray: Ray head + worker up", f"{time.monotonic() - start:.0f} s")
+        start = time.monotonic()
+        done = stack.compose(*ray, "run", "--rm", "--no-deps", "--pull", "never", "indexer-ray", timeout=1800)
+        _figure("index-ray: driver run (2 new songs, 3 skipped)", f"{time.monotonic() - start:.0f} s")
+    finally:
+        stack.compose(*ray, "rm", "--stop", "--force", "ray-head", "ray-worker", timeout=300, check=False)
+    output = done.stdout + done.stderr
+    assert f"tracks added    {len(RAY_SONGS)}" in output, output[-3000:]
+    assert f"{len(SONGS)} already indexed" in output, output[-3000:]
+    listing = json.loads(_request(f"{stack.base}/tracks?limit=50")[1])
+    assert listing["total"] == len(SONGS) + len(RAY_SONGS), listing
+
+    def all_listed() -> bool:
+        return json.loads(_request(f"{stack.base}/ready")[1])["tracks"] == listing["total"]
+
+    _wait("the Ray-indexed songs in the replica's live index", all_listed, timeout=60)
+    new = [t for t in listing["items"] if t["id"] not in stack.track_ids]
+    assert len(new) == len(RAY_SONGS)
+    for track in new:
+        assert track["clip_count"] > 0
+        assert _request(f"{stack.base}/tracks/{track['id']}/audio")[0] == 200  # written by a Ray actor
+    stack.track_ids = [t["id"] for t in listing["items"]]
+
+
 def test_write_on_one_replica_reaches_the_other(stack: Stack) -> None:
     """POST /tracks through the proxy; the other replica answers with it within the sync
     interval; DELETE through the proxy; gone from both.
@@ -486,7 +528,7 @@ def test_down_and_up_keeps_every_track(stack: Stack) -> None:
     _wait("/ready after down + up", lambda: _ready(stack.base), timeout=600)
     _figure("warm restart: compose up to /ready 200", f"{time.monotonic() - start:.0f} s")
     after = json.loads(_request(f"{stack.base}/tracks?limit=50")[1])
-    assert after["total"] == before["total"] == len(SONGS)
+    assert after["total"] == before["total"] == len(SONGS) + len(RAY_SONGS)
     assert {t["id"] for t in after["items"]} == {t["id"] for t in before["items"]}
     for track in after["items"]:
         assert _request(f"{stack.base}/tracks/{track['id']}/audio")[0] == 200

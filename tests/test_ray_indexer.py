@@ -199,9 +199,9 @@ def test_compose_index_ray_profile() -> None:
     assert head["command"][:2] == ["ray", "start"] and "--head" in head["command"] and "--block" in head["command"]
     assert worker["command"][:3] == ["ray", "start", "--address=ray-head:6379"] and "container_name" not in worker
     assert worker["depends_on"]["ray-head"]["condition"] == "service_healthy"
-    cmd = driver["command"]
-    assert cmd[:2] == ["index", "/music"] and cmd[cmd.index("--engine") + 1] == "ray"
-    assert cmd[cmd.index("--ray-address") + 1] == "ray-head:6379"
+    # docker/entrypoint.sh's index-ray joins $RAY_ADDRESS as a node, then runs --engine ray there.
+    assert driver["command"][:2] == ["index-ray", "/music"]
+    assert driver["environment"]["RAY_ADDRESS"] == "ray-head:6379"
     assert driver["environment"]["PHOTOSCORE_DATABASE_URL"].startswith("postgresql+psycopg://")
     assert driver["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     for svc in (head, worker, driver):  # every node reads the music and writes stored audio
