@@ -234,9 +234,9 @@ def render(res: dict[str, Any]) -> list[str]:
         "`ClipIndex.search` as the service calls it: IVF-PQ proposes max(4 k, 256) candidates, which are "
         "re-scored exactly from the memory-mapped float32 store; HNSW searches with efSearch = max(tuned, k). "
         "RAM: anonymous RSS growth of a fresh process loading the saved index (the memory-mapped vector "
-        "store is page cache, counted separately as pages touched by the 1,200 searches). `nlist` is about "
-        "sqrt(clips) unless `build_args` says otherwise (a smaller nlist and tuning sample at 10^7 to fit the "
-        "run into the time available; fewer lists cost more codes scanned per query).",
+        "store is page cache, counted separately as pages touched by the 1,200 searches). IVF-PQ's `nlist` is "
+        "about sqrt(clips) unless the row says `set:` (`--nlist`; fewer lists than sqrt(clips) build faster and "
+        "cost more codes scanned per query).",
         "",
         "| clips | index | parameters | build s | FAISS file B/clip | RAM (anon) MiB | B/clip in RAM | "
         "vector store on disk GiB | recall@10, k=10 | recall@10, k=256 | p50 / p99 ms k=10 | p50 / p99 ms k=256 | "
@@ -245,7 +245,7 @@ def render(res: dict[str, Any]) -> list[str]:
     ]
     for r in res["runs"]:
         d, one = r["k10_default"], r[f"k{SERVICE_K}_default"]
-        args = f" ({', '.join(f'{k} {v}' for k, v in r['build_args'].items())})" if r.get("build_args") else ""
+        args = f"; set: {', '.join(f'{k} {v}' for k, v in r['build_args'].items())}" if r.get("build_args") else ""
         lines.append(
             f"| {r['n_clips']:,} | {TYPE_NAMES[r.get('index_type', 'ivfpq')]} | {_params(r)}{args} | "
             f"{r['build_s']:.0f} | {r['faiss_bytes_per_clip']:.1f} | {r['rss_anon_mib']:.0f} | "
