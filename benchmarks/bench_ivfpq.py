@@ -38,7 +38,7 @@ TYPE_NAMES = {"flat": "exact (IndexFlatIP)", "hnsw": "HNSW (IndexHNSWFlat)", "iv
 
 
 def _params(run: dict[str, Any]) -> str:
-    p, kind = run["params"], run.get("index_type", "ivfpq")
+    p, kind = run["params"], run["index_type"]
     if kind == "ivfpq":
         return f"nlist {p['nlist']}, M {p['M']} B, nprobe {p['nprobe']} (tuned)"
     if kind == "hnsw":
@@ -210,7 +210,7 @@ def run(
     for n in sizes:
         types = ("flat", "hnsw", "ivfpq") if n == compare_at else ("ivfpq",)
         results["runs"].extend(build_one(n, workdir, spec, n_queries, build_args, types))
-        results["runs"].sort(key=lambda r: (r["n_clips"], TYPE_ORDER.index(r.get("index_type", "ivfpq"))))
+        results["runs"].sort(key=lambda r: (r["n_clips"], TYPE_ORDER.index(r["index_type"])))
         save_json(workdir / "ivfpq.json", results)
         shutil.rmtree(workdir / f"ivfpq-{n}", ignore_errors=True)
     results["load_end"] = os.getloadavg()
@@ -247,7 +247,7 @@ def render(res: dict[str, Any]) -> list[str]:
         d, one = r["k10_default"], r[f"k{SERVICE_K}_default"]
         args = f"; set: {', '.join(f'{k} {v}' for k, v in r['build_args'].items())}" if r.get("build_args") else ""
         lines.append(
-            f"| {r['n_clips']:,} | {TYPE_NAMES[r.get('index_type', 'ivfpq')]} | {_params(r)}{args} | "
+            f"| {r['n_clips']:,} | {TYPE_NAMES[r['index_type']]} | {_params(r)}{args} | "
             f"{r['build_s']:.0f} | {r['faiss_bytes_per_clip']:.1f} | {r['rss_anon_mib']:.0f} | "
             f"{r['rss_anon_bytes_per_clip']:.1f} | {r['vector_store_bytes'] / 2**30:.2f} | {d['recall_at_10']:.3f} | "
             f"{one['recall_at_10']:.3f} | {d['p50_ms']:.2f} / {d['p99_ms']:.2f} | "

@@ -127,14 +127,14 @@ def render(res: dict[str, Any]) -> list[str]:
         f"{ray['run_wall_s'] - ray['ray_execution_s']:.0f} s were Ray start-up and planning (run s minus "
         "pipeline s). On one 2-core node Ray runs one decode task beside one single-CPU embedding actor and "
         "moves every file's features through its object store, and its own processes share the two cores, so "
-        "it is the slower engine here; it pays off when nodes are added.",
+        "on one node it is the slower engine; its use is spreading the work over several.",
         "",
         "Per added node (an **estimate**, not measured on several machines): the Ray pipeline on this 2-core "
         f"node processed {per_node:.2f} clips/s (one decode slot, one embedding actor). Decoding "
         "and embedding are per-file and per-actor, so N such nodes should approach N x the per-node rate, "
         "until the single writer actor, the driver's file hashing or the database's insert rate become the "
-        "limit (none of which was measured here): N nodes -> about N x that rate on CPU. Embedding dominates "
-        "on CPU, so a GPU per embedding actor is the larger step.",
+        "limit (none of which was measured here). Embedding dominates on CPU, so a GPU per embedding actor is "
+        "the larger step.",
         "",
         END,
     ]
