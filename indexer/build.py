@@ -17,15 +17,13 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from app.catalogue import (
+from app.core.catalogue import (
     catalogue_version,
     checkpoint_counts,
-    latest_index_state,
-    load_clip_table,
+    load_clip_rows,
     load_embeddings,
-    record_index_state,
 )
-from app.vector_index import (
+from app.core.vector_index import (
     DEFAULT_COMPRESSED_THRESHOLD,
     DEFAULT_SEARCH_K,
     ClipIndex,
@@ -96,7 +94,7 @@ def sync_index(
     with session_factory() as session:
         # Event id first: anything committed after it is newer than the index claims to be.
         version = catalogue_version(session, checkpoint_hash)
-        db_ids = load_clip_table(session, checkpoint_hash).ids
+        db_ids = load_clip_rows(session, checkpoint_hash).ids
         others = sum(n for h, n in checkpoint_counts(session).items() if h != checkpoint_hash)
     wanted_type = choose_index_type(len(db_ids), exact_threshold, compressed_threshold)
 
@@ -154,42 +152,13 @@ def sync_index(
         if not changed and index.meta.last_event_id == version.last_event_id:
             # A run killed between saving the file and recording it leaves the file current but
             # the database's description of it missing or stale: record it now.
-            _record_state(session_factory, index, only_if_stale=True)
             return _report(index, index_dir, "unchanged", 0, 0, t0, reason, others)
         index.set_last_event_id(version.last_event_id)
         if index.index_type in ("hnsw", "ivfpq") and changed:
             index.meta.recall_at_10 = index.recall_at_k(RECALL_SAMPLE, k=10)
         action = "updated"
     index.save(index_dir)
-    _record_state(session_factory, index)
     return _report(index, index_dir, action, added, removed, t0, reason, others)
-
-
-def _record_state(session_factory: Callable[[], Session], index: ClipIndex, *, only_if_stale: bool = False) -> None:
-    """Describe the saved index in ``index_state`` (skipped when the newest row already does)."""
-    with session_factory() as session:
-        if only_if_stale:
-            latest = latest_index_state(session)
-            if (
-                latest is not None
-                and latest.checkpoint_hash == index.meta.checkpoint_hash
-                and latest.count == index.count
-                and latest.index_type == index.index_type
-                and latest.last_event_id == index.meta.last_event_id
-            ):
-                return
-        params = dict(index.meta.params)
-        if index.meta.recall_at_10 is not None:
-            params["recall_at_10"] = round(float(index.meta.recall_at_10), 4)
-        record_index_state(
-            session,
-            checkpoint_hash=index.meta.checkpoint_hash,
-            dim=index.dim,
-            count=index.count,
-            index_type=index.index_type,
-            params=params,
-            last_event_id=index.meta.last_event_id,
-        )
 
 
 def _full_build(

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.core.errors import first_line
+
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
@@ -125,14 +127,14 @@ def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from app.db import (
+    from app.core.db import (
         DatabaseUnavailableError,
         check_database,
         make_engine,
         make_session_factory,
         migrate_database,
     )
-    from app.settings import Settings
+    from app.core.settings import Settings
     from indexer.build import sync_index
     from indexer.pipeline import RunOptions, RunSummary, index_files
     from indexer.scan import ScanError, discover
@@ -195,7 +197,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.paths:
             store = None
             if args.copy_audio:
-                from app.storage import AudioStore
+                from app.core.storage import AudioStore
 
                 store = AudioStore(settings.resolved_audio_dir)
             options = RunOptions(
@@ -237,7 +239,7 @@ def _run(args: argparse.Namespace) -> int:
                 return EXIT_FAILED
             except SQLAlchemyError as exc:
                 print(
-                    f"photoscore index: error: database failed: {_first_line(exc)}; "
+                    f"photoscore index: error: database failed: {first_line(exc)}; "
                     "committed tracks are kept, run again to resume",
                     file=sys.stderr,
                 )
@@ -259,7 +261,7 @@ def _run(args: argparse.Namespace) -> int:
             print(summary.format())
             print(
                 f"photoscore index: error: could not write the index in "
-                f"{settings.resolved_index_dir}: {_first_line(exc)}; committed tracks are kept, "
+                f"{settings.resolved_index_dir}: {first_line(exc)}; committed tracks are kept, "
                 "fix the cause and run `photoscore index --rebuild`",
                 file=sys.stderr,
             )
@@ -313,7 +315,8 @@ def _index_on_ray(
 
 def _model(checkpoint: Path, device: str, *, need_model: bool) -> tuple[str, int, Any]:
     """Checkpoint hash and dimension; the loaded model only when there is audio to embed."""
-    from model.checkpoint import CheckpointError, file_sha256, read_meta
+    from app.core.files import file_sha256
+    from model.checkpoint import CheckpointError, read_meta
 
     try:
         if need_model:
@@ -325,12 +328,7 @@ def _model(checkpoint: Path, device: str, *, need_model: bool) -> tuple[str, int
     except (CheckpointError, OSError, ValueError, RuntimeError) as exc:
         # RuntimeError: torch refuses weights that do not fit the stored architecture
         hint = " (weights do not fit this version's network)" if isinstance(exc, RuntimeError) else ""
-        raise UsageError(f"cannot load checkpoint {checkpoint}: {_first_line(exc)}{hint}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+        raise UsageError(f"cannot load checkpoint {checkpoint}: {first_line(exc)}{hint}") from exc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -338,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="photoscore index", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    from app.logs import configure_logging
+    from app.core.logs import configure_logging
 
     configure_logging(logging.WARNING, fmt="%(levelname)s %(name)s: %(message)s")
     return run_index(args)

@@ -27,10 +27,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from app.catalogue import ClipBatch, add_track, delete_track, find_tracks
-from app.text import MAX_FILE_NAME_TITLE_CHARS, clean_text, first_clean
+from app.core.catalogue import ClipBatch, find_tracks
+from app.core.files import file_sha256
+from app.core.text import first_clean
+from app.services.tracks import TrackMetadata, add_track, resolve_fields
 from indexer.build import IndexReport
-from indexer.scan import LicenseFinder, Rejected, SourceFile, file_sha256
+from indexer.scan import LicenseFinder, Rejected, SourceFile
 from indexer.worker import Failed, Prepared, init_worker, prepare
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ class RunOptions:
     max_seconds: float | None = None
     reembed: bool = False
     progress: bool | None = None  # None: only on a terminal
-    audio_store: Any | None = None  # app.storage.AudioStore to copy files into, or None
+    audio_store: Any | None = None  # app.core.storage.AudioStore to copy files into, or None
     tagger_input: bool = False  # set from the embedder: workers also cut the tagger's input
 
 
@@ -325,33 +327,27 @@ def _commit(
     try:
         embeddings, va = embedder.embed_clip_features(prepared.features, prepared.tagger)
         clips = ClipBatch(prepared.starts, prepared.ends, va, embeddings)
-        tags = prepared.tags
-        # The same cleaning and limits as POST /tracks (app.text): manifests and tags are untrusted.
-        title = first_clean("title", src.title, tags.get("title"))
-        title = title or clean_text(src.path.stem, MAX_FILE_NAME_TITLE_CHARS) or "Untitled"
-        license_text = first_clean(
-            "license", src.license, options.license, tags.get("license"), licenses.find(src.path, src.root)
+        given = TrackMetadata(
+            title=src.title,
+            artist=src.artist,
+            album=src.album,
+            license=first_clean("license", src.license, options.license),
+            file_name=src.path.name,
+            license_file=licenses.find(src.path, src.root),
         )
-        audio_key = None
-        if options.audio_store is not None:
-            audio_key = options.audio_store.put(src.path.read_bytes())
-        with session_factory() as session:
-            if job.replace_track_id is not None:
-                delete_track(session, job.replace_track_id, commit=False)
-            track, created = add_track(
-                session,
-                sha256=job.sha256,
-                title=title,
-                artist=first_clean("artist", src.artist, tags.get("artist")),
-                album=first_clean("album", src.album, tags.get("album")),
-                duration=prepared.duration,
-                source=str(src.path),
-                audio_key=audio_key,
-                license=license_text,
-                checkpoint_hash=embedder.checkpoint_hash,
-                clips=clips,
-            )
-            track_id = track.id
+        track, created = add_track(
+            session_factory,
+            sha256=job.sha256,
+            fields=resolve_fields(given, prepared.tags),
+            duration=prepared.duration,
+            clips=clips,
+            checkpoint_hash=embedder.checkpoint_hash,
+            audio=None if options.audio_store is None else src.path.read_bytes(),
+            store=options.audio_store,
+            source=str(src.path),
+            replace_track_id=job.replace_track_id,
+        )
+        track_id = track.id
     except Exception as exc:  # noqa: BLE001 - one bad track must not stop the run
         log.debug("commit failed for %s", src.path, exc_info=True)
         summary.failed.append(Outcome(src.path, f"could not store: {_store_error(exc)}"))

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
+from app.core.errors import first_line
 from indexer.pipeline import Outcome, RunOptions, RunSummary, _commit, _Job, _plan
 from indexer.scan import LicenseFinder, Rejected, SourceFile
 from indexer.worker import Failed, Prepared, prepare
@@ -147,7 +148,7 @@ def _run(
             summary.interrupted = True
             raise
         except Exception as exc:  # ray.exceptions.RayError and Ray Data's wrappers
-            raise RayIndexError(_first_line(exc)) from exc
+            raise RayIndexError(first_line(exc)) from exc
         for job in jobs:
             if job.id not in seen:
                 summary.failed.append(
@@ -183,9 +184,9 @@ def _init_ray(ray_options: RayOptions) -> bool:
             )
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError from ray.init
         if not ray_options.address:
-            raise RayIndexError(f"cannot start Ray locally: {_first_line(exc)}") from exc
+            raise RayIndexError(f"cannot start Ray locally: {first_line(exc)}") from exc
         raise RayIndexError(
-            f"cannot join the Ray cluster at {ray_options.address}: {_first_line(exc)} (run this on a node "
+            f"cannot join the Ray cluster at {ray_options.address}: {first_line(exc)} (run this on a node "
             f"of that cluster, or join it first: ray start --address={ray_options.address} --num-cpus=0)"
         ) from exc
     return True
@@ -261,14 +262,14 @@ class _WriteActor:
     """Stores each track whole (``pipeline._commit``) and returns a small outcome row."""
 
     def __init__(self, database_url: str, checkpoint_hash: str, options: RunOptions, audio_dir: str | None) -> None:
-        from app.db import make_engine, make_session_factory
+        from app.core.db import make_engine, make_session_factory
 
         self.engine = make_engine(database_url)
         self.session_factory = make_session_factory(self.engine)
         self.checkpoint_hash = checkpoint_hash
         store = None
         if audio_dir is not None:
-            from app.storage import AudioStore
+            from app.core.storage import AudioStore
 
             store = AudioStore(Path(audio_dir))
         self.options = replace(options, audio_store=store)
@@ -308,7 +309,7 @@ class _WriteActor:
         return row
 
     def _written_by_this_run(self, job: _Job) -> bool:
-        from app.catalogue import find_track
+        from app.core.catalogue import find_track
 
         with self.session_factory() as session:
             track = find_track(session, job.sha256)
@@ -330,8 +331,3 @@ def _tally(summary: RunSummary, job: _Job, row: dict[str, Any]) -> None:
         summary.skipped.append(Outcome(job.source.path, reason))
     else:
         summary.failed.append(Outcome(job.source.path, reason))
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(exc).__name__

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from app import text as _text
+from app.core import text as _text
+from model.audio import AUDIO_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a"})
 LICENSE_FILES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "LICENCE", "COPYING", "copyright")
 MANIFEST_COLUMNS = ("path", "title", "artist", "album", "license")
-# The catalogue's text limits (app.text, shared with POST /tracks); the pipeline cleans and cuts.
+# The catalogue's licence limit (app.core.text): a LICENSE file is cut to it.
 MAX_LICENSE_CHARS = _text.MAX_LICENSE_CHARS
-MAX_TAG_CHARS = _text.MAX_TITLE_CHARS
 
 
 class ScanError(ValueError):
@@ -148,56 +146,6 @@ def _os_reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return " ".join(str(exc).split())[:200] or type(exc).__name__
-
-
-def file_sha256(path: Path, block: int = 1 << 20) -> str:
-    """Content hash, streamed (files can be large): the catalogue's identity for a track."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def read_tags(path: Path) -> dict[str, str]:
-    """Title, artist, album and licence/copyright from the file's tags (missing keys omitted)."""
-    try:
-        import mutagen
-
-        meta = mutagen.File(path, easy=True)
-    except Exception as exc:  # noqa: BLE001 - mutagen raises many types on odd files
-        log.debug("no tags for %s: %s", path, exc)
-        return {}
-    if meta is None or not getattr(meta, "tags", None):
-        return {}
-    tags: dict[str, str] = {}
-    for key, names in (
-        ("title", ("title",)),
-        ("artist", ("artist", "albumartist", "performer")),
-        ("album", ("album",)),
-        ("license", ("license", "copyright")),
-    ):
-        for name in names:
-            try:
-                value = meta.tags.get(name)
-            except (KeyError, ValueError):
-                value = None
-            text = _tag_text(value)
-            if text:
-                tags[key] = text
-                break
-    return tags
-
-
-def _tag_text(value: object) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, list | tuple):
-        value = next((v for v in value if str(v).strip()), None)
-        if value is None:
-            return None
-    text = " ".join(str(value).split())
-    return text[:MAX_TAG_CHARS] or None
 
 
 class LicenseFinder:

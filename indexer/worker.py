@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.scan import read_tags
+from app.core.errors import one_line
+from app.core.tags import read_tags
 from model.audio import CLIP_SECONDS, SAMPLE_RATE, AudioDecodeError, load_audio
 from model.features import SILENCE_DBFS, cut_clips
 
@@ -75,18 +76,18 @@ def prepare(
             return Failed(job, "empty file (0 bytes)")
         y = load_audio(p, max_seconds=max_seconds)
     except AudioDecodeError as exc:
-        return Failed(job, _one_line(exc))
+        return Failed(job, one_line(exc))
     except OSError as exc:
         return Failed(job, f"cannot read file: {exc.strerror or exc}")
     except Exception as exc:  # noqa: BLE001 - decoders fail in many ways; never abort the run
-        return Failed(job, f"cannot decode: {type(exc).__name__}: {_one_line(exc)}")
+        return Failed(job, f"cannot decode: {type(exc).__name__}: {one_line(exc)}")
     duration = len(y) / SAMPLE_RATE
     if duration < CLIP_SECONDS:
         return Failed(job, f"too short ({duration:.2f} s; at least {CLIP_SECONDS:g} s needed)")
     try:
         clips = cut_clips(y, SAMPLE_RATE, hop_seconds, tagger=tagger)
     except Exception as exc:  # noqa: BLE001
-        return Failed(job, f"feature extraction failed: {type(exc).__name__}: {_one_line(exc)}")
+        return Failed(job, f"feature extraction failed: {type(exc).__name__}: {one_line(exc)}")
     if len(clips) == 0:
         if clips.n_silent:
             return Failed(job, f"silent (every 2 s clip is below {SILENCE_DBFS:g} dBFS)")
@@ -103,8 +104,3 @@ def prepare(
         tagger=clips.tagger,
         seconds=time.perf_counter() - t0,
     )
-
-
-def _one_line(exc: object, limit: int = 200) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,6 +1,6 @@
-"""Alembic environment: resolves the URL, targets ``app.models.Base.metadata``.
+"""Alembic environment: resolves the URL, targets ``app.core.models.Base.metadata``.
 
-URL precedence: the ``database_url`` config attribute (set by ``app.db.upgrade_database``),
+URL precedence: the ``database_url`` config attribute (set by ``app.core.db.upgrade_database``),
 ``-x url=...`` on the alembic command line, then ``PHOTOSCORE_DATABASE_URL`` via Settings.
 """
 
@@ -11,8 +11,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection
 
-from app.db import make_engine
-from app.models import Base
+from app.core.db import make_engine
+from app.core.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -22,7 +22,7 @@ def _database_url() -> str:
     url = config.attributes.get("database_url") or context.get_x_argument(as_dictionary=True).get("url")
     if url:
         return url
-    from app.settings import Settings
+    from app.core.settings import Settings
 
     return Settings().resolved_database_url
 

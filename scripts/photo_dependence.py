@@ -28,10 +28,11 @@ from PIL import Image
 from scipy.stats import spearmanr
 from sqlalchemy import select
 
-from app.db import make_engine, make_session_factory
-from app.models import Track
-from app.search import LiveIndex
-from app.settings import DEFAULT_CHECKPOINT
+from app.core.db import make_engine, make_session_factory
+from app.core.live_index import LiveIndex
+from app.core.models import Track
+from app.core.settings import DEFAULT_CHECKPOINT
+from app.services.recommend import Ranker
 from model.datasets import load_source
 from model.inference import Matcher
 from model.prepare import SPLITS, assign_split
@@ -47,12 +48,13 @@ def _rho(a: np.ndarray, b: np.ndarray) -> float:
 
 def measure(matcher: Matcher, live: LiveIndex, photos: list, track_va: dict[int, tuple[float, float]], n: int, k: int):
     tops: list[list[int]] = []
+    ranker = Ranker(live, matcher)
     pred, human, rec = [], [], []
     for start in range(0, len(photos), 32):
         batch = photos[start : start + 32]
         embs, va = matcher.embed_images([Image.open(it.path).convert("RGB") for it in batch])
         for item, emb, v in zip(batch, embs, va, strict=True):
-            ids = [h.track_id for h in live.recommend(matcher, emb, n, k)]
+            ids = [h.track_id for h in ranker.recommend(emb, n, k)]
             tops.append(ids)
             pred.append(v)
             human.append((item.valence, item.arousal))

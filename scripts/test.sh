@@ -42,5 +42,9 @@ say "ruff check . && ruff format --check ."
 ruff check .
 ruff format --check .
 
+say "lint-imports (imports point down the layers) && mypy (core, services, model)"
+lint-imports
+mypy
+
 say "pytest $*"
 exec pytest "$@"

@@ -17,7 +17,7 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# BIGINT on PostgreSQL, INTEGER (rowid alias) on SQLite — as in app.models.
+# BIGINT on PostgreSQL, INTEGER (rowid alias) on SQLite — as in app.core.models.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 NOW = sa.func.now()
 

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile, status
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.ranking import Candidate, OptionError, duplicate_key, normal_artist, plan_playlist, target_of
-from app.routes.common import read_upload
-from app.routes.deps import LiveIndexDep, SessionDep, SettingsDep, WorkerDep
-from app.routes.recommend import (
+from app.api.deps import RecommenderDep, SettingsDep
+from app.api.routes.common import read_upload
+from app.api.routes.recommend import (
     SUPPORTED_IMAGES,
     ArousalShiftQ,
     DedupeQ,
@@ -23,14 +19,14 @@ from app.routes.recommend import (
     SeedQ,
     SegmentQ,
     ValenceShiftQ,
-    clean_va,
-    decode_image,
-    results_for,
+    image_error,
+    result_row,
     search_options,
 )
-from app.schemas import VA, PlaylistEntry, PlaylistResponse, error_responses
-from app.search import Hit, LiveIndex, Scored, SearchOptions
-from app.security import ReadAuth
+from app.api.schemas import VA, PlaylistEntry, PlaylistResponse, error_responses
+from app.api.security import ReadAuth
+from app.core.ranking import OptionError, target_of
+from model.image import ImageDecodeError
 
 router = APIRouter(tags=["recommend"])
 
@@ -73,22 +69,6 @@ def _named(exc: HTTPException, index: int, name: str | None) -> HTTPException:
     return HTTPException(exc.status_code, f"{label}: {detail}")
 
 
-def _candidates(
-    live: LiveIndex,
-    matcher: Any,
-    embs: list[np.ndarray],
-    vas: list[tuple[float, float]],
-    options: SearchOptions,
-    k: int,
-) -> list[list[Scored]]:
-    """Each photo's best ``count`` songs under the options (runs on the model thread)."""
-    return [live.ranked(matcher, e, va, options, k) for e, va in zip(embs, vas, strict=True)]
-
-
-def _segments(live: LiveIndex, matcher: Any, embs: list[np.ndarray], picks: list[Scored], seconds: float) -> list[Hit]:
-    return [live.segments(matcher, e, [p], seconds)[0] for e, p in zip(embs, picks, strict=True)]
-
-
 @router.post(
     "/playlist",
     response_model=PlaylistResponse,
@@ -102,9 +82,7 @@ async def playlist(
         list[UploadFile], File(description=f"The photos in order (repeat the field): {SUPPORTED_IMAGES}.")
     ],
     settings: SettingsDep,
-    worker: WorkerDep,
-    live: LiveIndexDep,
-    session: SessionDep,
+    recommender: RecommenderDep,
     valence_shift: ValenceShiftQ = 0.0,
     arousal_shift: ArousalShiftQ = 0.0,
     mood: MoodQ = None,
@@ -132,81 +110,33 @@ async def playlist(
         )
     count = min(MAX_CANDIDATES, len(images) + EXTRA_CANDIDATES)
     options = search_options(count, 0, valence_shift, arousal_shift, mood, 0, dedupe, seed, segment_seconds)
-    matcher = worker.matcher
     max_bytes = int(settings.max_upload_mb * 1e6)
     tensors = []
     for i, upload in enumerate(images):
         try:
             data = await read_upload(upload, "image", max_bytes)
-            tensors.append(
-                await run_in_threadpool(decode_image, data, settings.max_image_pixels, int(matcher.image_size))
-            )
+            try:
+                tensors.append(await run_in_threadpool(recommender.decode, data))
+            except ImageDecodeError as exc:
+                raise image_error(exc) from exc
         except HTTPException as exc:
             raise _named(exc, i, upload.filename) from exc
-    embedded = await asyncio.gather(*(worker.embed_image(t) for t in tensors))  # micro-batched together
+    embedded = await recommender.embed_decoded(tensors)
     embs = [e for e, _ in embedded]
-    photos = [clean_va(va) for _, va in embedded]
-    if live.n_tracks == 0:
+    photos = [va for _, va in embedded]
+    if recommender.live.n_tracks == 0:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "playlist: the catalogue has no songs yet")
-    pools = await worker.run(_candidates, live, matcher, embs, photos, options, settings.search_k)
-    cands = [[_candidate(live, e, options.steered) for e in pool] for pool in pools]
     try:
-        path = await run_in_threadpool(plan_playlist, cands, photos, smoothness, max_per_artist)
+        plan = await recommender.playlist(embs, photos, options, smoothness, max_per_artist)
     except OptionError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
-    picks = [next(e for e in pool if e.track_id == c.track_id) for pool, c in zip(pools, path, strict=True)]
-    hits = await worker.run(_segments, live, matcher, embs, picks, segment_seconds)
-    total_score = sum(c.score for c in path) - smoothness * _penalty(path, photos)
-    entries = await run_in_threadpool(_entries, session, hits, photos, options, images)
-    if len(entries) != len(images):
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "playlist: a chosen song was deleted meanwhile; retry")
-    return PlaylistResponse(
-        entries=entries,
-        total_duration=round(sum(e.segment.end - e.segment.start for e in entries), 3),
-        total_score=round(total_score, 6),
-        model_version=str(matcher.version),
-        took_ms=round((time.perf_counter() - started) * 1000.0, 2),
-    )
-
-
-def _candidate(live: LiveIndex, entry: Scored, steered: bool) -> Candidate:
-    info = live.track_info.get(entry.track_id)
-    valence = 0.5 if info is None or info.valence is None else info.valence
-    arousal = 0.5 if info is None or info.arousal is None else info.arousal
-    key = duplicate_key(info.title, info.artist) if info is not None else f"#{entry.track_id}"
-    return Candidate(
-        track_id=entry.track_id,
-        score=entry.rank if steered else entry.score,
-        valence=valence,
-        arousal=arousal,
-        key=key,
-        artist=normal_artist(info.artist) if info is not None else "",
-    )
-
-
-def _penalty(path: list[Candidate], photos: list[tuple[float, float]]) -> float:
-    total = 0.0
-    for i in range(1, len(path)):
-        jump = float(np.hypot(path[i].valence - path[i - 1].valence, path[i].arousal - path[i - 1].arousal))
-        allowance = float(np.hypot(photos[i][0] - photos[i - 1][0], photos[i][1] - photos[i - 1][1]))
-        total += max(0.0, jump - allowance)
-    return total
-
-
-def _entries(
-    session: Session,
-    hits: list[Hit],
-    photos: list[tuple[float, float]],
-    options: SearchOptions,
-    images: list[UploadFile],
-) -> list[PlaylistEntry]:
     entries = []
-    for i, (hit, photo) in enumerate(zip(hits, photos, strict=True)):
-        target = target_of(photo, options.shift) if options.steered else None
-        rows = results_for(session, [hit], photo, target)
-        if not rows:
+    for i, (hit, photo) in enumerate(zip(plan.hits, photos, strict=True)):
+        track = plan.tracks.get(hit.track_id)
+        if track is None:
             continue
-        r = rows[0]
+        target = target_of(photo, options.shift) if options.steered else None
+        r = result_row(track, hit, photo, target, plan.segment_va.get(hit.track_id))
         entries.append(
             PlaylistEntry(
                 index=i,
@@ -218,4 +148,12 @@ def _entries(
                 why=r.why,
             )
         )
-    return entries
+    if len(entries) != len(images):
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "playlist: a chosen song was deleted meanwhile; retry")
+    return PlaylistResponse(
+        entries=entries,
+        total_duration=round(sum(e.segment.end - e.segment.start for e in entries), 3),
+        total_score=round(plan.total_score, 6),
+        model_version=plan.model_version,
+        took_ms=round((time.perf_counter() - started) * 1000.0, 2),
+    )

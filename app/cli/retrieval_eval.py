@@ -42,9 +42,12 @@ import numpy as np
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from app.search import LiveIndex
-    from app.settings import Settings
+    from app.core.live_index import LiveIndex
+    from app.core.settings import Settings
+    from app.services.recommend import Ranker
     from model.inference import Matcher
+
+from app.core.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -247,9 +250,9 @@ def build_catalogue(
     """Index ``songs`` with the code ``photoscore index`` runs, then load it as the service does."""
     from sqlalchemy import select
 
-    from app.db import make_engine, make_session_factory, migrate_database
-    from app.models import Clip, Track
-    from app.search import LiveIndex
+    from app.core.db import make_engine, make_session_factory, migrate_database
+    from app.core.live_index import LiveIndex
+    from app.core.models import Clip, Track
     from indexer.build import sync_index
     from indexer.pipeline import RunOptions, index_files
     from indexer.scan import discover
@@ -332,14 +335,14 @@ def build_catalogue(
 def embed_photos(matcher: Matcher, photos: Sequence[Photo], settings: Settings) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings and predicted VA through the service's decode and batch-embed calls.
 
-    ``app.routes.recommend.decode_image`` turns upload bytes into the network input, and the
+    ``app.services.recommend.decode_photo`` turns upload bytes into the network input, and the
     service's inference worker runs ``Matcher.embed_image_tensor`` on stacked tensors (micro-batches
     of ``batch_max_size``). A photo the service would refuse gets NaN rows.
     """
     import torch
-    from fastapi import HTTPException
 
-    from app.routes.recommend import decode_image
+    from app.services.recommend import decode_photo
+    from model.image import ImageDecodeError
 
     embs = np.full((len(photos), matcher.dim), np.nan, np.float32)
     vas = np.full((len(photos), 2), np.nan, np.float32)
@@ -348,21 +351,21 @@ def embed_photos(matcher: Matcher, photos: Sequence[Photo], settings: Settings) 
         tensors, rows = [], []
         for i in range(start, min(start + size, len(photos))):
             try:
-                tensors.append(decode_image(photos[i].path.read_bytes(), settings.max_image_pixels, matcher.image_size))
+                tensors.append(decode_photo(photos[i].path.read_bytes(), settings.max_image_pixels, matcher.image_size))
                 rows.append(i)
-            except (HTTPException, OSError) as exc:
-                log.warning("photo %s not usable: %s", photos[i].path, getattr(exc, "detail", exc))
+            except (ImageDecodeError, OSError) as exc:
+                log.warning("photo %s not usable: %s", photos[i].path, exc)
         if tensors:
             e, v = matcher.embed_image_tensor(torch.stack(tensors))
             embs[rows], vas[rows] = np.asarray(e, np.float32), np.asarray(v, np.float32)
     return embs, vas
 
 
-def service_ranking(live: LiveIndex, matcher: Matcher, emb: np.ndarray, settings: Settings, k: int = K) -> list[int]:
+def service_ranking(ranker: Ranker, emb: np.ndarray, settings: Settings, k: int = K) -> list[int]:
     """Track ids of the service's plain ranking for ``n=k`` (same call, same spare, same cut; variety off)."""
-    from app.search import SPARE
+    from app.services.recommend import SPARE
 
-    return [h.track_id for h in live.recommend(matcher, emb, k + SPARE, settings.search_k)][:k]
+    return [h.track_id for h in ranker.recommend(emb, k + SPARE, settings.search_k)][:k]
 
 
 def rank_by_va(query_va: np.ndarray, item_va: np.ndarray, k: int = K) -> list[int]:
@@ -614,6 +617,7 @@ def run_checkpoint(
     progress: bool | None = None,
 ) -> CheckpointRun:
     """Index the songs with this checkpoint, then rank them for every photo by each of its methods."""
+    from app.services.recommend import Ranker
     from model.inference import Matcher
 
     t0 = time.perf_counter()
@@ -629,8 +633,9 @@ def run_checkpoint(
         cdcml: list[list[int]] = [[] for _ in photos]  # a photo the service refuses keeps []
         va_track: list[list[int]] = [[] for _ in photos]
         va_clip: list[list[int]] = [[] for _ in photos]
+        ranker = Ranker(catalogue.live, matcher)
         for i in np.flatnonzero(ok):
-            tracks = service_ranking(catalogue.live, matcher, embs[i], settings)
+            tracks = service_ranking(ranker, embs[i], settings)
             cdcml[i] = [catalogue.song_of_track[t] for t in tracks]
             va_track[i] = [int(cat[j]) for j in rank_by_va(pred_va[i], catalogue.track_va)]
             nearest = rank_by_clip_va(pred_va[i], catalogue.clip_va, catalogue.clip_song, len(cat))
@@ -674,8 +679,9 @@ def evaluate_retrieval(
     catalogue and predicted photo VA also serve the random baseline. ``workdir`` keeps the
     catalogues (one empty sub-folder per checkpoint); by default a temporary folder is removed.
     """
-    from app.settings import Settings
-    from model.checkpoint import file_sha256, read_meta
+    from app.core.files import file_sha256
+    from app.core.settings import Settings
+    from model.checkpoint import read_meta
 
     settings = settings or Settings()
     data_root = Path(data_root or settings.dataset_dir)
@@ -937,7 +943,7 @@ def run_retrieval_eval(args: argparse.Namespace) -> int:
     """The ``evaluate-retrieval`` handler: 0 on success, 2 with a one-line reason on bad input."""
     from pydantic import ValidationError
 
-    from app.settings import Settings
+    from app.core.settings import Settings
     from model.checkpoint import CheckpointError
 
     try:
@@ -965,7 +971,7 @@ def run_retrieval_eval(args: argparse.Namespace) -> int:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(result, indent=1) + "\n")
     except (RetrievalEvalError, CheckpointError, OSError, ValueError, ValidationError) as exc:
-        print(f"photoscore evaluate-retrieval: error: {_first_line(exc)}", file=sys.stderr)
+        print(f"photoscore evaluate-retrieval: error: {first_line(exc)}", file=sys.stderr)
         return 2
     print(format_report(result))
     print(f"\nwall time {time.perf_counter() - started:.1f} s" + (f"; JSON: {args.json}" if args.json else ""))
@@ -974,8 +980,3 @@ def run_retrieval_eval(args: argparse.Namespace) -> int:
 
 def _names(text: str) -> list[str]:
     return [n.strip() for n in str(text).split(",") if n.strip()]
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.logs import configure_logging
+from app.core.logs import configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app.cli_serve import add_serve_parser
-    from app.retrieval_eval import add_retrieval_parser
+    from app.cli.model import add_model_parsers
+    from app.cli.retrieval_eval import add_retrieval_parser
+    from app.cli.serve import add_serve_parser
     from indexer.cli import add_index_parser
-    from model.cli import add_model_parsers
 
     parser = argparse.ArgumentParser(prog="photoscore", description="Image-to-music recommendation by emotion.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import io
 import logging
 import os
 from pathlib import Path as FsPath
@@ -13,22 +13,24 @@ import numpy as np
 from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Request, Response, UploadFile, status
 from fastapi.responses import FileResponse
 from pydantic import BeforeValidator
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from app import catalogue
-from app.admission import UploadGate
-from app.models import Track
-from app.routes.audio_file import RANGE_NOT_SATISFIABLE, AudioFileResponse
-from app.routes.common import StrictFormRoute, clean_text, read_upload, track_out
-from app.routes.deps import LiveIndexDep, SessionDep, SettingsDep, StoreDep, WorkerDep, _state
-from app.schemas import TrackList, TrackOut, error_responses
-from app.search import LiveIndex
-from app.security import ReadAuth, WriteAuth
-from app.settings import Settings
-from app.storage import AudioStore, media_type_for, sniff_audio_extension
-from app.worker import InferenceWorker
+from app.api.admission import UploadGate
+from app.api.deps import LiveIndexDep, SessionDep, SettingsDep, StoreDep, WorkerDep, _state
+from app.api.routes.audio_file import RANGE_NOT_SATISFIABLE, AudioFileResponse
+from app.api.routes.common import StrictFormRoute, clean_text, read_upload, track_out
+from app.api.schemas import TrackList, TrackOut, error_responses
+from app.api.security import ReadAuth, WriteAuth
+from app.core import catalogue
+from app.core.catalogue import ClipBatch
+from app.core.live_index import LiveIndex
+from app.core.models import Track
+from app.core.settings import Settings
+from app.core.storage import AudioStore, media_type_for, sniff_audio_extension
+from app.core.tags import read_tags
+from app.services import tracks as tracks_service
+from app.services.inference import InferenceWorker
 from model.audio import DEFAULT_MAX_SAMPLES, SAMPLE_RATE, AudioDecodeError, load_audio, probe_duration
 
 log = logging.getLogger(__name__)
@@ -92,28 +94,6 @@ def _decode(
     return y, duration
 
 
-def _tags(data: bytes) -> dict[str, str]:
-    """title/artist/album from the file's own tags, when it has any."""
-    try:
-        import mutagen
-
-        meta = mutagen.File(io.BytesIO(data), easy=True)
-    except Exception:  # mutagen raises many types on odd input; tags are optional
-        return {}
-    out: dict[str, str] = {}
-    tags = getattr(meta, "tags", None) or {}
-    for name in ("title", "artist", "album"):
-        try:
-            value = tags.get(name)
-        except Exception:
-            value = None
-        if isinstance(value, list) and value:
-            value = value[0]
-        if isinstance(value, str) and (text := clean_text(value)):
-            out[name] = text
-    return out
-
-
 async def _hash_upload(upload: UploadFile, field: str, limit_bytes: int) -> str:
     """SHA-256 of an upload read in chunks (nothing kept); 413 over the limit, 400 when empty."""
     digest = hashlib.sha256()
@@ -136,14 +116,6 @@ def _find_track(session_factory: sessionmaker[Session], sha: str) -> Track | Non
     """The track with these bytes, in a session of its own (closed before any slow work)."""
     with session_factory() as session:
         return catalogue.find_track(session, sha)
-
-
-def _release_key(session_factory: Any, store: AudioStore, key: str) -> None:
-    """Delete a stored file unless a track still references it."""
-    with session_factory() as session:
-        refs = session.scalar(select(func.count(Track.id)).where(Track.audio_key == key)) or 0
-    if not refs:
-        store.delete(key)
 
 
 def _audio_path(track: Track, store: AudioStore) -> FsPath | None:
@@ -215,13 +187,9 @@ async def add_track(
         response.status_code = status.HTTP_200_OK
         return track_out(existing)
 
-    meta = {
-        "title": clean_text(title),
-        "artist": clean_text(artist),
-        "album": clean_text(album),
-        "license": clean_text(license, 2000),
-        "name": clean_text(FsPath(audio.filename or "").stem, 200),
-    }
+    meta = tracks_service.TrackMetadata(
+        title=title, artist=artist, album=album, license=license, file_name=audio.filename
+    )
 
     async def ingest() -> tuple[Track, bool]:
         async with gate.slot():
@@ -242,7 +210,7 @@ async def add_track(
 async def _ingest(
     data: bytes,
     sha: str,
-    meta: dict[str, str | None],
+    meta: tracks_service.TrackMetadata,
     settings: Settings,
     worker: InferenceWorker,
     live: LiveIndex,
@@ -270,38 +238,21 @@ async def _ingest(
         )
     embs, vas = await _embed(worker, clips.features, clips.tagger)
 
-    tags = await run_in_threadpool(_tags, data)
-    fields = {
-        "title": meta["title"] or tags.get("title") or meta["name"] or "Untitled",
-        "artist": meta["artist"] or tags.get("artist"),
-        "album": meta["album"] or tags.get("album"),
-        "license": meta["license"],
-    }
-    key = AudioStore.make_key(data)
-    fresh = not await run_in_threadpool(store.exists, key)
-    await run_in_threadpool(store.put, data)
-
-    def write() -> tuple[Track, bool]:
-        with factory() as s:
-            return catalogue.add_track(
-                s,
-                sha256=sha,
-                duration=duration,
-                source=f"upload:{key}",
-                audio_key=key,
-                checkpoint_hash=matcher.checkpoint_hash,
-                clips=catalogue.ClipBatch(clips.starts, clips.ends, vas, embs),
-                **fields,
-            )
-
-    try:
-        track, created = await run_in_threadpool(write)
-    except BaseException:
-        await _discard(factory, store, key, fresh)
-        raise
+    tags = await run_in_threadpool(read_tags, data)
+    track, created = await run_in_threadpool(
+        functools.partial(
+            tracks_service.add_track,
+            factory,
+            sha256=sha,
+            fields=tracks_service.resolve_fields(meta, tags),
+            duration=duration,
+            clips=ClipBatch(clips.starts, clips.ends, vas, embs),
+            checkpoint_hash=matcher.checkpoint_hash,
+            audio=data,
+            store=store,
+        )
+    )
     if not created:  # another replica committed the same bytes first
-        if track.audio_key != key:
-            await _discard(factory, store, key, fresh)
         return track, False
     try:
         await run_in_threadpool(live.refresh_tracks, [track.id])
@@ -322,21 +273,6 @@ async def _embed(worker: InferenceWorker, features: Any, tagger: Any) -> tuple[n
         embs.append(e)
         vas.append(v)
     return np.concatenate(embs), np.concatenate(vas)
-
-
-async def _discard(factory: sessionmaker[Session], store: AudioStore, key: str, fresh: bool) -> None:
-    """Remove a stored file after a failed commit unless a track references it.
-
-    When the reference check itself fails (database down), a file this upload created is removed
-    anyway: no track could have committed it in between, since committing is what just failed.
-    """
-    try:
-        await run_in_threadpool(_release_key, factory, store, key)
-    except BaseException:
-        if fresh:
-            store.delete(key)
-        else:
-            log.warning("could not check references of stored audio %s; the start-up sweep will", key)
 
 
 @router.get(
@@ -399,7 +335,7 @@ def delete_track(track_id: TrackId, session: SessionDep, live: LiveIndexDep, sto
         log.exception("track %s deleted but still in the live index", track_id)
     if key:
         try:
-            _release_key(live.session_factory, store, key)
+            tracks_service.release_audio(live.session_factory, store, key)
         except Exception:
             log.exception("could not delete stored audio %s", key)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

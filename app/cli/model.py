@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def _default_checkpoint() -> Path:
-    from app.settings import Settings
+    from app.core.settings import Settings
 
     return Settings().checkpoint
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import Select, delete, func, or_, select
+from sqlalchemy import Select, and_, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Clip, IndexState, Track, TrackEvent
+from app.core.models import Clip, Track, TrackEvent
 
 EMBEDDING_DTYPE = np.float32
 _IN_CHUNK = 5_000  # bound SQL parameter counts (SQLite's limit, PostgreSQL's plan size)
@@ -50,13 +50,25 @@ class ClipBatch:
         return int(self.embeddings.shape[1])
 
 
-class ClipTable(NamedTuple):
+class ClipRows(NamedTuple):
     """Clip metadata as parallel arrays (for mapping FAISS hits back to tracks and segments)."""
 
     ids: np.ndarray  # int64
     track_ids: np.ndarray  # int64
     starts: np.ndarray  # float64
     ends: np.ndarray  # float64
+
+
+@dataclass(frozen=True)
+class TrackInfo:
+    """Per-track metadata the search reads without a database round trip."""
+
+    sha256: str
+    title: str
+    artist: str | None
+    valence: float | None
+    arousal: float | None
+    duration: float
 
 
 class CatalogueVersion(NamedTuple):
@@ -163,7 +175,7 @@ def delete_track(session: Session, track_id: int, *, commit: bool = True) -> boo
     """Delete a track and its clips, logging a 'delete' event; False when it did not exist."""
     # Explicit clip delete: correct even on a connection without SQLite's foreign_keys pragma.
     session.execute(delete(Clip).where(Clip.track_id == track_id))
-    deleted = session.execute(delete(Track).where(Track.id == track_id)).rowcount
+    deleted = session.execute(delete(Track).where(Track.id == track_id)).rowcount  # type: ignore[attr-defined]
     if not deleted:  # nothing was changed; end the transaction we opened
         if commit:
             session.commit()
@@ -184,7 +196,7 @@ def list_tracks(session: Session, q: str | None = None, offset: int = 0, limit: 
         if session.get_bind().dialect.name == "sqlite":
             # SQLite's lower()/ILIKE fold ASCII only ("CAFÉ" would not find "café"): fold in
             # Python, as PostgreSQL does with its Unicode-aware lower().
-            raw = session.connection().connection.driver_connection
+            raw: Any = session.connection().connection.driver_connection
             raw.create_function("ps_lower", 1, _fold, deterministic=True)
             folded = pattern.lower()
             stmt = stmt.where(
@@ -208,22 +220,114 @@ def track_clips(session: Session, track_id: int) -> list[Clip]:
     return list(session.scalars(select(Clip).where(Clip.track_id == track_id).order_by(Clip.start, Clip.id)))
 
 
-def load_clip_table(session: Session, checkpoint_hash: str | None = None) -> ClipTable:
+def load_clip_rows(session: Session, checkpoint_hash: str | None = None) -> ClipRows:
     """All clips' ids, track ids and segment bounds, ordered by clip id (no embeddings)."""
     stmt = select(Clip.id, Clip.track_id, Clip.start, Clip.end).order_by(Clip.id)
     if checkpoint_hash is not None:
         stmt = stmt.join(Track, Track.id == Clip.track_id).where(Track.checkpoint_hash == checkpoint_hash)
-    rows = session.execute(stmt).all()
+    return _clip_rows(session.execute(stmt).all())
+
+
+def load_clips_with_embeddings(
+    session: Session, *, dim: int, checkpoint_hash: str | None = None, track_ids: Sequence[int] | None = None
+) -> tuple[ClipRows, np.ndarray]:
+    """Clip rows and their embeddings ordered by clip id, read together so both describe one snapshot.
+
+    All clips (of ``checkpoint_hash``'s tracks when given), or only those of ``track_ids``.
+    """
+    base = select(Clip.id, Clip.track_id, Clip.start, Clip.end, Clip.embedding)
+    if checkpoint_hash is not None:
+        base = base.join(Track, Track.id == Clip.track_id).where(Track.checkpoint_hash == checkpoint_hash)
+    if track_ids is None:
+        statements = [base.order_by(Clip.id)]
+    else:
+        wanted = sorted({int(t) for t in track_ids})
+        statements = [base.where(Clip.track_id.in_(c)).order_by(Clip.id) for c in _chunks(wanted)]
+    rows: list[Any] = []
+    for stmt in statements:
+        rows.extend(session.execute(stmt.execution_options(yield_per=10_000)).all())
+    return _clip_rows([r[:4] for r in rows]), decode_embeddings([r[4] for r in rows], dim)
+
+
+def _clip_rows(rows: Sequence[Any]) -> ClipRows:
     if not rows:
         empty_i, empty_f = np.empty(0, np.int64), np.empty(0, np.float64)
-        return ClipTable(empty_i, empty_i.copy(), empty_f, empty_f.copy())
+        return ClipRows(empty_i, empty_i.copy(), empty_f, empty_f.copy())
     ids, track_ids, starts, ends = zip(*rows, strict=True)
-    return ClipTable(
+    return ClipRows(
         np.asarray(ids, np.int64),
         np.asarray(track_ids, np.int64),
         np.asarray(starts, np.float64),
         np.asarray(ends, np.float64),
     )
+
+
+def decode_embeddings(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    """Stored embedding bytes -> a writable float32 array ``[len(blobs), dim]``."""
+    if not blobs:
+        return np.zeros((0, dim), EMBEDDING_DTYPE)
+    return np.frombuffer(b"".join(blobs), EMBEDDING_DTYPE).reshape(len(blobs), dim).copy()
+
+
+def track_hashes(session: Session, checkpoint_hash: str, track_ids: Sequence[int] | None = None) -> dict[int, str]:
+    """Track id -> content sha256 of the tracks embedded by ``checkpoint_hash`` (all, or of ``track_ids``)."""
+    base = select(Track.id, Track.sha256).where(Track.checkpoint_hash == checkpoint_hash)
+    if track_ids is None:
+        return {int(t): s for t, s in session.execute(base).all()}
+    out: dict[int, str] = {}
+    for chunk in _chunks(sorted({int(t) for t in track_ids})):
+        out.update({int(t): s for t, s in session.execute(base.where(Track.id.in_(chunk))).all()})
+    return out
+
+
+def track_infos(
+    session: Session, *, checkpoint_hash: str | None = None, track_ids: Sequence[int] | None = None
+) -> dict[int, TrackInfo]:
+    """What the search reads per track, for ``checkpoint_hash``'s tracks and/or ``track_ids``."""
+    base = select(Track.id, Track.sha256, Track.title, Track.artist, Track.valence, Track.arousal, Track.duration)
+    if checkpoint_hash is not None:
+        base = base.where(Track.checkpoint_hash == checkpoint_hash)
+    if track_ids is None:
+        statements = [base]
+    else:
+        statements = [base.where(Track.id.in_(c)) for c in _chunks(sorted({int(t) for t in track_ids}))]
+    out: dict[int, TrackInfo] = {}
+    for stmt in statements:
+        for r in session.execute(stmt).all():
+            out[int(r[0])] = TrackInfo(
+                r[1],
+                r[2] or "",
+                r[3],
+                None if r[4] is None else float(r[4]),
+                None if r[5] is None else float(r[5]),
+                float(r[6] or 0.0),
+            )
+    return out
+
+
+def tracks_by_id(session: Session, track_ids: Sequence[int]) -> dict[int, Track]:
+    """Tracks by id (ids no longer in the catalogue are simply absent)."""
+    out: dict[int, Track] = {}
+    for chunk in _chunks(sorted({int(t) for t in track_ids})):
+        out.update({t.id: t for t in session.scalars(select(Track).where(Track.id.in_(chunk)))})
+    return out
+
+
+def segment_va(session: Session, segments: Sequence[tuple[int, float, float]]) -> dict[int, tuple[float, float]]:
+    """Mean predicted VA of the clips inside each (track, start, end) segment."""
+    out: dict[int, tuple[float, float]] = {}
+    for i in range(0, len(segments), 100):
+        chunk = segments[i : i + 100]
+        cond = or_(*(and_(Clip.track_id == t, Clip.start >= s - 1e-3, Clip.end <= e + 1e-3) for t, s, e in chunk))
+        rows = session.execute(select(Clip.track_id, Clip.valence, Clip.arousal).where(cond)).all()
+        sums: dict[int, list[float]] = {}
+        for t, v, a in rows:
+            acc = sums.setdefault(int(t), [0.0, 0.0, 0.0])
+            acc[0] += float(v)
+            acc[1] += float(a)
+            acc[2] += 1
+        out.update({t: (acc[0] / acc[2], acc[1] / acc[2]) for t, acc in sums.items() if acc[2]})
+    return out
 
 
 def load_embeddings(
@@ -252,8 +356,9 @@ def load_embeddings(
         # Decode per partition: never hold every row's bytes and the array at the same time.
         for rows in session.execute(stmt.execution_options(yield_per=10_000)).partitions():
             id_parts.append(np.fromiter((r[0] for r in rows), np.int64, len(rows)))
-            blob = b"".join(r[1] for r in rows)
-            emb_parts.append(np.frombuffer(blob, EMBEDDING_DTYPE).reshape(len(rows), -1))
+            emb_parts.append(
+                decode_embeddings([r[1] for r in rows], len(rows[0][1]) // np.dtype(EMBEDDING_DTYPE).itemsize)
+            )
     if not id_parts:
         return np.empty(0, np.int64), np.empty((0, dim or 0), EMBEDDING_DTYPE)
     return np.concatenate(id_parts), np.concatenate(emb_parts)
@@ -267,6 +372,14 @@ def events_since(session: Session, event_id: int, overlap: int = 0) -> list[Trac
     """
     floor = max(0, int(event_id) - max(0, int(overlap)))
     return list(session.scalars(select(TrackEvent).where(TrackEvent.id > floor).order_by(TrackEvent.id)))
+
+
+def event_track_ids_after(session: Session, floor: int) -> list[tuple[int, int]]:
+    """``(event id, track id)`` of the events with id > ``floor``, oldest first."""
+    rows = session.execute(
+        select(TrackEvent.id, TrackEvent.track_id).where(TrackEvent.id > floor).order_by(TrackEvent.id)
+    )
+    return [(int(e), int(t)) for e, t in rows.all()]
 
 
 def last_event_id(session: Session) -> int:
@@ -285,36 +398,6 @@ def checkpoint_counts(session: Session) -> dict[str, int]:
     """Number of tracks per checkpoint hash (to report tracks the current model cannot search)."""
     rows = session.execute(select(Track.checkpoint_hash, func.count(Track.id)).group_by(Track.checkpoint_hash))
     return {h: int(n) for h, n in rows}
-
-
-def record_index_state(
-    session: Session,
-    *,
-    checkpoint_hash: str,
-    dim: int,
-    count: int,
-    index_type: str,
-    params: dict[str, Any],
-    last_event_id: int,
-    commit: bool = True,
-) -> IndexState:
-    """Append the description of a freshly written index (the newest row is the current one)."""
-    state = IndexState(
-        checkpoint_hash=checkpoint_hash,
-        dim=dim,
-        count=count,
-        index_type=index_type,
-        params=params,
-        last_event_id=last_event_id,
-    )
-    session.add(state)
-    if commit:
-        session.commit()
-    return state
-
-
-def latest_index_state(session: Session) -> IndexState | None:
-    return session.scalars(select(IndexState).order_by(IndexState.id.desc()).limit(1)).first()
 
 
 def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:

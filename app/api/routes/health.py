@@ -9,9 +9,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 from starlette.concurrency import run_in_threadpool
 
-from app.metrics import CONTENT_TYPE
-from app.routes.deps import MetricsDep
-from app.schemas import HealthResponse, ReadyResponse
+from app.api.deps import MetricsDep
+from app.api.schemas import HealthResponse, ReadyResponse
+from app.core.errors import first_line
+from app.core.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["operations"])
 
@@ -63,7 +64,7 @@ async def ready(request: Request) -> Response:
         except TimeoutError:
             reasons.append(f"database: no answer within {DB_CHECK_TIMEOUT_S:g} s")
         except Exception as exc:
-            reasons.append(f"database: {_first_line(exc)}")
+            reasons.append(f"database: {first_line(exc)}")
     if live is not None and live.last_sync_error:
         reasons.append(f"index sync: {live.last_sync_error}")
     ok = model_ok and index_ok and db_ok
@@ -102,8 +103,3 @@ async def ready(request: Request) -> Response:
 )
 async def metrics(metrics: MetricsDep) -> Response:
     return Response(metrics.render(), media_type=CONTENT_TYPE)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__

@@ -39,7 +39,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 
 def _settings_from(args: argparse.Namespace):  # -> Settings (import kept lazy for CLI speed)
-    from app.settings import Settings
+    from app.core.settings import Settings
 
     overrides = {
         name: getattr(args, name)
@@ -52,7 +52,7 @@ def _settings_from(args: argparse.Namespace):  # -> Settings (import kept lazy f
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.main import create_app
+    from app.api.main import create_app
 
     try:
         settings = _settings_from(args)
@@ -93,12 +93,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m app.cli_serve` (the same as `photoscore serve`)."""
+    """`python -m app.cli.serve` (the same as `photoscore serve`)."""
     parser = argparse.ArgumentParser(prog="photoscore")
     sub = parser.add_subparsers(dest="command")
     serve = add_serve_parser(sub)
     args = serve.parse_args(argv)
-    from app.logs import configure_logging
+    from app.core.logs import configure_logging
 
     configure_logging()
     return run_serve(args)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,11 +22,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from app.metrics import Metrics
+from app.core.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_THREAD_NAME = "photoscore-model"
 
 
 class WorkerClosedError(RuntimeError):
@@ -59,7 +61,7 @@ class InferenceWorker:
         self.max_wait = max(0.0, float(max_wait_ms)) / 1000.0
         self.micro_batching = micro_batching
         self.metrics = metrics
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="photoscore-model")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_THREAD_NAME)
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task | None = None
         self._closed = False
@@ -100,6 +102,15 @@ class InferenceWorker:
             raise WorkerClosedError("the service is shutting down")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a model call on the model thread from a worker thread, blocking it (never call
+        this on the event loop: use ``run``)."""
+        if self._closed:
+            raise WorkerClosedError("the service is shutting down")
+        if threading.current_thread().name.startswith(_THREAD_NAME):
+            return fn(*args, **kwargs)  # already on the model thread
+        return self._executor.submit(fn, *args, **kwargs).result()
 
     async def embed_image(self, image: Any) -> tuple[np.ndarray, np.ndarray]:
         """(embedding[dim], va[2]) for one image (whatever `batch_fn` takes a list of)."""
@@ -179,3 +190,23 @@ def _settle(future: asyncio.Future, *, value: Any = None, exc: BaseException | N
         future.set_exception(exc)
     else:
         future.set_result(value)
+
+
+class ModelThreadScorer:
+    """The matcher's similarity predictor, each call run on the worker's model thread.
+
+    The ranking runs in a worker thread (FAISS and table look-ups there); only these calls take
+    the model thread, so they queue with other requests' embeddings instead of blocking them."""
+
+    def __init__(self, worker: InferenceWorker) -> None:
+        self.worker = worker
+
+    @property
+    def query_bank(self) -> np.ndarray | None:
+        return self.worker.call(getattr, self.worker.matcher, "query_bank", None)  # torch -> numpy
+
+    def similarity(self, image_emb: np.ndarray, clip_embs: np.ndarray) -> np.ndarray:
+        return self.worker.call(self.worker.matcher.similarity, image_emb, clip_embs)
+
+    def similarity_matrix(self, images: np.ndarray, clips: np.ndarray) -> np.ndarray:
+        return self.worker.call(self.worker.matcher.similarity_matrix, images, clips)

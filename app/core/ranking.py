@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 # -------------------------------------------------------------------------------- steering
 MAX_SHIFT = 0.5  # |valence_shift|, |arousal_shift| and their sums with mood words stay within this
@@ -164,7 +165,7 @@ class Window:
     score: float  # mean clip score inside the window
 
 
-def best_window(starts: Sequence[float], ends: Sequence[float], scores: Sequence[float], seconds: float) -> Window:
+def best_window(starts: ArrayLike, ends: ArrayLike, scores: ArrayLike, seconds: float) -> Window:
     """The run of consecutive clips, at most ``seconds`` long, with the highest mean score.
 
     Clip boundaries are the only cut points, so the window is as many whole clips as fit in

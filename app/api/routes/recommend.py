@@ -6,21 +6,16 @@ import math
 import time
 from typing import Annotated
 
-import numpy as np
-import torch
 from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile, status
-from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
-from app.models import Clip, Track
-from app.ranking import MAX_SHIFT, MOOD_STEP, NEAR_EQUAL, OptionError, mood_words, parse_moods, target_of, total_shift
-from app.routes.common import read_upload, single_part, track_out
-from app.routes.deps import LiveIndexDep, SessionDep, SettingsDep, WorkerDep
-from app.schemas import VA, RecommendResponse, RecommendResult, Segment, Shift, Why, error_responses
-from app.search import Hit, SearchOptions
-from app.security import ReadAuth
-from model.image import ImageDecodeError, image_tensor, open_image
+from app.api.deps import RecommenderDep, SettingsDep
+from app.api.routes.common import read_upload, single_part, track_out
+from app.api.schemas import VA, RecommendResponse, RecommendResult, Segment, Shift, Why, error_responses
+from app.api.security import ReadAuth
+from app.core.models import Track
+from app.core.ranking import MAX_SHIFT, MOOD_STEP, NEAR_EQUAL, OptionError, mood_words, parse_moods, total_shift
+from app.services.recommend import Hit, SearchOptions
+from model.image import ImageDecodeError
 
 router = APIRouter(tags=["recommend"])
 
@@ -63,50 +58,15 @@ Examples:
 """
 
 
-def decode_image(data: bytes, max_pixels: int, size: int) -> torch.Tensor:
-    """Bytes -> network input; raises HTTPException with the right 4xx for bad images.
-
-    JPEGs decode in draft mode (DCT scaling to no less than ``size``): several times faster for
-    camera photos, and the very pixels training cached (``model.prepare`` decodes the same way).
-    """
-    try:
-        img = open_image(data, max_pixels=max_pixels, draft_size=size)
-    except ImageDecodeError as exc:
-        if exc.too_large:
-            raise HTTPException(
-                status.HTTP_413_CONTENT_TOO_LARGE,
-                f"image: {exc} (PHOTOSCORE_MAX_IMAGE_PIXELS)",
-            ) from exc
-        if str(exc).startswith("not a supported image"):
-            raise HTTPException(
-                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-                f"image: not a supported image; send {SUPPORTED_IMAGES}",
-            ) from exc
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"image: {exc}") from exc
-    return image_tensor(img, size)
-
-
-def load_tracks(session: Session, ids: list[int]) -> dict[int, Track]:
-    if not ids:
-        return {}
-    return {t.id: t for t in session.scalars(select(Track).where(Track.id.in_(ids)))}
-
-
-def segment_va(session: Session, segments: list[tuple[int, float, float]]) -> dict[int, tuple[float, float]]:
-    """Mean predicted VA of the clips inside each (track, start, end) segment."""
-    out: dict[int, tuple[float, float]] = {}
-    for i in range(0, len(segments), 100):
-        chunk = segments[i : i + 100]
-        cond = or_(*(and_(Clip.track_id == t, Clip.start >= s - 1e-3, Clip.end <= e + 1e-3) for t, s, e in chunk))
-        rows = session.execute(select(Clip.track_id, Clip.valence, Clip.arousal).where(cond)).all()
-        sums: dict[int, list[float]] = {}
-        for t, v, a in rows:
-            acc = sums.setdefault(int(t), [0.0, 0.0, 0.0])
-            acc[0] += float(v)
-            acc[1] += float(a)
-            acc[2] += 1
-        out.update({t: (acc[0] / acc[2], acc[1] / acc[2]) for t, acc in sums.items() if acc[2]})
-    return out
+def image_error(exc: ImageDecodeError) -> HTTPException:
+    """The 4xx for an image that cannot be used, naming the setting or the formats to fix it."""
+    if exc.too_large:
+        return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"image: {exc} (PHOTOSCORE_MAX_IMAGE_PIXELS)")
+    if str(exc).startswith("not a supported image"):
+        return HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"image: not a supported image; send {SUPPORTED_IMAGES}"
+        )
+    return HTTPException(status.HTTP_400_BAD_REQUEST, f"image: {exc}")
 
 
 def _unit(x: float) -> float:
@@ -145,27 +105,21 @@ def explain(
     )
 
 
-def results_for(
-    session: Session, hits: list[Hit], photo: tuple[float, float], target: tuple[float, float] | None
-) -> list[RecommendResult]:
-    """Hits -> response rows (tracks deleted since the last index sync are left out)."""
-    tracks = load_tracks(session, [h.track_id for h in hits])
-    seg_va = segment_va(session, [(h.track_id, h.start, h.end) for h in hits if h.track_id in tracks])
-    rows = []
-    for h in hits:
-        track = tracks.get(h.track_id)
-        if track is None:
-            continue
-        song = None if track.valence is None or track.arousal is None else (track.valence, track.arousal)
-        rows.append(
-            RecommendResult(
-                track=track_out(track),
-                score=h.score,
-                segment=Segment(start=round(h.start, 3), end=round(h.end, 3)),
-                why=explain(photo, song, seg_va.get(h.track_id), target),
-            )
-        )
-    return rows
+def result_row(
+    track: Track,
+    hit: Hit,
+    photo: tuple[float, float],
+    target: tuple[float, float] | None,
+    segment: tuple[float, float] | None,
+) -> RecommendResult:
+    """One ranked song as the response shows it."""
+    song = None if track.valence is None or track.arousal is None else (track.valence, track.arousal)
+    return RecommendResult(
+        track=track_out(track),
+        score=hit.score,
+        segment=Segment(start=round(hit.start, 3), end=round(hit.end, 3)),
+        why=explain(photo, song, segment, target),
+    )
 
 
 def search_options(
@@ -198,11 +152,6 @@ def search_options(
         seed=seed,
         segment_seconds=segment_seconds,
     )
-
-
-def clean_va(va: np.ndarray) -> tuple[float, float]:
-    va = np.clip(np.nan_to_num(np.asarray(va, np.float64), nan=0.5), 0.0, 1.0)
-    return float(va[0]), float(va[1])
 
 
 # The options both routes take, documented once (OpenAPI shows description and examples).
@@ -275,9 +224,7 @@ SegmentQ = Annotated[
 async def recommend(
     image: Annotated[UploadFile, File(description=f"The photo: {SUPPORTED_IMAGES}.")],
     settings: SettingsDep,
-    worker: WorkerDep,
-    live: LiveIndexDep,
-    session: SessionDep,
+    recommender: RecommenderDep,
     n: Annotated[int, Query(ge=1, le=100, description="How many songs to return.")] = 10,
     offset: OffsetQ = 0,
     valence_shift: ValenceShiftQ = 0.0,
@@ -293,20 +240,20 @@ async def recommend(
         n, offset, valence_shift, arousal_shift, mood, max_per_artist, dedupe, seed, segment_seconds
     )
     data = await read_upload(image, "image", int(settings.max_upload_mb * 1e6))
-    matcher = worker.matcher
-    tensor = await run_in_threadpool(decode_image, data, settings.max_image_pixels, int(matcher.image_size))
-    emb, va = await worker.embed_image(tensor)
-    photo = clean_va(va)
-    hits, more = await worker.run(live.search_page, matcher, emb, photo, options, settings.search_k)
-    target = target_of(photo, options.shift) if options.steered else None
-    results = await run_in_threadpool(results_for, session, hits, photo, target)
+    try:
+        found = await recommender.recommend(data, options)
+    except ImageDecodeError as exc:
+        raise image_error(exc) from exc
     return RecommendResponse(
-        image=VA(valence=photo[0], arousal=photo[1]),
-        target=_va(target),
+        image=VA(valence=found.photo[0], arousal=found.photo[1]),
+        target=_va(found.target),
         shift=Shift(valence=options.shift[0], arousal=options.shift[1]),
         offset=offset,
-        next_offset=offset + n if more else None,
-        results=results,
-        model_version=str(matcher.version),
+        next_offset=offset + n if found.more else None,
+        results=[
+            result_row(found.tracks[h.track_id], h, found.photo, found.target, found.segment_va.get(h.track_id))
+            for h in found.hits
+        ],
+        model_version=found.model_version,
         took_ms=round((time.perf_counter() - started) * 1000.0, 2),
     )

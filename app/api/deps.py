@@ -11,11 +11,12 @@ from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from app.metrics import Metrics
-from app.search import LiveIndex
-from app.settings import Settings
-from app.storage import AudioStore
-from app.worker import InferenceWorker
+from app.core.live_index import LiveIndex
+from app.core.metrics import Metrics
+from app.core.settings import Settings
+from app.core.storage import AudioStore
+from app.services.inference import InferenceWorker
+from app.services.recommend import Recommender
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,10 @@ def get_live_index(request: Request) -> LiveIndex:
     return _state(request, "live_index")
 
 
+def get_recommender(request: Request) -> Recommender:
+    return _state(request, "recommender")
+
+
 def get_store(request: Request) -> AudioStore:
     return _state(request, "store")
 
@@ -76,5 +81,6 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 WorkerDep = Annotated[InferenceWorker, Depends(get_worker)]
 LiveIndexDep = Annotated[LiveIndex, Depends(get_live_index)]
+RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
 StoreDep = Annotated[AudioStore, Depends(get_store)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]

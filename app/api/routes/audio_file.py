@@ -16,7 +16,7 @@ from starlette.datastructures import Headers
 from starlette.responses import FileResponse
 from starlette.types import Receive, Scope, Send
 
-from app.schemas import ErrorResponse
+from app.api.schemas import ErrorResponse
 
 RANGE_NOT_SATISFIABLE: dict[int | str, dict] = {
     416: {"model": ErrorResponse, "description": "No requested byte range overlaps the file."}

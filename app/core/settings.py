@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "model" / "default" / "photoscore-default.safetensors"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "model" / "default" / "photoscore-default.safetensors"
 
 
 class Settings(BaseSettings):

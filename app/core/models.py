@@ -8,10 +8,8 @@ PostgreSQL identity columns), so a deleted clip id can never come back meaning a
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     DateTime,
     Float,
@@ -94,22 +92,6 @@ class Clip(Base):
 
     def __repr__(self) -> str:
         return f"Clip(id={self.id!r}, track_id={self.track_id!r}, start={self.start!r})"
-
-
-class IndexState(Base):
-    """The last FAISS index written for this catalogue (one row per index build or update)."""
-
-    __tablename__ = "index_state"
-    __table_args__ = {"sqlite_autoincrement": True}
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    checkpoint_hash: Mapped[str] = mapped_column(String(64))
-    dim: Mapped[int] = mapped_column(Integer)
-    count: Mapped[int] = mapped_column(BigInteger)
-    index_type: Mapped[str] = mapped_column(String(32))
-    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    last_event_id: Mapped[int] = mapped_column(BigInteger, default=0)
-    built_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class TrackEvent(Base):

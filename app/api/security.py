@@ -14,7 +14,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from app.settings import Settings
+from app.api.deps import get_settings
+from app.core.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-Key: <API key>`")
@@ -41,10 +42,6 @@ def presented_key(bearer: HTTPAuthorizationCredentials | None, header_key: str |
     return header_key or None
 
 
-def _settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
 def _check(settings: Settings, key: str | None) -> None:
     if not settings.api_keys:
         raise HTTPException(status.HTTP_403_FORBIDDEN, NO_KEYS_MESSAGE)
@@ -68,7 +65,7 @@ def require_write_key(
     header_key: Annotated[str | None, Depends(_header)],
 ) -> None:
     """Dependency for every write route."""
-    _check(_settings(request), presented_key(bearer, header_key))
+    _check(get_settings(request), presented_key(bearer, header_key))
 
 
 def require_read_access(
@@ -77,7 +74,7 @@ def require_read_access(
     header_key: Annotated[str | None, Depends(_header)],
 ) -> None:
     """Dependency for read routes: open unless `public_reads` is false."""
-    settings = _settings(request)
+    settings = get_settings(request)
     if settings.public_reads:
         return
     _check(settings, presented_key(bearer, header_key))

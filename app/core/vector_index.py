@@ -212,7 +212,8 @@ class ClipIndex:
     """
 
     def __init__(self, index: faiss.Index, meta: IndexMeta, store: VectorStore | None = None) -> None:
-        self._index = index
+        # Any: FAISS's stubs declare the base Index, not the wrappers' id_map / index / hnsw members.
+        self._index: Any = index
         self.meta = meta
         self._removed: set[int] = {int(i) for i in meta.removed_ids}
         self._lock = threading.Lock()
@@ -681,13 +682,13 @@ class ClipIndex:
         )
         if self.meta.index_type == "hnsw":
             ef = max(int(self.meta.params.get("efSearch", 64)), k)
-            params = faiss.SearchParametersHNSW(efSearch=ef)
+            params: Any = faiss.SearchParametersHNSW(efSearch=ef)  # type: ignore[attr-defined]  # not in the stubs
             if selector is not None:
                 params.sel = selector
                 params._keep = selector  # the SWIG object must outlive the search call
             return params
         if selector is not None:
-            params = faiss.SearchParameters(sel=selector)
+            params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]  # SWIG keyword init
             params._keep = selector
             return params
         return None
@@ -700,7 +701,7 @@ class ClipIndex:
         c = int(min(max(k * int(p.get("k_factor", IVF_K_FACTOR)), int(p.get("min_candidates", 0))), IVF_MAX_CANDIDATES))
         c = max(k, min(c, int(self._index.ntotal)))
         with self._lock:
-            params = faiss.SearchParametersIVF(nprobe=int(p.get("nprobe", 16)))
+            params = faiss.SearchParametersIVF(nprobe=int(p.get("nprobe", 16)))  # type: ignore[call-arg]
             _, cand = self._index.search(queries, c, params=params)
             flat = cand[cand >= 0]
             uniq, inverse = np.unique(flat, return_inverse=True)
@@ -754,7 +755,7 @@ class ClipIndex:
             return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
         rng = np.random.default_rng(seed)
         pick = np.sort(rng.choice(len(ids), size=min(sample, len(ids)), replace=False))
-        queries = self._store.get(ids[pick]) if vectors is None else vectors[pick]
+        queries = vectors[pick] if vectors is not None else self._store.get(ids[pick])  # type: ignore[union-attr]
         if jitter:
             # Real queries (photos) are near clips, not on them; a stored vector is a node of the
             # HNSW graph and finds its neighbours too easily. Nudge each to cosine ~0.8.

@@ -2,7 +2,7 @@
 
 Everything stateful (model, inference worker, DB engine, live index, audio store, metrics) is
 created per app in the lifespan and kept on `app.state`; routes reach it through typed
-dependencies (`app.routes.deps`). Nothing is a module-level singleton, so tests and replicas can
+dependencies (`app.api.deps`). Nothing is a module-level singleton, so tests and replicas can
 build as many apps as they like.
 """
 
@@ -22,27 +22,29 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import Engine, make_url, text
+from sqlalchemy import Engine, make_url
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.admission import BodyTimeoutMiddleware, UploadGate
-from app.catalogue import referenced_audio_keys
-from app.db import DatabaseUnavailableError, make_engine, make_session_factory, upgrade_database
-from app.metrics import Metrics, MetricsMiddleware
-from app.routes import health, playlist, recommend, tracks
-from app.search import LiveIndex
-from app.settings import Settings
-from app.storage import AudioStore
-from app.worker import InferenceWorker, WorkerClosedError
+from app.api.admission import BodyTimeoutMiddleware, UploadGate
+from app.api.metrics_middleware import MetricsMiddleware
+from app.api.routes import health, playlist, recommend, tracks
+from app.core.catalogue import referenced_audio_keys
+from app.core.db import DatabaseUnavailableError, make_engine, make_session_factory, migrate_database
+from app.core.errors import first_line
+from app.core.live_index import LiveIndex
+from app.core.metrics import Metrics
+from app.core.settings import Settings
+from app.core.storage import AudioStore
+from app.services.inference import InferenceWorker, WorkerClosedError
+from app.services.recommend import Recommender
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-_MIGRATION_LOCK = 0x5053_4D49  # pg_advisory_lock key: replicas migrate one at a time
 _MULTIPART_SLACK = 1 << 20  # form fields and multipart framing on top of the file itself
 PG_CONNECT_TIMEOUT_S = 5
 
@@ -119,11 +121,6 @@ def _content_length(scope: Scope) -> int | None:
 
 
 # ---------------------------------------------------------------------------- error handling
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__
-
-
 def _describe(error: dict) -> str:
     loc = [str(p) for p in error.get("loc", ())]
     where, field = (loc[0], ".".join(loc[1:])) if loc else ("request", "")
@@ -143,7 +140,7 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     # The reason goes to the log only: driver and pool messages name hosts, pool sizes and SQL.
-    log.warning("database unavailable: %s", _first_line(exc))
+    log.warning("database unavailable: %s", first_line(exc))
     if isinstance(exc, PoolTimeoutError):
         detail = "the service is busy: no database connection became free in time; retry shortly"
     else:
@@ -158,7 +155,7 @@ async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
 async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
     if exc.connection_invalidated or isinstance(exc, OperationalError):
         return await _database_unavailable(request, exc)
-    log.error("database error on %s %s: %s", request.method, request.url.path, _first_line(exc))
+    log.error("database error on %s %s: %s", request.method, request.url.path, first_line(exc))
     return JSONResponse(
         {"detail": "the database could not process this request"},
         status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
@@ -167,7 +164,7 @@ async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
 
 async def _data_error(_: Request, exc: DataError) -> JSONResponse:
     return JSONResponse(
-        {"detail": f"a value was refused by the database: {_first_line(exc.orig or exc)}"},
+        {"detail": f"a value was refused by the database: {first_line(exc.orig or exc)}"},
         status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
     )
 
@@ -194,16 +191,7 @@ def _migrate(engine: Engine, url: str) -> None:
     alembic_log = logging.getLogger("alembic")
     if not alembic_log.isEnabledFor(logging.DEBUG):
         alembic_log.setLevel(logging.WARNING)  # its per-plugin INFO lines drown the start-up log
-    if engine.dialect.name != "postgresql":
-        upgrade_database(url)
-        return
-    with engine.connect() as conn:
-        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
-        try:
-            upgrade_database(url)
-        finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
-            conn.commit()
+    migrate_database(url, engine)
 
 
 def _engine_for(settings: Settings) -> Engine:
@@ -225,9 +213,9 @@ async def _sync_loop(app: FastAPI, live: LiveIndex, every: float) -> None:
         except Exception as exc:
             failures += 1
             metrics.sync_errors.inc()
-            live.last_sync_error = _first_line(exc)
+            live.last_sync_error = first_line(exc)
             if failures == 1 or failures % 30 == 0:
-                log.warning("index sync failed (%d in a row): %s", failures, _first_line(exc))
+                log.warning("index sync failed (%d in a row): %s", failures, first_line(exc))
             continue
         if failures:
             log.info("index sync recovered after %d failures", failures)
@@ -250,7 +238,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(_migrate, engine, settings.resolved_database_url)
     except Exception as exc:
         engine.dispose()
-        raise DatabaseUnavailableError(f"cannot prepare the database: {_first_line(exc)}") from exc
+        raise DatabaseUnavailableError(f"cannot prepare the database: {first_line(exc)}") from exc
     state.engine = engine
     state.session_factory = make_session_factory(engine)
     state.upload_gate = UploadGate(
@@ -284,6 +272,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     await run_in_threadpool(live.load)
     state.live_index = live
+    state.recommender = Recommender(
+        worker,
+        live,
+        state.session_factory,
+        search_k=settings.search_k,
+        max_image_pixels=settings.max_image_pixels,
+    )
     metrics.bind_catalogue(lambda: live.n_tracks, lambda: live.n_clips)
     state.store = AudioStore(settings.resolved_audio_dir)
     if swept := await run_in_threadpool(state.store.sweep_temporary):
@@ -336,7 +331,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
-    for name in ("engine", "session_factory", "worker", "live_index", "store", "upload_gate"):
+    for name in ("engine", "session_factory", "worker", "live_index", "recommender", "store", "upload_gate"):
         setattr(app.state, name, None)
     app.state.warmed = False
 

@@ -12,10 +12,11 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+from app.core.errors import first_line
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-# pg_advisory_lock key serialising migrations between API replicas and indexer jobs
-# (the same key app.main uses).
+# pg_advisory_lock key serialising migrations between API replicas and indexer jobs.
 MIGRATION_LOCK_KEY = 0x5053_4D49
 
 
@@ -29,7 +30,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         in_memory = not database or database == ":memory:" or parsed.query.get("mode") == "memory"
-        if not in_memory:
+        if database and not in_memory:
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         connect_args = kwargs.pop("connect_args", {})
         connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
@@ -73,12 +74,12 @@ def check_database(url: str, timeout_s: float = 5.0) -> None:
     try:
         engine = make_engine(url, **kwargs)
     except Exception as exc:  # bad URL, missing driver, unwritable folder
-        raise DatabaseUnavailableError(f"cannot use database {_safe(url)}: {_first_line(exc)}") from exc
+        raise DatabaseUnavailableError(f"cannot use database {_safe(url)}: {first_line(exc)}") from exc
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:
-        raise DatabaseUnavailableError(f"cannot reach database {_safe(url)}: {_first_line(exc)}") from exc
+        raise DatabaseUnavailableError(f"cannot reach database {_safe(url)}: {first_line(exc)}") from exc
     finally:
         engine.dispose()
 
@@ -101,14 +102,17 @@ def upgrade_database(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
-def migrate_database(url: str) -> None:
-    """``upgrade_database`` that is safe when several processes start at once (PostgreSQL lock)."""
+def migrate_database(url: str, engine: Engine | None = None) -> None:
+    """``upgrade_database`` that is safe when several processes start at once (PostgreSQL lock).
+
+    ``engine``: take the lock through this engine (its connect timeout applies), else a new one."""
     if make_url(url).get_backend_name() != "postgresql":
         upgrade_database(url)
         return
-    engine = make_engine(url)
+    own = engine is None
+    bind = make_engine(url) if engine is None else engine
     try:
-        with engine.connect() as conn:
+        with bind.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
             conn.commit()
             try:
@@ -117,7 +121,8 @@ def migrate_database(url: str) -> None:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
                 conn.commit()
     finally:
-        engine.dispose()
+        if own:
+            bind.dispose()
 
 
 def downgrade_database(url: str, revision: str = "base") -> None:
@@ -125,11 +130,6 @@ def downgrade_database(url: str, revision: str = "base") -> None:
     from alembic import command
 
     command.downgrade(alembic_config(url), revision)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _safe(url: str) -> str:

@@ -13,9 +13,9 @@ from python_multipart.multipart import parse_options_header
 from starlette.datastructures import FormData
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from app.models import Track
-from app.schemas import TrackOut
-from app.text import clean_text
+from app.api.schemas import TrackOut
+from app.core.models import Track
+from app.core.text import clean_text
 
 __all__ = ["StrictFormRoute", "audio_url", "clean_text", "read_upload", "single_part", "track_out"]
 

@@ -1,0 +1,484 @@
+"""Recommendation: photo bytes -> ranked songs, the one path every shell uses.
+
+Search: FAISS top-K clips by inner product name the candidate tracks (the first
+``TRACKS_PER_RESULT * n`` distinct tracks in FAISS order) -> the learned similarity predictor
+scores the candidate tracks' clips (all of them, or ``CLIPS_PER_TRACK`` evenly spaced ones) ->
+a track's score is the mean over its clips, its segment its best clip -> tracks are ranked by
+that score relative to the same track's scores for the checkpoint's query bank of training
+photos (z = (score - bank mean) / bank std, querybank normalisation; computed once per track
+and cached; the reported score is then the normal CDF of z: 0.5 = suits this photo as well as a
+typical photo, near 1 = far better) -> top n tracks, ties broken by track id so the same image and catalogue always give
+the same answer. A checkpoint without a query bank ranks by the score itself.
+
+Why the mean and not the best clip: a song's mood is the mood of most of it. Ranked by their
+best clip, songs whose clips vary a lot had a near match for every photo and opened almost
+every list (hubs); on held-out photos and real songs the mean raised the share of top-10 songs
+in the photo's quadrant. Why the bank: some songs score well against almost any photo (their
+predicted mood sits where photos are dense); normalising by the bank halves how often one song
+opens the list without lowering the quadrant share (model card).
+
+Threads: the photo is decoded in a worker thread, embedded on the model thread (micro-batched
+with other requests), and ranked in a worker thread; only the similarity predictor's calls hop
+onto the model thread (``ModelThreadScorer``), so FAISS searches, table look-ups and SQL never
+hold up another request's embedding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+from anyio import to_thread
+from sqlalchemy.orm import Session
+
+from app.core.catalogue import segment_va, tracks_by_id
+from app.core.live_index import LiveIndex
+from app.core.models import Track
+from app.core.ranking import (
+    STEER_WEIGHT,
+    Candidate,
+    best_window,
+    duplicate_key,
+    normal_artist,
+    plan_playlist,
+    score_step,
+    shuffle_key,
+    steer_gain,
+    target_of,
+)
+from app.services.inference import InferenceWorker, ModelThreadScorer
+from model.image import open_image
+from model.transforms import image_tensor
+
+SCORE_DECIMALS = 6  # scores are rounded before ranking so float noise cannot reorder ties
+TRACKS_PER_RESULT = 4  # candidate tracks scored per requested result
+CLIPS_PER_TRACK = 32  # clips scored per candidate track (evenly spaced beyond that)
+BANK_CLIPS_PER_TRACK = 8  # clips per track scored against the query bank (once per track)
+CLIP_SECONDS = 2.0  # length of an indexed clip: segments up to this long are the best single clip
+SPARE = 5  # extra results the first page's candidate pool is sized for (as /recommend always did)
+
+
+class Scorer(Protocol):
+    """What the ranking needs from the model: a ``model.inference.Matcher`` or a ``ModelThreadScorer``."""
+
+    @property
+    def query_bank(self) -> np.ndarray | None: ...
+
+    def similarity(self, image_emb: np.ndarray, clip_embs: np.ndarray) -> np.ndarray: ...
+
+    def similarity_matrix(self, images: np.ndarray, clips: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One recommended track: its segment and the reranked similarity."""
+
+    track_id: int
+    score: float
+    start: float
+    end: float
+    clip_id: int
+    rank: float = 0.0  # what ordered it: z (or the score) unsteered, score + steering gain steered
+    valence: float | None = None  # the track's predicted VA (mean over its clips)
+    arousal: float | None = None
+    segment_score: float | None = None  # mean predicted similarity inside a window longer than a clip
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """What /recommend and /playlist may ask of a search (defaults: the plain ranking)."""
+
+    n: int = 10
+    offset: int = 0
+    shift: tuple[float, float] = (0.0, 0.0)  # valence, arousal; already validated and clipped
+    max_per_artist: int = 0  # 0: no cap
+    dedupe: bool = False
+    seed: int | None = None
+    segment_seconds: float = CLIP_SECONDS
+    spare: int = SPARE
+
+    @property
+    def steered(self) -> bool:
+        return self.shift != (0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A scored candidate track: its rank value, reported score and its scored clips."""
+
+    track_id: int
+    rank: float
+    score: float
+    clip_ids: np.ndarray = field(repr=False, compare=False)
+    starts: np.ndarray = field(repr=False, compare=False)
+    ends: np.ndarray = field(repr=False, compare=False)
+    clip_scores: np.ndarray = field(repr=False, compare=False)
+    gain: float | None = None  # steering: VA distance gained towards the target (None unsteered)
+
+    def hit(self) -> Hit:
+        """Segment = the best scored clip; among equal scores the earliest, then the lowest id."""
+        s, cids = self.clip_scores, self.clip_ids
+        best = min(range(len(cids)), key=lambda i: (-round(float(s[i]), SCORE_DECIMALS), self.starts[i], cids[i]))
+        return Hit(
+            self.track_id, self.score, float(self.starts[best]), float(self.ends[best]), int(cids[best]), self.rank
+        )
+
+
+class Ranker:
+    """Ranks the live index's tracks for a photo embedding with the similarity predictor.
+
+    One per app (it caches each track's query-bank normalisation); thread-safe for reading.
+    """
+
+    def __init__(self, live: LiveIndex, scorer: Scorer) -> None:
+        self.live = live
+        self.scorer = scorer
+        self._norms: dict[int, tuple[str, float, float]] = {}  # track -> (content sha, bank mean, bank std)
+
+    def recommend(self, image_emb: np.ndarray, n: int, k: int) -> list[Hit]:
+        """Top n tracks for one image embedding."""
+        tracks = self._pool(image_emb, n, k)
+        scored = self._score(image_emb, tracks)
+        ranked = sorted(scored.values(), key=lambda t: (-t.rank, t.track_id))
+        return [t.hit() for t in ranked[:n]]
+
+    def _pool(self, image_emb: np.ndarray, n: int, k: int) -> list[int]:
+        """Candidate tracks: the first ``TRACKS_PER_RESULT * n`` distinct tracks in FAISS order."""
+        return self.live.track_pool(image_emb, n, k, max(n, TRACKS_PER_RESULT * n))
+
+    def _score(self, image_emb: np.ndarray, tracks: Sequence[int]) -> dict[int, Scored]:
+        """Each track's score (mean over ``CLIPS_PER_TRACK`` spread clips, bank-normalised)."""
+        keep = self.live.track_clips(tracks, CLIPS_PER_TRACK)
+        if not keep:
+            return {}
+        embs = np.concatenate([c.embeddings for c in keep])
+        raw = np.asarray(self.scorer.similarity(image_emb, embs), np.float64)
+        scores = np.clip(np.nan_to_num(raw, nan=0.0), 0.0, 1.0)
+        bank = _bank(self.scorer)
+        out: dict[int, Scored] = {}
+        at = 0
+        for clips in keep:
+            tid, cids = clips.track_id, clips.clip_ids
+            s = scores[at : at + len(cids)]
+            score = float(s.mean())
+            rank = round(score, SCORE_DECIMALS)  # what orders the tracks: z with a bank, else the score
+            if bank is not None:
+                mu, sd = self._bank_norm(bank, tid, embs[at : at + len(cids)])
+                z = (score - mu) / sd
+                rank = round(z, SCORE_DECIMALS)
+                score = 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+            out[tid] = Scored(tid, rank, round(score, SCORE_DECIMALS), cids, clips.starts, clips.ends, s)
+            at += len(cids)
+        return out
+
+    # -- search with options: steering, variety, paging, segment length ----------------------------
+    def search(self, image_emb: np.ndarray, image_va: Sequence[float], options: SearchOptions, k: int) -> list[Hit]:
+        """One page of the ranking for this photo under ``options``."""
+        return self.search_page(image_emb, image_va, options, k)[0]
+
+    def search_page(
+        self, image_emb: np.ndarray, image_va: Sequence[float], options: SearchOptions, k: int
+    ) -> tuple[list[Hit], bool]:
+        """(page ``offset // n`` of the ranking, whether songs are left for later pages).
+
+        Without a shift, ``max_per_artist=0``, ``dedupe=False``, no seed, offset 0 and 2-second
+        segments the first page is exactly ``recommend(n + spare)[:n]``. Every track's place in
+        the order depends only on the photo and the track; page ``j`` takes the best songs not
+        on an earlier page from the candidate pool sized for ``j * n`` results, under the
+        per-page artist cap. Each request rebuilds the earlier pages the same way, so pages
+        never repeat a song, and a page may hold fewer than ``n`` when the cap leaves too few.
+        """
+        index = options.offset // max(1, options.n)
+        pages = self.pages(image_emb, image_va, options, k, index + 1)
+        page = pages[index] if index < len(pages) else []
+        more = len(pages) > index and sum(len(p) for p in pages) < self.live.n_tracks
+        return self.segments(image_emb, page, options.segment_seconds), more
+
+    def ranked(self, image_emb: np.ndarray, image_va: Sequence[float], options: SearchOptions, k: int) -> list[Scored]:
+        """The first page (``options.n`` songs, offset ignored) as scored entries."""
+        pages = self.pages(image_emb, image_va, options, k, 1)
+        return pages[0] if pages else []
+
+    def pages(
+        self,
+        image_emb: np.ndarray,
+        image_va: Sequence[float],
+        options: SearchOptions,
+        k: int,
+        count: int,
+    ) -> list[list[Scored]]:
+        """The first ``count`` pages of ``options.n`` songs (fewer when the catalogue runs out)."""
+        n = max(1, options.n)
+        photo = np.asarray(image_va, np.float64).reshape(2)
+        target = np.asarray(target_of(photo.tolist(), options.shift), np.float64)
+        steered = options.steered
+        scored: dict[int, Scored] = {}
+        pages: list[list[Scored]] = []
+        shown_ids: set[int] = set()
+        shown_keys: set[str] = set()
+        total = self.live.n_tracks
+        grown = -1
+        wanted = n
+        while len(pages) < count:
+            pool = self._pool(image_emb, wanted + options.spare, k)
+            if steered:
+                pool += self.live.nearest_va(target, TRACKS_PER_RESULT * (wanted + options.spare))
+            pool = list(dict.fromkeys(pool))
+            fresh = [t for t in pool if t not in scored]
+            if fresh:
+                scored.update(self._score(image_emb, fresh))
+            entries = [scored[t] for t in pool if t in scored]
+            if steered:
+                entries = [self._steer(e, photo, target) for e in entries]
+            entries.sort(key=lambda e: self._order(e, options.seed))
+            taken = self._fill(entries, n, options, shown_ids, shown_keys)
+            if taken:
+                pages.append(taken)
+            elif len(pool) >= total or len(pool) == grown:
+                break  # nothing left that a wider pool could add
+            grown = len(pool)
+            wanted += n
+        return pages
+
+    def _steer(self, entry: Scored, photo: np.ndarray, target: np.ndarray) -> Scored:
+        info = self.live.track_info.get(entry.track_id)
+        if info is None or info.valence is None or info.arousal is None:
+            return replace(entry, rank=round(entry.score, SCORE_DECIMALS))
+        gain = float(steer_gain(np.array([[info.valence, info.arousal]]), photo, target)[0])
+        return replace(entry, rank=round(entry.score + STEER_WEIGHT * gain, SCORE_DECIMALS), gain=gain)
+
+    @staticmethod
+    def _order(entry: Scored, seed: int | None) -> tuple:
+        if seed is None:
+            return (-entry.rank, entry.track_id)
+        value = entry.rank if entry.gain is not None else entry.score
+        return (-score_step(value), shuffle_key(seed, entry.track_id), entry.track_id)
+
+    def _fill(
+        self, entries: list[Scored], n: int, options: SearchOptions, shown: set[int], keys: set[str]
+    ) -> list[Scored]:
+        """Up to n entries not shown before, one per near-duplicate group, capped per artist."""
+        taken: list[Scored] = []
+        per_artist: dict[str, int] = {}
+        for e in entries:
+            if len(taken) >= n:
+                break
+            if e.track_id in shown:
+                continue
+            info = self.live.track_info.get(e.track_id)
+            key = duplicate_key(info.title, info.artist) if info is not None else f"#{e.track_id}"
+            if options.dedupe and key in keys:
+                continue
+            artist = normal_artist(info.artist) if info is not None else ""
+            if options.max_per_artist > 0 and artist and per_artist.get(artist, 0) >= options.max_per_artist:
+                continue
+            taken.append(e)
+            shown.add(e.track_id)
+            keys.add(key)
+            if artist:
+                per_artist[artist] = per_artist.get(artist, 0) + 1
+        return taken
+
+    def segments(self, image_emb: np.ndarray, page: list[Scored], seconds: float) -> list[Hit]:
+        """Hits with their segment: the best scored clip, or the best window of ``seconds``."""
+        hits: list[Hit] = []
+        for e in page:
+            hit = e.hit()
+            if seconds > CLIP_SECONDS + 1e-6:
+                clips = self.live.track_clips([e.track_id])
+                if clips:
+                    cids, embs, starts, ends = clips[0].clip_ids, clips[0].embeddings, clips[0].starts, clips[0].ends
+                    raw = np.asarray(self.scorer.similarity(image_emb, embs), np.float64)
+                    s = np.clip(np.nan_to_num(raw, nan=0.0), 0.0, 1.0)
+                    order = np.lexsort((cids, starts))
+                    w = best_window(starts[order], ends[order], s[order], seconds)
+                    hit = replace(hit, start=w.start, end=w.end, segment_score=round(w.score, SCORE_DECIMALS))
+            info = self.live.track_info.get(e.track_id)
+            if info is not None:
+                hit = replace(hit, valence=info.valence, arousal=info.arousal)
+            hits.append(replace(hit, rank=e.rank))
+        return hits
+
+    def _bank_norm(self, bank: np.ndarray, track_id: int, embs: np.ndarray) -> tuple[float, float]:
+        """Mean and spread of a track's score over the query bank, cached per track content."""
+        sig = self.live.track_sig.get(track_id, "")
+        cached = self._norms.get(track_id)
+        if cached is not None and cached[0] == sig:
+            return cached[1], cached[2]
+        pick = np.linspace(0, len(embs) - 1, min(len(embs), BANK_CLIPS_PER_TRACK)).round().astype(int)
+        per_photo = np.asarray(self.scorer.similarity_matrix(bank, embs[pick]), np.float64).mean(axis=1)
+        mu, sd = float(per_photo.mean()), max(float(per_photo.std()), 1e-3)
+        self._norms[track_id] = (sig, mu, sd)
+        return mu, sd
+
+
+def _bank(scorer: Scorer) -> np.ndarray | None:
+    """The matcher's query bank (rows of training-photo embeddings), or None without one."""
+    bank = getattr(scorer, "query_bank", None)
+    return bank if bank is not None and len(bank) else None
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One page of songs for a photo, with what the HTTP shell reports about them."""
+
+    photo: tuple[float, float]  # the photo's predicted valence, arousal (clipped to [0, 1])
+    target: tuple[float, float] | None  # the steered target, None unsteered
+    hits: list[Hit]  # ranked; tracks deleted since the last index sync are left out
+    tracks: dict[int, Track]
+    segment_va: dict[int, tuple[float, float]]  # mean clip VA inside each hit's segment
+    more: bool  # songs are left for later pages
+    model_version: str
+
+
+class Recommender:
+    """``recommend(image, options)``: photo bytes -> one page of songs, for every shell.
+
+    Owns the path from bytes to ranking: decoding in a worker thread, embedding on the model
+    thread, ranking in a worker thread (the predictor's calls hop onto the model thread), SQL
+    in a worker thread. Image errors surface as ``model.image.ImageDecodeError``.
+    """
+
+    def __init__(
+        self,
+        worker: InferenceWorker,
+        live: LiveIndex,
+        session_factory: Any,
+        *,
+        search_k: int,
+        max_image_pixels: int,
+    ) -> None:
+        self.worker = worker
+        self.live = live
+        self.session_factory = session_factory
+        self.search_k = search_k
+        self.max_image_pixels = max_image_pixels
+        self.ranker = Ranker(live, ModelThreadScorer(worker))
+
+    def decode(self, data: bytes) -> Any:
+        """Bytes -> network input (raises ``ImageDecodeError``)."""
+        return decode_photo(data, self.max_image_pixels, int(self.worker.matcher.image_size))
+
+    async def embed(self, data: bytes) -> tuple[np.ndarray, tuple[float, float]]:
+        """(image embedding, clipped predicted VA) of one photo."""
+        tensor = await to_thread.run_sync(self.decode, data)
+        emb, va = await self.worker.embed_image(tensor)
+        return emb, clean_va(va)
+
+    async def embed_decoded(self, tensors: Sequence[Any]) -> list[tuple[np.ndarray, tuple[float, float]]]:
+        """(embedding, clipped VA) of decoded photos, embedded together (micro-batched)."""
+        embedded = await asyncio.gather(*(self.worker.embed_image(t) for t in tensors))
+        return [(e, clean_va(va)) for e, va in embedded]
+
+    async def playlist(
+        self,
+        embs: Sequence[np.ndarray],
+        photos: Sequence[tuple[float, float]],
+        options: SearchOptions,
+        smoothness: float,
+        max_per_artist: int,
+    ) -> Playlist:
+        """One song per photo: each photo's best ``options.n`` songs, then the path through
+        them that trades score against VA jumps (``app.core.ranking.plan_playlist``; raises
+        ``OptionError`` when the artist cap leaves no path)."""
+
+        def ranked() -> list[list[Scored]]:
+            return [self.ranker.ranked(e, va, options, self.search_k) for e, va in zip(embs, photos, strict=True)]
+
+        pools = await to_thread.run_sync(ranked)
+        cands = [[_candidate(self.live, e, options.steered) for e in pool] for pool in pools]
+        path = await to_thread.run_sync(plan_playlist, cands, list(photos), smoothness, max_per_artist)
+        picks = [next(e for e in pool if e.track_id == c.track_id) for pool, c in zip(pools, path, strict=True)]
+
+        def segments() -> list[Hit]:
+            seconds = options.segment_seconds
+            return [self.ranker.segments(e, [p], seconds)[0] for e, p in zip(embs, picks, strict=True)]
+
+        hits = await to_thread.run_sync(segments)
+        tracks, seg_va = await to_thread.run_sync(self.describe, hits)
+        return Playlist(
+            hits=hits,
+            tracks=tracks,
+            segment_va=seg_va,
+            total_score=sum(c.score for c in path) - smoothness * _penalty(path, photos),
+            model_version=str(self.worker.matcher.version),
+        )
+
+    async def recommend(self, image: bytes, options: SearchOptions) -> Recommendation:
+        emb, photo = await self.embed(image)
+        hits, more = await to_thread.run_sync(self.ranker.search_page, emb, photo, options, self.search_k)
+        target = target_of(photo, options.shift) if options.steered else None
+        tracks, seg_va = await to_thread.run_sync(self.describe, hits)
+        return Recommendation(
+            photo=photo,
+            target=target,
+            hits=[h for h in hits if h.track_id in tracks],
+            tracks=tracks,
+            segment_va=seg_va,
+            more=more,
+            model_version=str(self.worker.matcher.version),
+        )
+
+    def describe(self, hits: Sequence[Hit]) -> tuple[dict[int, Track], dict[int, tuple[float, float]]]:
+        """The hits' tracks and their segments' mean VA, in one short session."""
+        with self.session_factory() as session:
+            return _describe(session, hits)
+
+
+@dataclass(frozen=True)
+class Playlist:
+    """One song per photo, in the photos' order, following their arc."""
+
+    hits: list[Hit]  # one per photo
+    tracks: dict[int, Track]
+    segment_va: dict[int, tuple[float, float]]
+    total_score: float  # sum of the songs' scores minus smoothness x the VA-jump penalty
+    model_version: str
+
+
+def _candidate(live: LiveIndex, entry: Scored, steered: bool) -> Candidate:
+    info = live.track_info.get(entry.track_id)
+    valence = 0.5 if info is None or info.valence is None else info.valence
+    arousal = 0.5 if info is None or info.arousal is None else info.arousal
+    key = duplicate_key(info.title, info.artist) if info is not None else f"#{entry.track_id}"
+    return Candidate(
+        track_id=entry.track_id,
+        score=entry.rank if steered else entry.score,
+        valence=valence,
+        arousal=arousal,
+        key=key,
+        artist=normal_artist(info.artist) if info is not None else "",
+    )
+
+
+def _penalty(path: list[Candidate], photos: Sequence[tuple[float, float]]) -> float:
+    total = 0.0
+    for i in range(1, len(path)):
+        jump = float(np.hypot(path[i].valence - path[i - 1].valence, path[i].arousal - path[i - 1].arousal))
+        allowance = float(np.hypot(photos[i][0] - photos[i - 1][0], photos[i][1] - photos[i - 1][1]))
+        total += max(0.0, jump - allowance)
+    return total
+
+
+def _describe(session: Session, hits: Sequence[Hit]) -> tuple[dict[int, Track], dict[int, tuple[float, float]]]:
+    tracks = tracks_by_id(session, [h.track_id for h in hits])
+    seg = segment_va(session, [(h.track_id, h.start, h.end) for h in hits if h.track_id in tracks])
+    return tracks, seg
+
+
+def decode_photo(data: bytes, max_pixels: int, size: int) -> Any:
+    """Photo bytes -> network input tensor (raises ``ImageDecodeError``).
+
+    JPEGs decode in draft mode (DCT scaling to no less than ``size``): several times faster for
+    camera photos, and the very pixels training cached (``model.prepare`` decodes the same way)."""
+    return image_tensor(open_image(data, max_pixels=max_pixels, draft_size=size), size)
+
+
+def clean_va(va: np.ndarray) -> tuple[float, float]:
+    """Predicted VA as two floats in [0, 1] (NaN -> 0.5)."""
+    va = np.clip(np.nan_to_num(np.asarray(va, np.float64), nan=0.5), 0.0, 1.0)
+    return float(va[0]), float(va[1])
