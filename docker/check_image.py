@@ -12,9 +12,9 @@ from pathlib import Path
 
 def main() -> int:
     import app
-    from app.db import MIGRATIONS_DIR
-    from app.main import STATIC_DIR, create_app
-    from app.settings import Settings
+    from app.core.db import MIGRATIONS_DIR
+    from app.api.main import STATIC_DIR, create_app
+    from app.core.settings import Settings
 
     problems = []
     if "site-packages" not in str(Path(app.__file__)):

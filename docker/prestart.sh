@@ -13,8 +13,8 @@ import os
 import sys
 import time
 
-from app.db import DatabaseUnavailableError, check_database, upgrade_database
-from app.settings import Settings
+from app.core.db import DatabaseUnavailableError, check_database, upgrade_database
+from app.core.settings import Settings
 
 url = Settings().resolved_database_url
 deadline = time.monotonic() + float(os.environ.get("PHOTOSCORE_DB_WAIT_SECONDS", "60"))

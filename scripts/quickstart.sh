@@ -37,7 +37,7 @@ mkdir -p "$PHOTOSCORE_DATA_DIR"
 key_file="$PHOTOSCORE_DATA_DIR/api-key"
 if [[ -n "${PHOTOSCORE_API_KEYS:-}" ]]; then
   # The first key as the service reads the setting (comma separated or a JSON list).
-  api_key="$(python3 -c 'from app.settings import Settings; keys = Settings().api_keys; print(keys[0] if keys else "")')" ||
+  api_key="$(python3 -c 'from app.core.settings import Settings; keys = Settings().api_keys; print(keys[0] if keys else "")')" ||
     { say "PHOTOSCORE_API_KEYS cannot be used (see above)"; exit 1; }
   key_note="from PHOTOSCORE_API_KEYS"
 else
@@ -53,8 +53,8 @@ fi
 
 # ----------------------------------------------------------------------- database + catalogue
 python3 - <<'PY'
-from app.db import upgrade_database
-from app.settings import Settings
+from app.core.db import upgrade_database
+from app.core.settings import Settings
 
 url = Settings().resolved_database_url
 upgrade_database(url)
