@@ -9,9 +9,9 @@ timed one by one on JPEGs of three sizes. Also shown: JPEG draft decoding (``ope
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from benchmarks.common import Context, fmt, log, photo_jpegs, repeat, stats_ms
+from benchmarks.records import FloorResults, FloorRow, Stats
 
 PHOTO_SIZES = {
     "256x256 (dataset-size)": (256, 256),
@@ -20,12 +20,13 @@ PHOTO_SIZES = {
 }
 
 
-def run(ctx: Context) -> dict[str, Any]:
+def run(ctx: Context) -> FloorResults:
     import torch
 
-    from app.settings import Settings
-    from model.image import image_tensor, open_image
+    from app.core.settings import Settings
+    from model.image import open_image
     from model.inference import Matcher
+    from model.transforms import image_tensor
 
     matcher = Matcher.load(ctx.checkpoint, "cpu")
     matcher.warmup()
@@ -46,7 +47,7 @@ def run(ctx: Context) -> dict[str, Any]:
         small = open_image(jpeg, max_pixels=max_pixels, draft_size=size)
         prep = stats_ms(repeat(lambda i=img: image_tensor(i, size), min_reps=5, min_seconds=min_s))
         prep_draft = stats_ms(repeat(lambda i=small: image_tensor(i, size), min_reps=5, min_seconds=min_s))
-        embed = {}
+        embed: dict[int, Stats] = {}
         for threads in sorted({1, default_threads}):
             torch.set_num_threads(threads)
             try:
@@ -55,44 +56,44 @@ def run(ctx: Context) -> dict[str, Any]:
                 )
             finally:
                 torch.set_num_threads(default_threads)
-        branch_best = min(e["p50"] for e in embed.values())
-        floor = decode["p50"] + prep["p50"] + embed[default_threads]["p50"]
-        best_floor = draft["p50"] + prep_draft["p50"] + branch_best
-        row = {
-            "photo": label,
-            "source": source,
-            "jpeg_kib": len(jpeg) / 1024,
-            "decode_ms": decode["p50"],
-            "draft_decode_ms": draft["p50"],
-            "preprocess_ms": prep["p50"],
-            "draft_preprocess_ms": prep_draft["p50"],
-            "embed_ms": {str(k): v["p50"] for k, v in embed.items()},
-            "floor_ms": floor,
-            "floor_best_threads_ms": decode["p50"] + prep["p50"] + branch_best,
-            "floor_with_draft_ms": best_floor,
-        }
+        branch_best = min(e.p50 for e in embed.values())
+        floor = decode.p50 + prep.p50 + embed[default_threads].p50
+        best_floor = draft.p50 + prep_draft.p50 + branch_best
+        row = FloorRow(
+            photo=label,
+            source=source,
+            jpeg_kib=len(jpeg) / 1024,
+            decode_ms=decode.p50,
+            draft_decode_ms=draft.p50,
+            preprocess_ms=prep.p50,
+            draft_preprocess_ms=prep_draft.p50,
+            embed_ms={str(k): v.p50 for k, v in embed.items()},
+            floor_ms=floor,
+            floor_best_threads_ms=decode.p50 + prep.p50 + branch_best,
+            floor_with_draft_ms=best_floor,
+        )
         log(
-            f"floor {label}: decode {fmt(decode['p50'])} + preprocess {fmt(prep['p50'])} + image branch "
-            f"{fmt(embed[default_threads]['p50'])} = {fmt(floor)} ms (draft decode: {fmt(best_floor)} ms)"
+            f"floor {label}: decode {fmt(decode.p50)} + preprocess {fmt(prep.p50)} + image branch "
+            f"{fmt(embed[default_threads].p50)} = {fmt(floor)} ms (draft decode: {fmt(best_floor)} ms)"
         )
         rows.append(row)
-    return {"rows": rows, "image_size": size, "default_threads": default_threads}
+    return FloorResults(rows=rows, image_size=size, default_threads=default_threads)
 
 
-def print_table(res: dict[str, Any]) -> None:
-    print(f"\nFloor: decode + preprocess + image branch at batch 1 (model input {res['image_size']} px), ms")
-    thr = sorted(res["rows"][0]["embed_ms"], key=int)
+def print_table(res: FloorResults) -> None:
+    print(f"\nFloor: decode + preprocess + image branch at batch 1 (model input {res.image_size} px), ms")
+    thr = sorted(res.rows[0].embed_ms, key=int)
     head = " ".join(f"{'branch ' + t + 'thr':>12}" for t in thr)
     print(
         f"{'photo':>38} {'KiB':>6} {'decode':>7} {'draft':>7} {'prep':>6} {head} {'floor':>7} {'best thr':>8} "
         f"{'draft floor':>11}"
     )
-    for r in res["rows"]:
-        emb = " ".join(f"{fmt(r['embed_ms'][t], 2):>12}" for t in thr)
+    for r in res.rows:
+        emb = " ".join(f"{fmt(r.embed_ms[t], 2):>12}" for t in thr)
         print(
-            f"{r['photo']:>38} {r['jpeg_kib']:>6.0f} {fmt(r['decode_ms']):>7} {fmt(r['draft_decode_ms']):>7} "
-            f"{fmt(r['preprocess_ms']):>6} {emb} {fmt(r['floor_ms']):>7} {fmt(r['floor_best_threads_ms']):>8} "
-            f"{fmt(r['floor_with_draft_ms']):>11}"
+            f"{r.photo:>38} {r.jpeg_kib:>6.0f} {fmt(r.decode_ms):>7} {fmt(r.draft_decode_ms):>7} "
+            f"{fmt(r.preprocess_ms):>6} {emb} {fmt(r.floor_ms):>7} {fmt(r.floor_best_threads_ms):>8} "
+            f"{fmt(r.floor_with_draft_ms):>11}"
         )
 
 
@@ -101,15 +102,7 @@ def main() -> None:
     parser.add_argument("--checkpoint")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    from pathlib import Path
-
-    from benchmarks.common import ROOT, resolve_checkpoint
-    from model.checkpoint import file_sha256
-
-    workdir = ROOT / "var" / "benchmarks"
-    workdir.mkdir(parents=True, exist_ok=True)
-    ckpt, kind = resolve_checkpoint(args.checkpoint, workdir)
-    print_table(run(Context(Path(ckpt), file_sha256(ckpt), kind, workdir, quick=args.quick)))
+    print_table(run(Context.for_checkpoint(args.checkpoint, quick=args.quick)))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 2. Stages: the indexer's own functions called one after another in this process, each timed
    with ``time.perf_counter``: hash (``indexer.scan.file_sha256``), decode
    (``model.audio.load_audio``), features (``model.features.cut_clips``), embedding
-   (``Matcher.embed_clip_features``), database (``app.catalogue.add_track``) and FAISS
+   (``Matcher.embed_clip_features``), database (``app.core.catalogue.add_track``) and FAISS
    (``indexer.build.sync_index``). Decode and features run under one BLAS/OpenMP thread, as in
    the indexer's worker processes. The sum is the single-process CPU path; the pipeline
    overlaps decoding (worker processes) with embedding (main process).
@@ -18,18 +18,15 @@
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from benchmarks.catalogue import Catalogue, open_existing
-from benchmarks.common import ROOT, WESNOTH_MUSIC, Context, fmt, log
+from benchmarks.common import Context, fmt, log, run_indexer_command, wesnoth_tracks
+from benchmarks.records import BlockDiff, FeatureAccuracy, IndexerResults, IndexerRun, StageTimes
 
 STAGES = ("hash", "decode", "features", "embedding", "database", "faiss")
 EDGE_FRAMES = 4  # frames at each clip edge where librosa zero-pads a lone clip (n_fft/2 = 2 hops)
@@ -38,10 +35,7 @@ MAX_SECONDS = 4 * 3600.0
 
 
 def music_files(n: int) -> list[Path]:
-    files = sorted(WESNOTH_MUSIC.glob("*.ogg"))
-    if not files:
-        raise SystemExit(f"no music in {WESNOTH_MUSIC} (apt-get install wesnoth-1.16-music)")
-    return files[:n]
+    return wesnoth_tracks()[:n]
 
 
 def audio_seconds(files: list[Path]) -> float:
@@ -50,62 +44,37 @@ def audio_seconds(files: list[Path]) -> float:
     return float(sum(sf.info(str(f)).duration for f in files))
 
 
-def run_cli(ctx: Context, files: list[Path], directory: Path, workers: int) -> dict[str, Any]:
-    """The indexer command end to end into ``directory`` (made fresh)."""
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
-    url = f"sqlite:///{(directory / 'photoscore.db').resolve()}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "indexer",
-        *map(str, files),
-        "--database-url",
-        url,
-        "--index-dir",
-        str(directory / "index"),
-        "--checkpoint",
-        str(ctx.checkpoint),
-        "--device",
-        "cpu",
-        "--workers",
-        str(workers),
-        "--no-progress",
-    ]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t0
-    out = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        raise RuntimeError(f"indexer failed ({proc.returncode}): {out[-2000:]}")
-    m = re.search(r"throughput\s+([0-9.,]+)x real time, ([0-9.,]+) clips/s \(wall ([0-9.,]+) s\)", out)
-    clips = re.search(r"clips\s+([0-9,]+)", out)
-    failed = re.search(r"tracks failed\s+([0-9,]+)", out)
-    res = {
-        "workers": workers,
-        "command_wall_s": wall,
-        "pipeline_xrt": float(m.group(1).replace(",", "")) if m else float("nan"),
-        "pipeline_clips_per_s": float(m.group(2).replace(",", "")) if m else float("nan"),
-        "pipeline_wall_s": float(m.group(3).replace(",", "")) if m else float("nan"),
-        "clips": int(clips.group(1).replace(",", "")) if clips else 0,
-        "failed": int(failed.group(1).replace(",", "")) if failed else 0,
-        "summary": out.strip().splitlines()[-12:],
-    }
-    if res["failed"]:
-        ctx.note(f"indexer: {res['failed']} tracks failed: {out[-1500:]}")
+def run_cli(ctx: Context, files: list[Path], directory: Path, workers: int, audio_s: float) -> IndexerRun:
+    """The indexer command end to end into ``directory`` (made fresh); ``audio_s``: the files' duration."""
+    cmd = run_indexer_command(files, directory, ["--checkpoint", str(ctx.checkpoint), "--workers", str(workers)])
+    res = IndexerRun(
+        workers=workers,
+        command_wall_s=cmd.wall_s,
+        pipeline_xrt=cmd.xrt,
+        pipeline_clips_per_s=cmd.clips_per_s,
+        pipeline_wall_s=cmd.run_wall_s,
+        clips=cmd.clips,
+        failed=cmd.failed,
+        summary=cmd.output.strip().splitlines()[-12:],
+        xrt_command=audio_s / cmd.wall_s,
+        clips_per_s_command=cmd.clips / cmd.wall_s,
+    )
+    if res.failed:
+        ctx.note(f"indexer: {res.failed} tracks failed: {cmd.output[-1500:]}")
     return res
 
 
-def run_stages(ctx: Context, files: list[Path], directory: Path) -> dict[str, Any]:
-    """Each stage timed with the indexer's own functions, serially, in this process."""
+def run_stages(ctx: Context, files: list[Path], directory: Path) -> tuple[StageTimes, list[tuple[Path, np.ndarray]]]:
+    """Each stage timed with the indexer's own functions, serially, in this process; with the
+    first tracks' signals (for the feature comparison)."""
     from threadpoolctl import threadpool_limits
 
-    from app.catalogue import ClipBatch, add_track
-    from app.db import make_engine, make_session_factory, upgrade_database
-    from app.settings import Settings
+    from app.core.catalogue import ClipBatch, add_track
+    from app.core.db import make_engine, make_session_factory, upgrade_database
+    from app.core.files import file_sha256
+    from app.core.settings import Settings
+    from app.core.tags import read_tags
     from indexer.build import sync_index
-    from indexer.scan import file_sha256, read_tags
     from model.audio import SAMPLE_RATE, load_audio
     from model.features import cut_clips
     from model.inference import Matcher
@@ -167,19 +136,18 @@ def run_stages(ctx: Context, files: list[Path], directory: Path) -> dict[str, An
     t["faiss"] = time.perf_counter() - t0
     engine.dispose()
     total = sum(t.values())
-    res = {
-        "seconds": t,
-        "share": {k: v / total for k, v in t.items()},
-        "total_s": total,
-        "clips": clips_total,
-        "audio_s": seconds_total,
-        "xrt": seconds_total / total,
-        "clips_per_s": clips_total / total,
-        "stage_xrt": {k: seconds_total / v if v > 0 else float("inf") for k, v in t.items()},
-    }
-    log("indexer stages: " + ", ".join(f"{k} {v:.1f} s ({100 * res['share'][k]:.0f}%)" for k, v in t.items()))
-    res["_signals"] = signals
-    return res
+    res = StageTimes(
+        seconds=t,
+        share={k: v / total for k, v in t.items()},
+        total_s=total,
+        clips=clips_total,
+        audio_s=seconds_total,
+        xrt=seconds_total / total,
+        clips_per_s=clips_total / total,
+        stage_xrt={k: seconds_total / v if v > 0 else float("inf") for k, v in t.items()},
+    )
+    log("indexer stages: " + ", ".join(f"{k} {v:.1f} s ({100 * res.share[k]:.0f}%)" for k, v in t.items()))
+    return res, signals
 
 
 def _reference_clip(alone: np.ndarray, sr: int, tuning: float) -> np.ndarray:
@@ -198,7 +166,7 @@ def _reference_clip(alone: np.ndarray, sr: int, tuning: float) -> np.ndarray:
     ).astype(np.float32)
 
 
-def feature_accuracy(ctx: Context, signals: list[tuple[Path, np.ndarray]], clips_per_track: int) -> dict[str, Any]:
+def feature_accuracy(ctx: Context, signals: list[tuple[Path, np.ndarray]], clips_per_track: int) -> FeatureAccuracy:
     import librosa
 
     from model.audio import HOP_LENGTH, SAMPLE_RATE
@@ -243,36 +211,36 @@ def feature_accuracy(ctx: Context, signals: list[tuple[Path, np.ndarray]], clips
                 chroma_own_tuning,
                 float(np.abs(own - ours[rows["chroma"]])[:, EDGE_FRAMES:-EDGE_FRAMES].max()),
             )
-    res = {
-        "blocks": {
-            name: {
-                "max_abs_all": worst_all[name],
-                "max_abs_interior": worst_mid[name],
-                "p99_abs_interior": float(np.percentile(np.concatenate(mid_diffs[name]), 99)),
-                "median_abs_interior": float(np.median(np.concatenate(mid_diffs[name]))),
-                "ref_max_abs": scale[name],
-            }
+    res = FeatureAccuracy(
+        blocks={
+            name: BlockDiff(
+                max_abs_all=worst_all[name],
+                max_abs_interior=worst_mid[name],
+                p99_abs_interior=float(np.percentile(np.concatenate(mid_diffs[name]), 99)),
+                median_abs_interior=float(np.median(np.concatenate(mid_diffs[name]))),
+                ref_max_abs=scale[name],
+            )
             for name in rows
         },
-        "chroma_vs_per_clip_tuning": chroma_own_tuning,
-        "clip_tolerance": CLIP_TOLERANCE,
-        "clips_over_tolerance": clips_over,
-        "fast_clips_per_s": fast_clips / fast_s,
-        "fast_xrt": fast_audio / fast_s,
-        "ref_clips_per_s": ref_clips / ref_s,
-        "ref_xrt": ref_clips * 2.0 / ref_s,
-        "clips_compared": ref_clips,
-        "speedup": (fast_clips / fast_s) / (ref_clips / ref_s),
-    }
+        chroma_vs_per_clip_tuning=chroma_own_tuning,
+        clip_tolerance=CLIP_TOLERANCE,
+        clips_over_tolerance=int(clips_over),
+        fast_clips_per_s=fast_clips / fast_s,
+        fast_xrt=fast_audio / fast_s,
+        ref_clips_per_s=ref_clips / ref_s,
+        ref_xrt=ref_clips * 2.0 / ref_s,
+        clips_compared=ref_clips,
+        speedup=(fast_clips / fast_s) / (ref_clips / ref_s),
+    )
     log(
-        f"features: cut_clips {res['fast_clips_per_s']:.0f} clips/s vs per-clip librosa "
-        f"{res['ref_clips_per_s']:.0f} clips/s ({res['speedup']:.1f}x); worst interior diff "
-        + ", ".join(f"{k} {v['max_abs_interior']:.2g}" for k, v in res["blocks"].items())
+        f"features: cut_clips {res.fast_clips_per_s:.0f} clips/s vs per-clip librosa "
+        f"{res.ref_clips_per_s:.0f} clips/s ({res.speedup:.1f}x); worst interior diff "
+        + ", ".join(f"{k} {v.max_abs_interior:.2g}" for k, v in res.blocks.items())
     )
     return res
 
 
-def run(ctx: Context) -> tuple[dict[str, Any], Catalogue]:
+def run(ctx: Context) -> tuple[IndexerResults, Catalogue]:
     """All indexer figures; the 'workers=1' catalogue is returned for the /recommend benchmark."""
     n_tracks = 3 if ctx.quick else 13
     files = music_files(n_tracks)
@@ -283,56 +251,53 @@ def run(ctx: Context) -> tuple[dict[str, Any], Catalogue]:
     real_dir = ctx.workdir / "catalogue-real"
     for w in worker_counts:
         directory = real_dir if w == worker_counts[-1] else ctx.workdir / f"indexer-w{w}"
-        res = run_cli(ctx, files, directory, w)
-        res["xrt_command"] = total_audio / res["command_wall_s"]
-        res["clips_per_s_command"] = res["clips"] / res["command_wall_s"]
+        res = run_cli(ctx, files, directory, w, total_audio)
         log(
-            f"indexer CLI workers={w}: {res['command_wall_s']:.1f} s for {res['clips']} clips -> "
-            f"{res['xrt_command']:.1f}x real time (pipeline alone {res['pipeline_xrt']:.1f}x, "
-            f"{res['pipeline_clips_per_s']:.1f} clips/s)"
+            f"indexer CLI workers={w}: {res.command_wall_s:.1f} s for {res.clips} clips -> "
+            f"{res.xrt_command:.1f}x real time (pipeline alone {res.pipeline_xrt:.1f}x, "
+            f"{res.pipeline_clips_per_s:.1f} clips/s)"
         )
         e2e.append(res)
         if directory != real_dir:
             shutil.rmtree(directory, ignore_errors=True)
-    stages = run_stages(ctx, files, ctx.workdir / "indexer-stages")
-    signals = stages.pop("_signals")
+    stages, signals = run_stages(ctx, files, ctx.workdir / "indexer-stages")
     shutil.rmtree(ctx.workdir / "indexer-stages", ignore_errors=True)
     acc = feature_accuracy(ctx, signals[: 1 if ctx.quick else 3], 10 if ctx.quick else 40)
     cat = open_existing(real_dir, f"{n_tracks} real tracks", "real audio")
     cat.name = f"{cat.n_clips:,} real-audio"
-    return {
-        "tracks": len(files),
-        "files": [f.name for f in files],
-        "audio_s": total_audio,
-        "end_to_end": e2e,
-        "stages": stages,
-        "features": acc,
-    }, cat
+    return IndexerResults(
+        tracks=len(files),
+        files=[f.name for f in files],
+        audio_s=total_audio,
+        end_to_end=e2e,
+        stages=stages,
+        features=acc,
+    ), cat
 
 
-def print_tables(res: dict[str, Any]) -> None:
-    print(f"\nIndexer on {res['tracks']} real tracks ({res['audio_s'] / 60:.1f} min of Ogg Vorbis)")
-    for e in res["end_to_end"]:
+def print_tables(res: IndexerResults) -> None:
+    print(f"\nIndexer on {res.tracks} real tracks ({res.audio_s / 60:.1f} min of Ogg Vorbis)")
+    for e in res.end_to_end:
         print(
-            f"  command, workers={e['workers']}: {e['command_wall_s']:.1f} s -> {e['xrt_command']:.1f}x real time, "
-            f"{e['clips_per_s_command']:.1f} clips/s; pipeline alone {e['pipeline_xrt']:.1f}x, "
-            f"{e['pipeline_clips_per_s']:.1f} clips/s"
+            f"  command, workers={e.workers}: {e.command_wall_s:.1f} s -> {e.xrt_command:.1f}x real time, "
+            f"{e.clips_per_s_command:.1f} clips/s; pipeline alone {e.pipeline_xrt:.1f}x, "
+            f"{e.pipeline_clips_per_s:.1f} clips/s"
         )
-    s = res["stages"]
-    print(f"  stages (serial, one process): total {s['total_s']:.1f} s = {s['xrt']:.1f}x real time")
+    s = res.stages
+    print(f"  stages (serial, one process): total {s.total_s:.1f} s = {s.xrt:.1f}x real time")
     for k in STAGES:
-        xrt = fmt(s["stage_xrt"][k])
-        print(f"    {k:>10} {s['seconds'][k]:7.2f} s {100 * s['share'][k]:5.1f}%  ({xrt}x real time)")
-    f = res["features"]
+        xrt = fmt(s.stage_xrt[k])
+        print(f"    {k:>10} {s.seconds[k]:7.2f} s {100 * s.share[k]:5.1f}%  ({xrt}x real time)")
+    f = res.features
     print(
-        f"  features: cut_clips {f['fast_clips_per_s']:.0f} clips/s ({f['fast_xrt']:.0f}x real time) vs "
-        f"per-clip librosa {f['ref_clips_per_s']:.1f} clips/s ({f['ref_xrt']:.1f}x); {f['speedup']:.1f}x faster"
+        f"  features: cut_clips {f.fast_clips_per_s:.0f} clips/s ({f.fast_xrt:.0f}x real time) vs "
+        f"per-clip librosa {f.ref_clips_per_s:.1f} clips/s ({f.ref_xrt:.1f}x); {f.speedup:.1f}x faster"
     )
-    for name, b in f["blocks"].items():
+    for name, b in f.blocks.items():
         print(
-            f"    {name:>9} max |diff| interior {b['max_abs_interior']:.3g} (p99 {b['p99_abs_interior']:.3g}), "
-            f"all frames {b['max_abs_all']:.3g} "
-            f"(reference values up to {b['ref_max_abs']:.3g})"
+            f"    {name:>9} max |diff| interior {b.max_abs_interior:.3g} (p99 {b.p99_abs_interior:.3g}), "
+            f"all frames {b.max_abs_all:.3g} "
+            f"(reference values up to {b.ref_max_abs:.3g})"
         )
 
 
@@ -341,13 +306,7 @@ def main() -> None:
     parser.add_argument("--checkpoint")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    from benchmarks.common import resolve_checkpoint
-    from model.checkpoint import file_sha256
-
-    workdir = ROOT / "var" / "benchmarks"
-    workdir.mkdir(parents=True, exist_ok=True)
-    ckpt, kind = resolve_checkpoint(args.checkpoint, workdir)
-    res, _ = run(Context(ckpt, file_sha256(ckpt), kind, workdir, quick=args.quick))
+    res, _ = run(Context.for_checkpoint(args.checkpoint, quick=args.quick))
     print_tables(res)
 
 

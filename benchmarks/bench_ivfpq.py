@@ -1,7 +1,8 @@
 """IVF-PQ with exact re-scoring at 10^6 and 10^7 synthetic clips, beside exact and HNSW (issue 15).
 
 ``.venv/bin/python -m benchmarks.bench_ivfpq [--sizes 1000000 10000000]`` writes
-``<workdir>/ivfpq.json`` and the marked IVF-PQ section of ``docs/BENCHMARKS.md``; ``python -m
+``<workdir>/ivfpq.json`` and the marked IVF-PQ section of ``docs/BENCHMARKS.md`` (rendered by
+``benchmarks.report``); ``python -m
 benchmarks.run --only scale`` runs it as part of the suite. Not part of CI (the 10^7 run
 takes tens of minutes and 10 GB of disk).
 
@@ -17,8 +18,8 @@ search latency and recall of ``ClipIndex.search`` at k=10 and at the service's K
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -28,22 +29,25 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import ROOT, SyntheticSpec, log, machine_info, save_json, synthetic_clips, synthetic_queries
+from benchmarks.common import (
+    DEFAULT_DOC,
+    DEFAULT_WORKDIR,
+    ROOT,
+    SERVICE_K,
+    SyntheticSpec,
+    loadavg,
+    log,
+    machine_info,
+    recall_at,
+    save_json,
+    synthetic_clips,
+    synthetic_queries,
+    utc_stamp,
+)
+from benchmarks.records import IvfpqMeasure, IvfpqResults, IvfpqRun, IvfpqSearch, from_json, load, to_plain
 
-SERVICE_K = 256
-BEGIN = "<!-- ivfpq-benchmark:begin (benchmarks/bench_ivfpq.py writes this section) -->"
-END = "<!-- ivfpq-benchmark:end -->"
+RESULTS = "ivfpq.json"  # in the workdir
 TYPE_ORDER = ("flat", "hnsw", "ivfpq")
-TYPE_NAMES = {"flat": "exact (IndexFlatIP)", "hnsw": "HNSW (IndexHNSWFlat)", "ivfpq": "IVF-PQ + exact re-scoring"}
-
-
-def _params(run: dict[str, Any]) -> str:
-    p, kind = run["params"], run["index_type"]
-    if kind == "ivfpq":
-        return f"nlist {p['nlist']}, M {p['M']} B, nprobe {p['nprobe']} (tuned)"
-    if kind == "hnsw":
-        return f"M {p.get('M')}, efConstruction {p.get('efConstruction')}, efSearch {p.get('efSearch')} (tuned)"
-    return "-"
 
 
 def _status_kib(field: str) -> int:
@@ -75,9 +79,9 @@ def build_one(
     n_queries: int,
     build_args: dict[str, Any] | None = None,
     index_types: tuple[str, ...] = ("ivfpq",),
-) -> list[dict[str, Any]]:
+) -> list[IvfpqRun]:
     """One size: the same embeddings, queries and ground truth for each of ``index_types``."""
-    from app.vector_index import ClipIndex
+    from app.core.vector_index import ClipIndex
 
     folder = workdir / f"ivfpq-{n}"
     shutil.rmtree(folder, ignore_errors=True)
@@ -111,46 +115,49 @@ def build_one(
         mib = anon_build / 1024
         log(f"{index_type} {n:,}: built in {build_s:.0f} s (+{mib:.0f} MiB anon), saved in {save_s:.0f} s")
         del index
-        measured = json.loads(
-            subprocess.run(
-                [sys.executable, "-m", "benchmarks.bench_ivfpq", "--measure", str(folder)],
-                cwd=ROOT,
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            .stdout.strip()
-            .splitlines()[-1]
+        measured = from_json(
+            IvfpqMeasure,
+            json.loads(
+                subprocess.run(
+                    [sys.executable, "-m", "benchmarks.bench_ivfpq", "--measure", str(folder)],
+                    cwd=ROOT,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            ),
         )
         files = {p.name: p.stat().st_size for p in (folder / "index").iterdir()}
         faiss_bytes = files[meta.file]
         store = files[meta.vectors_file] + files[meta.vector_ids_file] if meta.vectors_file else 0
         runs.append(
-            {
-                "n_clips": n,
-                "index_type": index_type,
-                "params": meta.params,
-                "build_args": args,
-                "build_recall_at_10": meta.recall_at_10,
-                "generate_s": gen_s,
-                "ground_truth_s": truth_s,
-                "build_s": build_s,
-                "build_anon_mib": anon_build / 1024,
-                "save_s": save_s,
-                "faiss_file_bytes": faiss_bytes,
-                "faiss_bytes_per_clip": faiss_bytes / n,
-                "vector_store_bytes": store,
-                **measured,
-            }
+            IvfpqRun(
+                n_clips=n,
+                index_type=index_type,
+                params=meta.params,
+                build_args=args,
+                build_recall_at_10=meta.recall_at_10,
+                generate_s=gen_s,
+                ground_truth_s=truth_s,
+                build_s=build_s,
+                build_anon_mib=anon_build / 1024,
+                save_s=save_s,
+                faiss_file_bytes=faiss_bytes,
+                faiss_bytes_per_clip=faiss_bytes / n,
+                vector_store_bytes=store,
+                **{f.name: getattr(measured, f.name) for f in dataclasses.fields(measured)},
+            )
         )
     return runs
 
 
-def measure(folder: Path) -> dict[str, Any]:
+def measure(folder: Path) -> IvfpqMeasure:
     """In a fresh process: load, then memory, latency and recall as the service would search."""
     import faiss
 
-    from app.vector_index import ClipIndex
+    from app.core.vector_index import ClipIndex
 
     queries = np.load(folder / "queries.npy")
     truth = np.load(folder / "truth.npy")
@@ -159,8 +166,7 @@ def measure(folder: Path) -> dict[str, Any]:
     index = ClipIndex.load(folder / "index", expected_checkpoint_hash="bench")
     load_s = time.perf_counter() - t
     anon_load = _status_kib("RssAnon") - anon0
-    out: dict[str, Any] = {"load_s": load_s, "rss_anon_mib": anon_load / 1024}
-    out["rss_anon_bytes_per_clip"] = anon_load * 1024 / index.count
+    searches: dict[str, IvfpqSearch] = {}
     for threads in (0, 1):
         if threads:
             faiss.omp_set_num_threads(threads)
@@ -173,17 +179,21 @@ def measure(folder: Path) -> dict[str, Any]:
                 times.append(time.perf_counter() - t)
                 found.append(ids[0, :10])
             ms = np.asarray(times) * 1000
-            recall = float(
-                np.mean([len(set(f.tolist()) & set(r.tolist())) / 10 for f, r in zip(found, truth, strict=True)])
+            searches[f"k{k}_{'1thr' if threads else 'default'}"] = IvfpqSearch(
+                p50_ms=float(np.percentile(ms, 50)),
+                p99_ms=float(np.percentile(ms, 99)),
+                recall_at_10=recall_at(np.asarray(found), truth),
             )
-            key = f"k{k}_{'1thr' if threads else 'default'}"
-            out[key] = {
-                "p50_ms": float(np.percentile(ms, 50)),
-                "p99_ms": float(np.percentile(ms, 99)),
-                "recall_at_10": recall,
-            }
-    out["rss_file_touched_mib"] = (_status_kib("RssFile") - file0) / 1024
-    return out
+    return IvfpqMeasure(
+        load_s=load_s,
+        rss_anon_mib=anon_load / 1024,
+        rss_anon_bytes_per_clip=anon_load * 1024 / index.count,
+        k10_default=searches["k10_default"],
+        k256_default=searches[f"k{SERVICE_K}_default"],
+        k10_1thr=searches["k10_1thr"],
+        k256_1thr=searches[f"k{SERVICE_K}_1thr"],
+        rss_file_touched_mib=(_status_kib("RssFile") - file0) / 1024,
+    )
 
 
 def run(
@@ -193,89 +203,32 @@ def run(
     build_args: dict[str, Any] | None = None,
     keep_earlier: bool = False,
     compare_at: int | None = 1_000_000,
-) -> dict[str, Any]:
+) -> IvfpqResults:
     """Measure each size; at ``compare_at`` clips exact and HNSW too, on the same embeddings and
     queries. ``keep_earlier`` keeps the other sizes' runs already in ivfpq.json."""
     spec = SyntheticSpec()
     earlier = []
-    if keep_earlier and (workdir / "ivfpq.json").is_file():
-        earlier = [r for r in json.loads((workdir / "ivfpq.json").read_text())["runs"] if r["n_clips"] not in sizes]
-    results = {
-        "spec": spec.describe(),
-        "machine": machine_info(),
-        "load_start": os.getloadavg(),
-        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "runs": earlier,
-    }
+    if keep_earlier and (workdir / RESULTS).is_file():
+        earlier = [r for r in load(IvfpqResults, workdir / RESULTS).runs if r.n_clips not in sizes]
+    results = IvfpqResults(
+        spec=spec.describe(), machine=machine_info(), load_start=loadavg(), started=utc_stamp(), runs=earlier
+    )
     for n in sizes:
         types = ("flat", "hnsw", "ivfpq") if n == compare_at else ("ivfpq",)
-        results["runs"].extend(build_one(n, workdir, spec, n_queries, build_args, types))
-        results["runs"].sort(key=lambda r: (r["n_clips"], TYPE_ORDER.index(r["index_type"])))
-        save_json(workdir / "ivfpq.json", results)
+        results.runs.extend(build_one(n, workdir, spec, n_queries, build_args, types))
+        results.runs.sort(key=lambda r: (r.n_clips, TYPE_ORDER.index(r.index_type)))
+        save_json(workdir / RESULTS, results)
         shutil.rmtree(workdir / f"ivfpq-{n}", ignore_errors=True)
-    results["load_end"] = os.getloadavg()
-    save_json(workdir / "ivfpq.json", results)
+    results.load_end = loadavg()
+    save_json(workdir / RESULTS, results)
     return results
-
-
-def render(res: dict[str, Any]) -> list[str]:
-    """The IVF-PQ section of docs/BENCHMARKS.md (also used by benchmarks.report)."""
-    lines = [
-        BEGIN,
-        "## IVF-PQ with exact re-scoring (issue 15): "
-        + " and ".join(f"{n:,}" for n in sorted({r["n_clips"] for r in res["runs"]}))
-        + " clips, beside exact and HNSW",
-        "",
-        f"`.venv/bin/python -m benchmarks.bench_ivfpq` on {res['started']}; load average "
-        f"{res['load_start'][0]:.1f} at the start, {res.get('load_end', [float('nan')])[0]:.1f} at the end "
-        "(2 cores; any other work on the machine inflates latencies and build times). "
-        f"Embeddings: {res['spec']}. 300 fresh queries; recall@10 against brute force over all clips. "
-        "Every row of one size is built from the same embeddings and searched with the same queries. "
-        "`ClipIndex.search` as the service calls it: IVF-PQ proposes max(4 k, 256) candidates, which are "
-        "re-scored exactly from the memory-mapped float32 store; HNSW searches with efSearch = max(tuned, k). "
-        "RAM: anonymous RSS growth of a fresh process loading the saved index (the memory-mapped vector "
-        "store is page cache, counted separately as pages touched by the 1,200 searches). IVF-PQ's `nlist` is "
-        "about sqrt(clips) unless the row says `set:` (`--nlist`; fewer lists than sqrt(clips) build faster and "
-        "cost more codes scanned per query).",
-        "",
-        "| clips | index | parameters | build s | FAISS file B/clip | RAM (anon) MiB | B/clip in RAM | "
-        "vector store on disk GiB | recall@10, k=10 | recall@10, k=256 | p50 / p99 ms k=10 | p50 / p99 ms k=256 | "
-        "p50 ms k=256, 1 thr | page cache touched MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in res["runs"]:
-        d, one = r["k10_default"], r[f"k{SERVICE_K}_default"]
-        args = f"; set: {', '.join(f'{k} {v}' for k, v in r['build_args'].items())}" if r.get("build_args") else ""
-        lines.append(
-            f"| {r['n_clips']:,} | {TYPE_NAMES[r['index_type']]} | {_params(r)}{args} | "
-            f"{r['build_s']:.0f} | {r['faiss_bytes_per_clip']:.1f} | {r['rss_anon_mib']:.0f} | "
-            f"{r['rss_anon_bytes_per_clip']:.1f} | {r['vector_store_bytes'] / 2**30:.2f} | {d['recall_at_10']:.3f} | "
-            f"{one['recall_at_10']:.3f} | {d['p50_ms']:.2f} / {d['p99_ms']:.2f} | "
-            f"{one['p50_ms']:.2f} / {one['p99_ms']:.2f} | {r[f'k{SERVICE_K}_1thr']['p50_ms']:.2f} | "
-            f"{r['rss_file_touched_mib']:.0f} |"
-        )
-    lines += ["", END]
-    return lines
-
-
-def write_section(res: dict[str, Any], doc: Path) -> None:
-    """Replace (or append) the marked section in docs/BENCHMARKS.md, leaving the rest as it is."""
-    text = doc.read_text() if doc.is_file() else ""
-    section = "\n".join(render(res)) + "\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    doc.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_ivfpq", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
-    parser.add_argument("--workdir", type=Path, default=ROOT / "var" / "benchmarks")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    parser.add_argument("--out", type=Path, default=DEFAULT_DOC)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--nlist", type=int, help="inverted lists (default: about sqrt(clips))")
     parser.add_argument("--recall-sample", type=int, help="stored vectors sampled to tune nprobe (default 200)")
@@ -287,16 +240,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render-only", action="store_true", help="re-write the section from <workdir>/ivfpq.json")
     args = parser.parse_args(argv)
     if args.measure:
-        print(json.dumps(measure(args.measure)))
+        print(json.dumps(to_plain(measure(args.measure))))
         return 0
     if args.render_only:
-        res = json.loads((args.workdir / "ivfpq.json").read_text())
+        res = load(IvfpqResults, args.workdir / RESULTS)
     else:
         build_args = {
             k: v for k, v in {"nlist": args.nlist, "recall_sample": args.recall_sample}.items() if v is not None
         }
         res = run(args.workdir, args.sizes, args.queries, build_args, args.keep_earlier, args.compare_at or None)
-    write_section(res, args.out)
+    from benchmarks import report
+
+    report.update_marked_section(args.out, report.ivfpq_section(res))
     log(f"wrote the IVF-PQ section of {args.out}")
     return 0
 

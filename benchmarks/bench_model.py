@@ -12,17 +12,20 @@ other busy threads gets reliably). Images at the shipped model's 96 px and the p
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.common import Context, fmt, loadavg, log, repeat, stats_ms
+from benchmarks.records import ForwardTiming, ModelResults, ModelRow
 
 BACKBONES = ("compact", "mobilenet_v3_small", "resnet18", "resnet50")
-SHIPPED = {"compact_width": 16, "embed_dim": 128, "affect_features": True}
+SHIPPED: dict[str, Any] = {"compact_width": 16, "embed_dim": 128, "affect_features": True}
 
 
-def _time_forward(fn, batch, *, quick: bool) -> dict[str, float]:
+def _time_forward(fn: Any, batch: Any, *, quick: bool) -> dict[str, Any]:
+    """The fields of a ``ForwardTiming`` for ``fn(batch)``."""
     import torch
 
     with torch.inference_mode():
@@ -32,14 +35,14 @@ def _time_forward(fn, batch, *, quick: bool) -> dict[str, float]:
     return {
         "batch": n,
         "load_1m": loadavg()[0],
-        "ms_per_batch": s["p50"],
-        "ms_per_item": s["p50"] / n,
-        "best_ms_per_item": s["min"] / n,
-        "items_per_s": 1000 * n / s["p50"],
+        "ms_per_batch": s.p50,
+        "ms_per_item": s.p50 / n,
+        "best_ms_per_item": s.min / n,
+        "items_per_s": 1000 * n / s.p50,
     }
 
 
-def run(ctx: Context) -> dict[str, Any]:
+def run(ctx: Context) -> ModelResults:
     import torch
 
     from model.features import N_FEATURES, FeatureStats
@@ -51,7 +54,7 @@ def run(ctx: Context) -> dict[str, Any]:
     sizes = (96,) if ctx.quick else (96, 224)
     batches = (1, 8) if ctx.quick else (1, 32)
     thread_counts = sorted({1, default_threads})
-    rows: list[dict[str, Any]] = []
+    rows: list[ModelRow] = []
     try:
         for name in backbones:
             cfg = ModelConfig(image_backbone=name, music_backbone=name, image_size=96, **SHIPPED)
@@ -60,28 +63,24 @@ def run(ctx: Context) -> dict[str, Any]:
             mparams = sum(p.numel() for p in model.music_branch.parameters())
             for threads in thread_counts:
                 torch.set_num_threads(threads)
-                common = {"backbone": name, "threads": threads}
+                common: dict[str, Any] = {"backbone": name, "threads": threads}
                 for size in sizes:
                     for b in batches:
                         if threads != default_threads and b > 1:
                             continue  # one thread matters for serving (batch 1) only
                         x = torch.randn(b, 3, size, size)
                         r = _time_forward(model.embed_image, x, quick=ctx.quick)
-                        rows.append(
-                            {**common, "modality": "image", "input": f"3x{size}x{size}", "params_m": params / 1e6, **r}
-                        )
-                        log(
-                            f"model {name} image {size}px batch {b}, {threads} thr: {fmt(r['ms_per_item'], 2)} ms/image"
-                        )
+                        row = ModelRow(**common, modality="image", input=f"3x{size}x{size}", params_m=params / 1e6, **r)
+                        rows.append(row)
+                        log(f"model {name} image {size}px batch {b}, {threads} thr: {fmt(row.ms_per_item, 2)} ms/image")
                 for b in batches:
                     if threads != default_threads and b > 1:
                         continue
                     x = torch.randn(b, 3, N_FEATURES, 87)
                     r = _time_forward(model.embed_music, x, quick=ctx.quick)
-                    rows.append(
-                        {**common, "modality": "clip", "input": f"3x{N_FEATURES}x87", "params_m": mparams / 1e6, **r}
-                    )
-                    log(f"model {name} clip batch {b}, {threads} thr: {fmt(r['ms_per_item'], 2)} ms/clip")
+                    row = ModelRow(**common, modality="clip", input=f"3x{N_FEATURES}x87", params_m=mparams / 1e6, **r)
+                    rows.append(row)
+                    log(f"model {name} clip batch {b}, {threads} thr: {fmt(row.ms_per_item, 2)} ms/clip")
             del model
     finally:
         torch.set_num_threads(default_threads)
@@ -91,42 +90,40 @@ def run(ctx: Context) -> dict[str, Any]:
     model = CDCML(cfg).eval()
     for b in (1, 8, 32, 128, 256):
         x = torch.randn(b, 3, N_FEATURES, 87)
-        r = _time_forward(model.embed_music, x, quick=True)
-        sweep.append(r)
-        log(f"model compact clip batch {b}: {fmt(r['ms_per_item'], 2)} ms/clip")
+        timing = ForwardTiming(**_time_forward(model.embed_music, x, quick=True))
+        sweep.append(timing)
+        log(f"model compact clip batch {b}: {fmt(timing.ms_per_item, 2)} ms/clip")
     del model
     stats = FeatureStats(mean=np.zeros(N_FEATURES, np.float32), std=np.ones(N_FEATURES, np.float32))
     feats = np.random.default_rng(0).standard_normal((256, N_FEATURES, 87)).astype(np.float32)
     prep = stats_ms(repeat(lambda: stats.to_network_input(feats), min_reps=3, min_seconds=1.0))
-    return {
-        "rows": rows,
-        "clip_batch_sweep": sweep,
-        "clip_preprocess_ms_per_clip": prep["p50"] / len(feats),
-        "threads": default_threads,
-    }
+    return ModelResults(
+        rows=rows,
+        clip_batch_sweep=sweep,
+        clip_preprocess_ms_per_clip=prep.p50 / len(feats),
+        threads=default_threads,
+    )
 
 
-def print_table(res: dict[str, Any]) -> None:
-    print(f"\nModel forward on CPU (torch default {res['threads']} threads), ms per item (median, best)")
+def print_table(res: ModelResults) -> None:
+    print(f"\nModel forward on CPU (torch default {res.threads} threads), ms per item (median, best)")
     print(
         f"{'backbone':>20} {'modality':>8} {'input':>12} {'batch':>5} {'thr':>3} {'ms/item':>9} {'best':>9} "
         f"{'items/s':>9} {'params M':>8}"
     )
-    for r in res["rows"]:
+    for r in res.rows:
         print(
-            f"{r['backbone']:>20} {r['modality']:>8} {r['input']:>12} {r['batch']:>5} {r['threads']:>3} "
-            f"{fmt(r['ms_per_item'], 2):>9} {fmt(r['best_ms_per_item'], 2):>9} "
-            f"{fmt(r['items_per_s']):>9} {fmt(r['params_m'], 2):>8}"
+            f"{r.backbone:>20} {r.modality:>8} {r.input:>12} {r.batch:>5} {r.threads:>3} "
+            f"{fmt(r.ms_per_item, 2):>9} {fmt(r.best_ms_per_item, 2):>9} "
+            f"{fmt(r.items_per_s):>9} {fmt(r.params_m, 2):>8}"
         )
-    print(f"clip preprocessing (standardise + deltas): {fmt(res['clip_preprocess_ms_per_clip'], 3)} ms/clip")
+    print(f"clip preprocessing (standardise + deltas): {fmt(res.clip_preprocess_ms_per_clip, 3)} ms/clip")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    from pathlib import Path
-
     ctx = Context(Path("."), "", "n/a", Path("."), quick=args.quick)
     print_table(run(ctx))
 

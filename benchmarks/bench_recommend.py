@@ -1,7 +1,7 @@
 """`POST /recommend` end to end against a real server: uvicorn in a subprocess on loopback.
 
 For each catalogue and each ``PHOTOSCORE_MICRO_BATCHING`` setting a fresh server is started
-(`python -m app.cli_serve`, the code behind `photoscore serve`) and driven by a closed loop of
+(`python -m app.cli.serve`, the code behind `photoscore serve`) and driven by a closed loop of
 C concurrent clients (httpx AsyncClient, one keep-alive connection each) for a fixed time per
 cell, after a short warm-up whose requests are discarded. Figures per cell: latency
 p50/p95/p99, requests/s, errors, the server's mean inference batch size (from /metrics) and
@@ -27,6 +27,7 @@ import httpx
 
 from benchmarks.catalogue import Catalogue
 from benchmarks.common import ROOT, Context, fmt, log, photo_jpegs, stats_ms
+from benchmarks.records import Cell, Photos, RecommendRun, ServerMode
 
 BOUNDARY = "photoscore-benchmark-7d1f"
 TOOK_MS = re.compile(rb'"took_ms"\s*:\s*([0-9.eE+-]+)')
@@ -77,7 +78,7 @@ class Server:
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli_serve", "--port", str(self.port), "--host", "127.0.0.1"],
+            [sys.executable, "-m", "app.cli.serve", "--port", str(self.port), "--host", "127.0.0.1"],
             cwd=ROOT,
             env=env,
             stdout=self._log,
@@ -184,7 +185,7 @@ async def _drive(url: str, bodies: list[bytes], concurrency: int, warmup_s: floa
     return {"latencies": latencies, "took": took, "errors": errors, "window_s": seconds}
 
 
-def run_cell(server: Server, bodies: list[bytes], concurrency: int, seconds: float) -> dict[str, Any]:
+def run_cell(server: Server, bodies: list[bytes], concurrency: int, seconds: float) -> Cell:
     warmup = min(2.0, max(0.5, seconds / 5))
     m0 = server.metrics()
     cpu0 = server.cpu_seconds()
@@ -199,23 +200,23 @@ def run_cell(server: Server, bodies: list[bytes], concurrency: int, seconds: flo
     n_batches = m1["photoscore_inference_batch_size_count"] - m0["photoscore_inference_batch_size_count"]
     n_images = m1["photoscore_inference_batch_size_sum"] - m0["photoscore_inference_batch_size_sum"]
     client_cpu = (me1.ru_utime + me1.ru_stime) - (me0.ru_utime + me0.ru_stime)
-    return {
-        "concurrency": concurrency,
-        "latency_ms": lat,
-        "handler_ms": stats_ms(res["took"]),
-        "rps": len(res["latencies"]) / res["window_s"],
-        "errors": res["errors"],
-        "mean_batch": n_images / n_batches if n_batches > 0 else float("nan"),
+    return Cell(
+        concurrency=concurrency,
+        latency_ms=lat,
+        handler_ms=stats_ms(res["took"]),
+        rps=len(res["latencies"]) / res["window_s"],
+        errors=res["errors"],
+        mean_batch=n_images / n_batches if n_batches > 0 else float("nan"),
         # The server's own image-branch time per image (its inference histogram / images embedded).
-        "model_ms_per_image": 1000.0
+        model_ms_per_image=1000.0
         * (m1["photoscore_inference_batch_seconds_sum"] - m0["photoscore_inference_batch_seconds_sum"])
         / n_images
         if n_images > 0
         else float("nan"),
-        "server_cores": (cpu1 - cpu0) / wall,
-        "client_cores": client_cpu / wall,
-        "loadavg_1m": os.getloadavg()[0],
-    }
+        server_cores=(cpu1 - cpu0) / wall,
+        client_cores=client_cpu / wall,
+        loadavg_1m=os.getloadavg()[0],
+    )
 
 
 def bench_catalogue(
@@ -226,26 +227,26 @@ def bench_catalogue(
     seconds: float | None = None,
     extra_env: dict[str, str] | None = None,
     variant: str = "default",
-) -> dict[str, Any]:
-    """All cells for one catalogue: {mode: {ready_s, rss_mib, cells: [...]}}."""
+) -> RecommendRun:
+    """All cells for one catalogue: a server per micro-batching mode, each with its cells."""
     seconds = seconds or ctx.cell_seconds
     jpegs, source = photo_jpegs(*REQUEST_PHOTO, count=N_PHOTOS)
     bodies = [multipart(j) for j in jpegs]
-    out: dict[str, Any] = {
-        "catalogue": cat.name,
-        "n_clips": cat.n_clips,
-        "n_tracks": cat.n_tracks,
-        "kind": cat.kind,
-        "variant": variant,
-        "env": extra_env or {},
-        "modes": {},
-        "photos": {
-            "count": len(jpegs),
-            "size": "x".join(map(str, REQUEST_PHOTO)),
-            "mean_kib": sum(map(len, jpegs)) / len(jpegs) / 1024,
-            "source": source,
-        },
-    }
+    out = RecommendRun(
+        catalogue=cat.name,
+        n_clips=cat.n_clips,
+        n_tracks=cat.n_tracks,
+        kind=cat.kind,
+        variant=variant,
+        env=extra_env or {},
+        modes={},
+        photos=Photos(
+            count=len(jpegs),
+            size="x".join(map(str, REQUEST_PHOTO)),
+            mean_kib=sum(map(len, jpegs)) / len(jpegs) / 1024,
+            source=source,
+        ),
+    )
     for mb in modes:
         mode = "on" if mb else "off"
         log(f"/recommend: {cat.name}, micro-batching {mode}, {variant}: starting server")
@@ -253,48 +254,48 @@ def bench_catalogue(
         server = Server(ctx, cat, mb, ctx.workdir / f"server-{cat.directory.name}-{mode}{tag}.log", extra_env)
         try:
             ready = server.wait_ready()
-            entry: dict[str, Any] = {
-                "ready_s": server.ready_s,
-                "rss_mib": server.rss_mib(),
-                "ready": {k: ready.get(k) for k in ("tracks", "clips", "model_version")},
-                "cells": [],
-            }
+            entry = ServerMode(
+                ready_s=server.ready_s,
+                rss_mib=server.rss_mib(),
+                ready={k: ready.get(k) for k in ("tracks", "clips", "model_version")},
+                cells=[],
+            )
             if ready.get("clips") != cat.n_clips:
                 ctx.note(f"{cat.name}: the server reports {ready.get('clips')} clips, the DB holds {cat.n_clips}")
-            log(f"  ready in {server.ready_s:.1f} s, RSS {entry['rss_mib']:.0f} MiB, {ready.get('clips')} clips")
+            log(f"  ready in {server.ready_s:.1f} s, RSS {entry.rss_mib:.0f} MiB, {ready.get('clips')} clips")
             for c in concurrencies:
                 cell = run_cell(server, bodies, c, seconds)
-                lat = cell["latency_ms"]
+                lat = cell.latency_ms
                 log(
-                    f"  c={c:<3} p50 {fmt(lat['p50'])} p95 {fmt(lat['p95'])} p99 {fmt(lat['p99'])} ms, "
-                    f"{cell['rps']:.1f} req/s, batch {fmt(cell['mean_batch'], 2)} "
-                    f"({fmt(cell['model_ms_per_image'], 2)} ms/image), "
-                    f"server {cell['server_cores']:.2f} cores, client {cell['client_cores']:.2f}, "
-                    f"errors {cell['errors'] or 0}"
+                    f"  c={c:<3} p50 {fmt(lat.p50)} p95 {fmt(lat.p95)} p99 {fmt(lat.p99)} ms, "
+                    f"{cell.rps:.1f} req/s, batch {fmt(cell.mean_batch, 2)} "
+                    f"({fmt(cell.model_ms_per_image, 2)} ms/image), "
+                    f"server {cell.server_cores:.2f} cores, client {cell.client_cores:.2f}, "
+                    f"errors {cell.errors or 0}"
                 )
-                if cell["errors"]:
-                    ctx.note(f"{cat.name}, micro-batching {mode}, c={c}: errors {cell['errors']}")
-                entry["cells"].append(cell)
-            entry["rss_after_mib"] = server.rss_mib()
+                if cell.errors:
+                    ctx.note(f"{cat.name}, micro-batching {mode}, c={c}: errors {cell.errors}")
+                entry.cells.append(cell)
+            entry.rss_after_mib = server.rss_mib()
         finally:
             server.stop()
-        out["modes"][mode] = entry
+        out.modes[mode] = entry
     return out
 
 
-def print_table(results: list[dict[str, Any]]) -> None:
+def print_table(results: list[RecommendRun]) -> None:
     print("\n/recommend end to end (ms, req/s)")
     print(
         f"{'catalogue':>22} {'variant':>16} {'mb':>3} {'c':>3} {'p50':>8} {'p95':>8} {'p99':>8} {'req/s':>7} "
         f"{'batch':>5}"
     )
     for r in results:
-        for mode, entry in r["modes"].items():
-            for cell in entry["cells"]:
-                lat = cell["latency_ms"]
+        for mode, entry in r.modes.items():
+            for cell in entry.cells:
+                lat = cell.latency_ms
                 print(
-                    f"{r['catalogue']:>22} {r['variant']:>16} {mode:>3} {cell['concurrency']:>3} {fmt(lat['p50']):>8} "
-                    f"{fmt(lat['p95']):>8} {fmt(lat['p99']):>8} {cell['rps']:>7.1f} {fmt(cell['mean_batch'], 2):>5}"
+                    f"{r.catalogue:>22} {r.variant:>16} {mode:>3} {cell.concurrency:>3} {fmt(lat.p50):>8} "
+                    f"{fmt(lat.p95):>8} {fmt(lat.p99):>8} {cell.rps:>7.1f} {fmt(cell.mean_batch, 2):>5}"
                 )
 
 
@@ -306,12 +307,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     args = parser.parse_args()
     from benchmarks.catalogue import open_existing
-    from benchmarks.common import resolve_checkpoint
-    from model.checkpoint import file_sha256
 
-    workdir = args.catalogue.parent
-    ckpt, kind = resolve_checkpoint(args.checkpoint, workdir)
-    ctx = Context(ckpt, file_sha256(ckpt), kind, workdir, cell_seconds=args.seconds)
+    ctx = Context.for_checkpoint(args.checkpoint, args.catalogue.parent, cell_seconds=args.seconds)
     cat = open_existing(args.catalogue, args.catalogue.name, "given")
     print_table([bench_catalogue(ctx, cat, args.concurrency)])
 

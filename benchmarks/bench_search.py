@@ -1,11 +1,11 @@
 """Search alone: per index type, latency per query (batch 1), recall@10 against exact search,
-build time and memory; then the service's whole search step (``LiveIndex.recommend``: FAISS
+build time and memory; then the service's whole search step (``Ranker.recommend``: FAISS
 top-K, widening until the candidates cover n tracks, similarity-predictor rerank, best clip per
 track) in-process, without HTTP.
 
 Queries are *not* stored vectors (the index's own efSearch tuning uses stored vectors, which
 flatters recall): they are fresh draws from the synthetic distribution (see ``SyntheticSpec``).
-Index types: exact ``IndexFlatIP`` and ``IndexHNSWFlat`` as ``app.vector_index.ClipIndex``
+Index types: exact ``IndexFlatIP`` and ``IndexHNSWFlat`` as ``app.core.vector_index.ClipIndex``
 builds them (the service's two types); IVF-Flat is not offered by the service and is measured
 with raw FAISS as a reference point for what it would give.
 """
@@ -17,24 +17,28 @@ import contextlib
 import math
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.common import (
+    DEFAULT_WORKDIR,
+    SERVICE_K,
     Context,
     SyntheticSpec,
     fmt,
     log,
+    recall_at,
     rss_mib,
     stats_ms,
     synthetic_clips,
     synthetic_queries,
     trim_memory,
 )
+from benchmarks.records import EfPoint, IndexTypeRow, IndexTypes, LiveSearch, NprobePoint, Stats
 
 K = 10
-SERVICE_K = 256  # Settings.search_k: what /recommend asks FAISS for
 EF_SWEEP = (16, 32, 64, 128, 256)
 NPROBE_SWEEP = (4, 8, 16, 32, 64, 128)
 IVF_MAX_NLIST = 1024  # training cost grows with nlist x sample; 1024 lists keep it to seconds here
@@ -61,8 +65,8 @@ def threads(n: int | None) -> Iterator[None]:
 
 
 def _latency(
-    search, queries: np.ndarray, k: int, max_queries: int, n_threads: int | None = None, max_seconds: float = 3.0
-) -> dict[str, float]:
+    search: Any, queries: np.ndarray, k: int, max_queries: int, n_threads: int | None = None, max_seconds: float = 3.0
+) -> Stats:
     """Per-query seconds over up to ``max_queries`` (at least 30, or fewer when time runs out)."""
     times: list[float] = []
     start = time.perf_counter()
@@ -74,11 +78,6 @@ def _latency(
             if len(times) >= 30 and t0 - start > max_seconds:
                 break
     return stats_ms(times)
-
-
-def _recall(found: np.ndarray, truth: np.ndarray) -> float:
-    hits = sum(len(set(f[f >= 0].tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
-    return hits / truth.size
 
 
 def _file_bytes_per_vector(ctx: Context, index: Any, n: int) -> float:
@@ -100,11 +99,11 @@ def exact_truth(ids: np.ndarray, embs: np.ndarray, queries: np.ndarray, k: int =
     return ids[pos]
 
 
-def _measure_built(index, name: str, queries: np.ndarray, truth: np.ndarray, n_lat: int) -> dict[str, Any]:
+def _measure_built(index: Any, queries: np.ndarray, truth: np.ndarray, n_lat: int) -> dict[str, Any]:
+    """Recall and the four latencies of an ``IndexTypeRow``."""
     found = index.search(queries, K)[1]
     return {
-        "type": name,
-        "recall_at_10": _recall(found, truth),
+        "recall_at_10": recall_at(found, truth),
         "latency_k10_ms": _latency(index.search, queries, K, n_lat),
         "latency_k256_ms": _latency(index.search, queries, SERVICE_K, n_lat),
         "latency_k10_1t_ms": _latency(index.search, queries, K, n_lat, 1),
@@ -120,17 +119,17 @@ def bench_index_types(
     service_index: Any | None = None,
     service_build_s: float | None = None,
     service_build_rss: float | None = None,
-) -> dict[str, Any]:
+) -> IndexTypes:
     """Flat, HNSW (service builds) and IVF (raw FAISS) on one set of vectors."""
     import faiss
 
-    from app.vector_index import ClipIndex
+    from app.core.vector_index import ClipIndex
 
     n = len(ids)
     n_lat = 100 if ctx.quick else 300
     truth = exact_truth(ids, embs, queries)
     per_million = 1e6 / n
-    rows: list[dict[str, Any]] = []
+    rows: list[IndexTypeRow] = []
 
     def built(kind: str) -> tuple[Any, float, float]:
         trim_memory()
@@ -143,8 +142,9 @@ def bench_index_types(
 
     # -- exact
     flat, dt, mem = built("flat")
-    row = _measure_built(flat, "flat (exact, IndexFlatIP)", queries, truth, n_lat)
-    row.update(
+    row = IndexTypeRow(
+        type="flat (exact, IndexFlatIP)",
+        **_measure_built(flat, queries, truth, n_lat),
         build_s=dt,
         rss_mib=mem,
         mib_per_million=mem * per_million,
@@ -153,48 +153,51 @@ def bench_index_types(
     )
     rows.append(row)
     log(
-        f"search {n:,}: flat p50 {fmt(row['latency_k10_ms']['p50'], 3)} ms (k=10), "
-        f"{fmt(row['latency_k256_ms']['p50'], 3)} ms (k=256), build {dt:.1f} s, {mem:.0f} MiB"
+        f"search {n:,}: flat p50 {fmt(row.latency_k10_ms.p50, 3)} ms (k=10), "
+        f"{fmt(row.latency_k256_ms.p50, 3)} ms (k=256), build {dt:.1f} s, {mem:.0f} MiB"
     )
     del flat
 
     # -- HNSW, as the service builds it (M=32, efConstruction=80, efSearch tuned to 0.95 on stored vectors)
+    hnsw_s: float | None
+    hnsw_mem: float | None
     if service_index is not None and service_index.index_type == "hnsw":
-        hnsw, dt, mem = service_index, service_build_s, service_build_rss
+        hnsw, hnsw_s, hnsw_mem = service_index, service_build_s, service_build_rss
     else:
-        hnsw, dt, mem = built("hnsw")
+        hnsw, hnsw_s, hnsw_mem = built("hnsw")
     p = hnsw.meta.params
-    row = _measure_built(hnsw, "HNSW (IndexHNSWFlat)", queries, truth, n_lat)
-    row.update(
-        build_s=dt,
-        rss_mib=mem,
-        mib_per_million=(mem or float("nan")) * per_million,
+    row = IndexTypeRow(
+        type="HNSW (IndexHNSWFlat)",
+        **_measure_built(hnsw, queries, truth, n_lat),
+        build_s=hnsw_s,
+        rss_mib=hnsw_mem,
+        mib_per_million=(hnsw_mem or float("nan")) * per_million,
         file_bytes_per_vector=_file_bytes_per_vector(ctx, hnsw._index, n),
         params=f"M={p.get('M')}, efConstruction={p.get('efConstruction')}, tuned efSearch={p.get('efSearch')}",
         tuned_ef=p.get("efSearch"),
         self_recall_at_10=hnsw.meta.recall_at_10,
     )
     # The service asks for k=256, so its effective efSearch is max(tuned, 256).
-    row["recall_at_10_service_k"] = _recall(hnsw.search(queries, SERVICE_K)[1][:, :K], truth)
-    sweep = []
+    row.recall_at_10_service_k = recall_at(hnsw.search(queries, SERVICE_K)[1][:, :K], truth)
+    ef_sweep = []
     tuned = p.get("efSearch")
     for ef in EF_SWEEP:
         p["efSearch"] = ef
         found = hnsw.search(queries, K)[1]
-        sweep.append(
-            {
-                "ef": ef,
-                "recall_at_10": _recall(found, truth),
-                "latency_ms": _latency(hnsw.search, queries, K, n_lat, 1)["p50"],
-            }
+        ef_sweep.append(
+            EfPoint(
+                ef=ef,
+                recall_at_10=recall_at(found, truth),
+                latency_ms=_latency(hnsw.search, queries, K, n_lat, 1).p50,
+            )
         )
     p["efSearch"] = tuned
-    row["ef_sweep"] = sweep
+    row.ef_sweep = ef_sweep
     rows.append(row)
     log(
-        f"search {n:,}: HNSW recall@10 {row['recall_at_10']:.3f} (ef {tuned}), "
-        f"{row['recall_at_10_service_k']:.3f} at k=256, p50 {fmt(row['latency_k10_ms']['p50'], 3)} ms, "
-        f"build {fmt(dt)} s"
+        f"search {n:,}: HNSW recall@10 {row.recall_at_10:.3f} (ef {tuned}), "
+        f"{row.recall_at_10_service_k:.3f} at k=256, p50 {fmt(row.latency_k10_ms.p50, 3)} ms, "
+        f"build {fmt(hnsw_s)} s"
     )
     del hnsw
 
@@ -211,49 +214,49 @@ def bench_index_types(
     dt = time.perf_counter() - t0
     trim_memory()
     mem = rss_mib() - r0
-    sweep = []
+    nprobe_sweep = []
     for nprobe in NPROBE_SWEEP:
         ivf.nprobe = nprobe
         found = ivf.search(queries, K)[1]
-        sweep.append(
-            {
-                "nprobe": nprobe,
-                "recall_at_10": _recall(found, truth),
-                "latency_ms": _latency(ivf.search, queries, K, n_lat, 1)["p50"],
-            }
+        nprobe_sweep.append(
+            NprobePoint(
+                nprobe=nprobe,
+                recall_at_10=recall_at(found, truth),
+                latency_ms=_latency(ivf.search, queries, K, n_lat, 1).p50,
+            )
         )
-    pick = next((s for s in sweep if s["recall_at_10"] >= 0.95), sweep[-1])
-    ivf.nprobe = pick["nprobe"]
-    row = {
-        "type": "IVF-Flat (raw FAISS; not in the service)",
-        "recall_at_10": pick["recall_at_10"],
-        "latency_k10_ms": _latency(ivf.search, queries, K, n_lat),
-        "latency_k256_ms": _latency(ivf.search, queries, SERVICE_K, n_lat),
-        "latency_k10_1t_ms": _latency(ivf.search, queries, K, n_lat, 1),
-        "latency_k256_1t_ms": _latency(ivf.search, queries, SERVICE_K, n_lat, 1),
-        "build_s": dt,
-        "rss_mib": mem,
-        "mib_per_million": mem * per_million,
-        "file_bytes_per_vector": _file_bytes_per_vector(ctx, ivf, n),
-        "params": f"nlist={nlist} (trained on {len(train):,}), nprobe={pick['nprobe']} "
-        "(smallest with recall@10 >= 0.95)",
-        "nprobe_sweep": sweep,
-    }
+    pick = next((s for s in nprobe_sweep if s.recall_at_10 >= 0.95), nprobe_sweep[-1])
+    ivf.nprobe = pick.nprobe
+    row = IndexTypeRow(
+        type="IVF-Flat (raw FAISS; not in the service)",
+        recall_at_10=pick.recall_at_10,
+        latency_k10_ms=_latency(ivf.search, queries, K, n_lat),
+        latency_k256_ms=_latency(ivf.search, queries, SERVICE_K, n_lat),
+        latency_k10_1t_ms=_latency(ivf.search, queries, K, n_lat, 1),
+        latency_k256_1t_ms=_latency(ivf.search, queries, SERVICE_K, n_lat, 1),
+        build_s=dt,
+        rss_mib=mem,
+        mib_per_million=mem * per_million,
+        file_bytes_per_vector=_file_bytes_per_vector(ctx, ivf, n),
+        params=f"nlist={nlist} (trained on {len(train):,}), nprobe={pick.nprobe} (smallest with recall@10 >= 0.95)",
+        nprobe_sweep=nprobe_sweep,
+    )
     rows.append(row)
     log(
-        f"search {n:,}: IVF nlist {nlist} nprobe {pick['nprobe']} recall {pick['recall_at_10']:.3f}, "
-        f"p50 {fmt(row['latency_k10_ms']['p50'], 3)} ms, build {dt:.1f} s"
+        f"search {n:,}: IVF nlist {nlist} nprobe {pick.nprobe} recall {pick.recall_at_10:.3f}, "
+        f"p50 {fmt(row.latency_k10_ms.p50, 3)} ms, build {dt:.1f} s"
     )
     del ivf, quantizer
     trim_memory()
-    return {"n": n, "queries": len(queries), "rows": rows}
+    return IndexTypes(n=n, queries=len(queries), rows=rows)
 
 
-def bench_live(ctx: Context, cat, matcher, queries: np.ndarray, n_results: int = 15) -> dict[str, Any]:
-    """The service's search step (``LiveIndex.recommend``) in-process, on the catalogue folder."""
-    from app.db import make_engine, make_session_factory
-    from app.search import LiveIndex
-    from app.settings import Settings
+def bench_live(ctx: Context, cat: Any, matcher: Any, queries: np.ndarray, n_results: int = 15) -> LiveSearch:
+    """The service's search step (``Ranker.recommend``) in-process, on the catalogue folder."""
+    from app.core.db import make_engine, make_session_factory
+    from app.core.live_index import LiveIndex
+    from app.core.settings import Settings
+    from app.services.recommend import Ranker
 
     settings = Settings()
     engine = make_engine(cat.database_url)
@@ -275,9 +278,10 @@ def bench_live(ctx: Context, cat, matcher, queries: np.ndarray, n_results: int =
         ctx.note(f"{cat.name}: LiveIndex rebuilt from the database instead of loading the index file")
     n_q = min(len(queries), 100 if ctx.quick else 300)
     k = settings.search_k
-    live.recommend(matcher, queries[0], n_results, k)  # warm
+    ranker = Ranker(live, matcher)  # the service's ranking with the model called in this thread
+    ranker.recommend(queries[0], n_results, k)  # warm
     cand = [len(live.candidates(q, n_results, k)[0]) for q in queries[:n_q]]
-    timings: dict[str, dict[str, float]] = {}
+    timings: dict[str, dict[str, Stats]] = {}
     for label, n_threads in (("default", None), ("1 thread", 1)):
         times, search_t = [], []
         with threads(n_threads):
@@ -286,59 +290,60 @@ def bench_live(ctx: Context, cat, matcher, queries: np.ndarray, n_results: int =
                 live.candidates(q, n_results, k)
                 search_t.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                live.recommend(matcher, q, n_results, k)
+                ranker.recommend(q, n_results, k)
                 times.append(time.perf_counter() - t0)
         timings[label] = {"recommend": stats_ms(times), "candidates": stats_ms(search_t)}
     engine.dispose()
-    res = {
-        "catalogue": cat.name,
-        "n_clips": live.n_clips,
-        "index_type": live.index.index_type if live.index else None,
-        "load_s": load_s,
-        "rss_mib": mem,
-        "source": source,
-        "recommend_ms": timings["default"]["recommend"],
-        "candidates_ms": timings["default"]["candidates"],
-        "recommend_1t_ms": timings["1 thread"]["recommend"],
-        "candidates_1t_ms": timings["1 thread"]["candidates"],
-        "candidates_median": float(np.median(cand)),
-        "candidates_max": int(np.max(cand)),
-        "widened_share": float(np.mean(np.asarray(cand) > k)),
-    }
-    log(
-        f"search step {cat.name}: LiveIndex.recommend p50 {fmt(res['recommend_ms']['p50'], 2)} ms "
-        f"({fmt(res['recommend_1t_ms']['p50'], 2)} ms at 1 thread) "
-        f"(FAISS+widening {fmt(res['candidates_ms']['p50'], 2)} ms, median {res['candidates_median']:.0f} candidates, "
-        f"{100 * res['widened_share']:.0f}% widened), load {load_s:.1f} s, +{mem:.0f} MiB"
+    res = LiveSearch(
+        catalogue=cat.name,
+        n_clips=live.n_clips,
+        index_type=live.index.index_type if live.index else None,
+        load_s=load_s,
+        rss_mib=mem,
+        source=source,
+        recommend_ms=timings["default"]["recommend"],
+        candidates_ms=timings["default"]["candidates"],
+        recommend_1t_ms=timings["1 thread"]["recommend"],
+        candidates_1t_ms=timings["1 thread"]["candidates"],
+        candidates_median=float(np.median(cand)),
+        candidates_max=int(np.max(cand)),
+        widened_share=float(np.mean(np.asarray(cand) > k)),
     )
-    del live
+    log(
+        f"search step {cat.name}: Ranker.recommend p50 {fmt(res.recommend_ms.p50, 2)} ms "
+        f"({fmt(timings['1 thread']['recommend'].p50, 2)} ms at 1 thread) "
+        f"(FAISS+widening {fmt(res.candidates_ms.p50, 2)} ms, median {res.candidates_median:.0f} candidates, "
+        f"{100 * res.widened_share:.0f}% widened), load {load_s:.1f} s, +{mem:.0f} MiB"
+    )
+    del live, ranker
     trim_memory()
     return res
 
 
-def print_tables(types: list[dict[str, Any]], live: list[dict[str, Any]]) -> None:
+def print_tables(types: list[IndexTypes], live: list[LiveSearch]) -> None:
     for t in types:
-        print(f"\nSearch alone, {t['n']:,} vectors x 128-d, batch 1, {t['queries']} fresh queries")
+        print(f"\nSearch alone, {t.n:,} vectors x 128-d, batch 1, {t.queries} fresh queries")
         print(
             f"{'type':>42} {'recall@10':>9} {'p50 k10':>8} {'p99 k10':>8} {'p50 k256':>8} {'1thr k10':>8} "
             f"{'1thr k256':>9} {'build s':>8} {'MiB/1e6':>8} {'B/vec':>6}  params"
         )
-        for r in t["rows"]:
+        for r in t.rows:
             print(
-                f"{r['type']:>42} {r['recall_at_10']:>9.3f} {fmt(r['latency_k10_ms']['p50'], 3):>8} "
-                f"{fmt(r['latency_k10_ms']['p99'], 3):>8} {fmt(r['latency_k256_ms']['p50'], 3):>8} "
-                f"{fmt(r['latency_k10_1t_ms']['p50'], 3):>8} {fmt(r['latency_k256_1t_ms']['p50'], 3):>9} "
-                f"{fmt(r['build_s']):>8} {fmt(r['mib_per_million'], 0):>8} {r['file_bytes_per_vector']:>6.0f}  "
-                f"{r['params']}"
+                f"{r.type:>42} {r.recall_at_10:>9.3f} {fmt(r.latency_k10_ms.p50, 3):>8} "
+                f"{fmt(r.latency_k10_ms.p99, 3):>8} {fmt(r.latency_k256_ms.p50, 3):>8} "
+                f"{fmt(r.latency_k10_1t_ms.p50, 3):>8} {fmt(r.latency_k256_1t_ms.p50, 3):>9} "
+                f"{fmt(r.build_s):>8} {fmt(r.mib_per_million, 0):>8} {r.file_bytes_per_vector:>6.0f}  "
+                f"{r.params}"
             )
     if live:
-        print("\nService search step in-process (LiveIndex.recommend: FAISS + widening + rerank), ms")
-        for r in live:
+        print("\nService search step in-process (Ranker.recommend: FAISS + widening + rerank), ms")
+        for x in live:
+            one = fmt(x.recommend_1t_ms.p50 if x.recommend_1t_ms else None, 2)
             print(
-                f"{r['catalogue']:>24} {r['index_type']:>5} p50 {fmt(r['recommend_ms']['p50'], 2):>7} "
-                f"p99 {fmt(r['recommend_ms']['p99'], 2):>7} 1-thread p50 {fmt(r['recommend_1t_ms']['p50'], 2):>7}  "
-                f"candidates median {r['candidates_median']:.0f}, "
-                f"load {r['load_s']:.1f} s, +{r['rss_mib']:.0f} MiB"
+                f"{x.catalogue:>24} {x.index_type:>5} p50 {fmt(x.recommend_ms.p50, 2):>7} "
+                f"p99 {fmt(x.recommend_ms.p99, 2):>7} 1-thread p50 {one:>7}  "
+                f"candidates median {x.candidates_median:.0f}, "
+                f"load {x.load_s:.1f} s, +{x.rss_mib:.0f} MiB"
             )
 
 
@@ -348,15 +353,12 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    from pathlib import Path
-
     spec = SyntheticSpec()
     track_of, embs = synthetic_clips(args.clips, spec)
     ids = np.arange(1, len(embs) + 1, dtype=np.int64)
     queries = synthetic_queries(args.queries, spec)
-    workdir = Path("var/benchmarks")
-    workdir.mkdir(parents=True, exist_ok=True)
-    ctx = Context(Path("."), "", "n/a", workdir, quick=args.quick)
+    DEFAULT_WORKDIR.mkdir(parents=True, exist_ok=True)
+    ctx = Context(Path("."), "", "n/a", DEFAULT_WORKDIR, quick=args.quick)
     print_tables([bench_index_types(ctx, ids, embs, queries)], [])
 
 

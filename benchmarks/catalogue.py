@@ -10,6 +10,7 @@ exact below ``exact_index_threshold`` clips, HNSW with tuned efSearch above) and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,13 +20,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import insert
 
-from benchmarks.common import (
-    SyntheticSpec,
-    log,
-    rss_mib,
-    synthetic_clips,
-    trim_memory,
-)
+from benchmarks.common import SyntheticSpec, log, rss_mib, synthetic_clips, trim_memory
+from benchmarks.records import CatalogueRecord, SyntheticBuild
 
 INSERT_BATCH = 50_000
 
@@ -39,7 +35,14 @@ class Catalogue:
     n_clips: int
     n_tracks: int
     kind: str  # "synthetic" or "real audio"
-    info: dict[str, Any]
+    info: SyntheticBuild | None = None  # how a synthetic catalogue was written
+
+    def record(self) -> CatalogueRecord:
+        """The figures of a synthetic catalogue as the search section stores them."""
+        if self.info is None:
+            raise ValueError(f"{self.name}: not written by write_synthetic")
+        build = {f.name: getattr(self.info, f.name) for f in dataclasses.fields(self.info)}
+        return CatalogueRecord(name=self.name, n_clips=self.n_clips, n_tracks=self.n_tracks, **build)
 
     @property
     def database_url(self) -> str:
@@ -67,15 +70,14 @@ def write_synthetic(
     spec: SyntheticSpec = SyntheticSpec(),
 ) -> tuple[Catalogue, np.ndarray, np.ndarray, Any]:
     """A fresh synthetic catalogue; returns it with (clip ids, embeddings, built ClipIndex)."""
-    from app.catalogue import record_index_state
-    from app.db import make_engine, make_session_factory, upgrade_database
-    from app.models import Clip, Track, TrackEvent
-    from app.vector_index import ClipIndex
+    from app.core.db import make_engine, upgrade_database
+    from app.core.models import Clip, Track, TrackEvent
+    from app.core.vector_index import ClipIndex
 
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
-    cat = Catalogue(f"{n_clips:,} synthetic", directory, n_clips, 0, "synthetic", {})
+    cat = Catalogue(f"{n_clips:,} synthetic", directory, n_clips, 0, "synthetic")
     t0 = time.perf_counter()
     track_of, embs = synthetic_clips(n_clips, spec)
     gen_s = time.perf_counter() - t0
@@ -148,36 +150,23 @@ def write_synthetic(
     t0 = time.perf_counter()
     path = index.save(cat.index_dir)
     save_s = time.perf_counter() - t0
-    with make_session_factory(engine)() as session:
-        params = dict(index.meta.params)
-        if index.meta.recall_at_10 is not None:
-            params["recall_at_10"] = round(float(index.meta.recall_at_10), 4)
-        record_index_state(
-            session,
-            checkpoint_hash=checkpoint_hash,
-            dim=index.dim,
-            count=index.count,
-            index_type=index.index_type,
-            params=params,
-            last_event_id=n_tracks,
-        )
     engine.dispose()
-    cat.info = {
-        "generate_s": gen_s,
-        "db_write_s": db_s,
-        "db_rows_per_s": n_clips / db_s if db_s else None,
-        "db_mib": (directory / "photoscore.db").stat().st_size / 2**20,
-        "index_type": index.index_type,
-        "index_params": dict(index.meta.params),
-        "index_self_recall_at_10": index.meta.recall_at_10,
-        "index_build_s": build_s,
-        "index_build_rss_delta_mib": rss_delta,
-        "index_save_s": save_s,
-        "index_file_mib": path.stat().st_size / 2**20,
-    }
+    cat.info = info = SyntheticBuild(
+        generate_s=gen_s,
+        db_write_s=db_s,
+        db_rows_per_s=n_clips / db_s if db_s else None,
+        db_mib=(directory / "photoscore.db").stat().st_size / 2**20,
+        index_type=index.index_type,
+        index_params=dict(index.meta.params),
+        index_self_recall_at_10=index.meta.recall_at_10,
+        index_build_s=build_s,
+        index_build_rss_delta_mib=rss_delta,
+        index_save_s=save_s,
+        index_file_mib=path.stat().st_size / 2**20,
+    )
     log(
-        f"catalogue {cat.name}: {n_tracks:,} tracks; DB {db_s:.1f} s ({cat.info['db_mib']:.0f} MiB), "
-        f"{index.index_type} index built in {build_s:.1f} s ({cat.info['index_file_mib']:.0f} MiB)"
+        f"catalogue {cat.name}: {n_tracks:,} tracks; DB {db_s:.1f} s ({info.db_mib:.0f} MiB), "
+        f"{index.index_type} index built in {build_s:.1f} s ({info.index_file_mib:.0f} MiB)"
     )
     return cat, clip_ids, embs, index
 
@@ -186,10 +175,10 @@ def open_existing(directory: Path, name: str, kind: str) -> Catalogue:
     """A catalogue made elsewhere (e.g. by the indexer benchmark), described from its DB."""
     from sqlalchemy import func, select
 
-    from app.db import make_engine
-    from app.models import Clip, Track
+    from app.core.db import make_engine
+    from app.core.models import Clip, Track
 
-    cat = Catalogue(name, directory, 0, 0, kind, {})
+    cat = Catalogue(name, directory, 0, 0, kind)
     engine = make_engine(cat.database_url)
     with engine.connect() as conn:
         cat.n_clips = int(conn.execute(select(func.count(Clip.id))).scalar() or 0)

@@ -1,6 +1,8 @@
-"""Shared helpers: the checkpoint under test, machine facts, timers, photos, synthetic embeddings.
+"""Shared helpers: the checkpoint under test, machine facts, timers, photos, synthetic embeddings,
+the indexer command, and saving records as JSON.
 
-Every figure is measured, printed and returned as plain data; nothing here asserts a target.
+Every figure is measured, printed and returned as a record (``benchmarks.records``); nothing
+here asserts a target.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import json
 import math
 import os
 import platform
+import re
+import shutil
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -24,7 +29,12 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.records import Machine, Stats, to_plain
+
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_WORKDIR = ROOT / "var" / "benchmarks"  # scratch data and the raw figures (git-ignored)
+DEFAULT_DOC = ROOT / "docs" / "BENCHMARKS.md"
+SERVICE_K = 256  # Settings.search_k: the candidates /recommend asks FAISS for
 SHIPPED_CHECKPOINT = ROOT / "model" / "default" / "photoscore-default.safetensors"
 WESNOTH_MUSIC = Path("/usr/share/games/wesnoth/1.16/data/core/music")
 PHOTO_SOURCES = (
@@ -64,6 +74,17 @@ class Context:
         log(f"NOTE: {text}")
         self.notes.append(text)
 
+    @classmethod
+    def for_checkpoint(
+        cls, arg: str | None, workdir: Path = DEFAULT_WORKDIR, *, quick: bool = False, cell_seconds: float = 12.0
+    ) -> Context:
+        """A context timing ``--checkpoint`` (else the shipped model, else a stand-in) in ``workdir``."""
+        from model.checkpoint import file_sha256
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        ckpt, kind = resolve_checkpoint(arg, workdir)
+        return cls(ckpt, file_sha256(ckpt), kind, workdir, quick=quick, cell_seconds=cell_seconds)
+
 
 def resolve_checkpoint(arg: str | None, workdir: Path) -> tuple[Path, str]:
     """The checkpoint to time: ``--checkpoint``, else the shipped model, else a stand-in."""
@@ -98,7 +119,12 @@ def make_standin_checkpoint(path: Path, **overrides: Any) -> Path:
 
 
 # ------------------------------------------------------------------------------------ machine
-def machine_info() -> dict[str, Any]:
+def utc_stamp() -> str:
+    """The current time as the reports print it (``2026-12-01 10:44 UTC``)."""
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def machine_info() -> Machine:
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -121,14 +147,9 @@ def machine_info() -> dict[str, Any]:
         flags = ", ".join(found)
     except OSError:
         pass
-    return {
-        "cpu": cpu,
-        "cpu_flags": flags,
-        "cores": os.cpu_count(),
-        "ram_gib": mem_gib,
-        "os": platform.platform(),
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+    return Machine(
+        cpu=cpu, cpu_flags=flags, cores=os.cpu_count(), ram_gib=mem_gib, os=platform.platform(), date=utc_stamp()
+    )
 
 
 def versions() -> dict[str, str]:
@@ -155,11 +176,12 @@ def versions() -> dict[str, str]:
     }
 
 
-def loadavg() -> tuple[float, float, float]:
+def loadavg() -> list[float]:
+    """1-, 5- and 15-minute load averages (NaN where the OS has none)."""
     try:
-        return os.getloadavg()
+        return list(os.getloadavg())
     except OSError:
-        return (float("nan"),) * 3
+        return [float("nan")] * 3
 
 
 def rss_mib(pid: int | None = None) -> float:
@@ -176,20 +198,16 @@ def trim_memory() -> None:
 
 
 # ------------------------------------------------------------------------------------- timing
-def stats_ms(seconds: list[float] | np.ndarray) -> dict[str, float]:
+def stats_ms(seconds: list[float] | np.ndarray) -> Stats:
     """p50/p95/p99/mean/min in milliseconds (NaN for no samples)."""
     arr = np.asarray(seconds, np.float64) * 1000.0
     if arr.size == 0:
-        return {k: float("nan") for k in ("p50", "p95", "p99", "mean", "min", "n")}
+        nan = float("nan")
+        return Stats(p50=nan, p95=nan, p99=nan, mean=nan, min=nan, n=nan)
     p50, p95, p99 = np.percentile(arr, [50, 95, 99])
-    return {
-        "p50": float(p50),
-        "p95": float(p95),
-        "p99": float(p99),
-        "mean": float(arr.mean()),
-        "min": float(arr.min()),
-        "n": int(arr.size),
-    }
+    return Stats(
+        p50=float(p50), p95=float(p95), p99=float(p99), mean=float(arr.mean()), min=float(arr.min()), n=int(arr.size)
+    )
 
 
 def repeat(
@@ -207,10 +225,24 @@ def repeat(
     return times
 
 
-def fmt(value: float | None, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+def fmt(value: Any, digits: int = 1) -> str:
+    """A number with thousands separators and ``digits`` decimals; ``n/a`` for None, NaN or
+    infinity; anything that is not a number as it is."""
+    if value is None:
         return "n/a"
-    return f"{value:,.{digits}f}"
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(v):
+        return "n/a"
+    return f"{v:,.{digits}f}"
+
+
+def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
+    """Share of the true neighbours (rows of ``truth``) among those found (-1: no result)."""
+    hits = sum(len(set(f[f >= 0].tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
+    return hits / truth.size
 
 
 # ------------------------------------------------------------------------------------- photos
@@ -346,10 +378,84 @@ def synthetic_queries(n: int, spec: SyntheticSpec = SyntheticSpec(), seed: int =
     return _normalise(x)
 
 
+# ---------------------------------------------------------------------------- indexer command
+def wesnoth_tracks() -> list[Path]:
+    """The real music the indexer benchmarks use (Ogg Vorbis from the Wesnoth music package)."""
+    files = sorted(WESNOTH_MUSIC.glob("*.ogg"))
+    if not files:
+        raise SystemExit(f"no music in {WESNOTH_MUSIC} (apt-get install wesnoth-1.16-music)")
+    return files
+
+
+@dataclass
+class IndexerCommand:
+    """One ``python -m indexer`` process: its wall time and the figures of its summary."""
+
+    wall_s: float
+    xrt: float  # the run's own summary (NaN when it printed none)
+    clips_per_s: float
+    run_wall_s: float
+    clips: int
+    failed: int
+    audio_s: int
+    ray_execution_s: float | None  # Ray Data's "execution finished in" (Ray engine only)
+    output: str
+
+
+def run_indexer_command(
+    files: list[Path], directory: Path, extra: list[str], env: dict[str, str] | None = None
+) -> IndexerCommand:
+    """``python -m indexer FILES ... EXTRA`` into a fresh SQLite catalogue and FAISS folder in
+    ``directory``; raises when the command fails."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "indexer",
+        *map(str, files),
+        "--database-url",
+        f"sqlite:///{(directory / 'photoscore.db').resolve()}",
+        "--index-dir",
+        str(directory / "index"),
+        "--device",
+        "cpu",
+        "--no-progress",
+        *extra,
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False, env={**os.environ, **(env or {})})
+    wall = time.perf_counter() - t0
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise RuntimeError(f"indexer failed ({proc.returncode}): {out[-2000:]}")
+
+    def number(pattern: str) -> str | None:
+        m = re.search(pattern, out)
+        return m.group(1).replace(",", "") if m else None
+
+    m = re.search(r"throughput\s+([0-9.,]+)x real time, ([0-9.,]+) clips/s \(wall ([0-9.,]+) s\)", out)
+    audio = re.search(r"audio duration\s+(?:(\d+)h )?(\d+)m (\d+)s", out)
+    ray_exec = number(r"execution finished in ([0-9.]+) seconds")
+    return IndexerCommand(
+        wall_s=wall,
+        xrt=float(m.group(1).replace(",", "")) if m else float("nan"),
+        clips_per_s=float(m.group(2).replace(",", "")) if m else float("nan"),
+        run_wall_s=float(m.group(3).replace(",", "")) if m else float("nan"),
+        clips=int(number(r"clips\s+([0-9,]+)") or 0),
+        failed=int(number(r"tracks failed\s+([0-9,]+)") or 0),
+        audio_s=(int(audio.group(1) or 0) * 3600 + int(audio.group(2)) * 60 + int(audio.group(3))) if audio else 0,
+        ray_execution_s=float(ray_exec) if ray_exec else None,
+        output=out,
+    )
+
+
 # ------------------------------------------------------------------------------------ results
 def save_json(path: Path, data: Any) -> None:
+    """``data`` (a record, or plain data holding records) as JSON with the records' field names."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, default=_json_default))
+    path.write_text(json.dumps(to_plain(data), indent=1, default=_json_default))
 
 
 def _json_default(obj: Any) -> Any:
