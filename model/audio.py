@@ -21,17 +21,24 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, TYPE_CHECKING
 
 import librosa
 import numpy as np
 import soundfile as sf
+
+from app.core.errors import one_line
+
+if TYPE_CHECKING:  # imported where used: only long high-rate signals need the streaming resampler
+    import soxr
 
 SAMPLE_RATE = 22050
 HOP_LENGTH = 512
 N_FFT = 2048
 CLIP_FRAMES = 87
 CLIP_SECONDS = 2.0
+#: File extensions of audio the decoders take (the indexer's scan and the data loaders use them).
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a"})
 
 AudioSource = str | Path | bytes
 
@@ -61,12 +68,7 @@ class AudioDecodeError(ValueError):
     """The input is not decodable audio; the message says why in one line."""
 
 
-def _one_line(text: str, limit: int = 200) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def _as_file(source: AudioSource) -> str | BinaryIO:
+def _as_file(source: AudioSource) -> str | IO[bytes]:
     if isinstance(source, bytes | bytearray | memoryview):
         return io.BytesIO(bytes(source))
     return str(source)
@@ -138,7 +140,7 @@ class _MonoSink:
         self.frames = 0
         self._kept: list[np.ndarray] = []
         self._out: list[np.ndarray] = []
-        self._stream: object | None = None
+        self._stream: soxr.ResampleStream | None = None
 
     def add(self, mono: np.ndarray) -> None:
         self.frames += len(mono)
@@ -155,7 +157,8 @@ class _MonoSink:
             self._push(mono, last=False)
 
     def _push(self, mono: np.ndarray, *, last: bool) -> None:
-        out = self._stream.resample_chunk(mono, last=last)  # type: ignore[attr-defined]
+        assert self._stream is not None  # only called once the stream exists
+        out = self._stream.resample_chunk(mono, last=last)
         if len(out):
             self._out.append(np.asarray(out, dtype=np.float32))
 
@@ -216,7 +219,7 @@ def _read_soundfile(source: AudioSource, max_seconds: float | None, max_samples:
     return sink.finish()
 
 
-def _wav_header(stream: BinaryIO) -> tuple[int, int, bytes]:
+def _wav_header(stream: IO[bytes]) -> tuple[int, int, bytes]:
     """(channels, rate, bytes already read past the header) of ffmpeg's pcm_f32le WAV on a pipe."""
     buf = b""
     while len(buf) < 1 << 16:
@@ -244,7 +247,7 @@ def _wav_header(stream: BinaryIO) -> tuple[int, int, bytes]:
     raise AudioDecodeError("ffmpeg produced no audio")
 
 
-def _stream_wav(stream: BinaryIO, max_seconds: float | None, max_samples: int | None) -> tuple[np.ndarray, int]:
+def _stream_wav(stream: IO[bytes], max_seconds: float | None, max_samples: int | None) -> tuple[np.ndarray, int]:
     """Mono samples from ffmpeg's WAV pipe, downmixed block by block (never all channels at once)."""
     channels, sr, rest = _wav_header(stream)
     frame_bytes = 4 * channels
@@ -326,7 +329,7 @@ def _read_ffmpeg(source: AudioSource, max_seconds: float | None, max_samples: in
                     reason = "the file has no audio stream"
                 if tmp is not None:  # ffmpeg names its input: never echo the server's temp path to a client
                     reason = reason.replace(f"file:{tmp}", "input").replace(tmp, "input")
-                raise AudioDecodeError(f"unsupported or corrupt audio: {_one_line(reason)}")
+                raise AudioDecodeError(f"unsupported or corrupt audio: {one_line(reason)}")
             if failure is not None:
                 raise failure
             assert y is not None
@@ -362,5 +365,5 @@ def load_audio(
     except MemoryError as exc:  # the bounds above make this unlikely; never let it become a 500
         raise AudioDecodeError("audio is too large to decode (out of memory)") from exc
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        why = _one_line(getattr(exc, "error_string", None) or exc)
+        why = one_line(getattr(exc, "error_string", None) or exc)
     return _read_ffmpeg(source, max_seconds, max_samples, why)

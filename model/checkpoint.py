@@ -7,7 +7,6 @@ they did not make. Floating weights may be stored as fp16 to keep the shipped mo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -18,6 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from app.core.files import file_sha256
 from model.features import FeatureStats
 from model.networks import CDCML, ModelConfig
 
@@ -72,14 +72,6 @@ class CheckpointMeta:
             metrics=data.get("metrics", {}),
             train_config=data.get("train_config", {}),
         )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_checkpoint(path: Path, model: CDCML, meta: CheckpointMeta, *, half: bool = False) -> str:

@@ -32,6 +32,8 @@ from typing import Literal
 
 import numpy as np
 
+from model.audio import AUDIO_EXTENSIONS
+
 log = logging.getLogger(__name__)
 
 Modality = Literal["image", "music"]
@@ -50,7 +52,6 @@ BIPOLAR = (-1.0, 1.0)
 UNIT = (0.0, 1.0)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a"})
 MIDI_EXTENSIONS = frozenset({".mid", ".midi"})
 
 _MAX_EXAMPLES = 5
@@ -400,9 +401,9 @@ def load_panda4q(root: str | Path) -> tuple[list[MusicItem], LoadReport]:
     root = Path(root)
     label_file = _require_file(root / "annotations.csv", "Panda-4Q annotations")
     present: dict[str, Path] = {}
-    for path in sorted((root / "audio").glob("Q*/*")):
-        if path.suffix.lower() in AUDIO_EXTENSIONS and path.parent.name in QUADRANT_VA:
-            present.setdefault(path.stem, path)
+    for audio in sorted((root / "audio").glob("Q*/*")):
+        if audio.suffix.lower() in AUDIO_EXTENSIONS and audio.parent.name in QUADRANT_VA:
+            present.setdefault(audio.stem, audio)
     rows = _csv_rows(label_file)
     try:
         _, header = next(rows)
@@ -645,8 +646,8 @@ def _load_one(spec: Path, modality: Modality) -> tuple[list, list[LoadReport]]:
         if name == "annotations.csv" and detect_format(spec.parent) == "panda4q":
             return _run_loader("panda4q", spec.parent, modality)
         if spec.suffix.lower() == ".csv":
-            items, report = load_manifest(spec, modality)
-            return items, [report]
+            manifest, report = load_manifest(spec, modality)
+            return manifest, [report]
         raise ValueError(f"{spec}: neither a CSV manifest nor a known label file")
     if not spec.is_dir():
         raise FileNotFoundError(f"data source not found: {spec}")

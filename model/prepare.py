@@ -23,10 +23,11 @@ from model import features
 from model.audio import SAMPLE_RATE, AudioDecodeError, load_audio
 from model.config import DataConfig
 from model.datasets import ImageItem, LoadReport, MusicItem, clips_va, load_source
-from model.features import cut_clips
-from model.image import ImageDecodeError, image_pixels, open_image
+from model.features import FeatureStats, cut_clips
+from model.image import ImageDecodeError, open_image
 from model.pairs import split_by_group
 from model.render import render_many
+from model.transforms import image_pixels
 
 log = logging.getLogger(__name__)
 SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -52,6 +53,18 @@ class MusicSet:
     starts: np.ndarray  # float32 [N]
     split: np.ndarray  # int8 [N]
     tagger: np.ndarray | None = None  # float16 [N,187,96] music-tagger input, when configured
+
+
+@dataclass
+class PreparedData:
+    """Prepared arrays with the clip-feature statistics and similarity sigma a model uses:
+    fitted on the training split when training, read from the checkpoint when evaluating."""
+
+    images: ImageSet
+    music: MusicSet
+    summary: dict
+    stats: FeatureStats
+    sigma: float
 
 
 def _source_specs(root: str, names: list[str]) -> list[str]:
@@ -86,7 +99,7 @@ def load_items(cfg: DataConfig, seed: int) -> tuple[list[ImageItem], list[MusicI
 
 def _decode_image(path: Path, size: int) -> np.ndarray | None:
     """Pixels exactly as the service prepares a photo: draft JPEG decode, then the shared
-    :func:`model.image.image_pixels` transform."""
+    :func:`model.transforms.image_pixels` transform."""
     try:
         img = open_image(path, draft_size=size)
     except (ImageDecodeError, OSError) as exc:

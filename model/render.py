@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mido
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +226,6 @@ def render_many(
     not raised, so one broken file does not lose a long batch; results keep input order
     (item-major, then program).
     """
-    from tqdm import tqdm
-
     _fluidsynth()
     sf = resolve_soundfont(soundfont)
     jobs = [

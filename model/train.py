@@ -17,13 +17,14 @@ from tqdm import tqdm
 
 from model.checkpoint import CheckpointMeta, save_checkpoint
 from model.config import TrainConfig
+from model.evaluate import score_split
 from model.features import FeatureStats
-from model.image import pixels_to_tensor
 from model.inference import resolve_device
 from model.losses import total_loss
-from model.networks import CDCML
+from model.networks import CDCML, Branch
 from model.pairs import Pairs, build_pairs, estimate_sigma
-from model.prepare import SPLITS, ImageSet, MusicSet, prepare
+from model.prepare import SPLITS, PreparedData, prepare
+from model.transforms import clip_input, image_input
 
 log = logging.getLogger(__name__)
 
@@ -34,29 +35,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def image_input(pixels: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
-    """uint8 [n,3,S,S] (cached with the service's own transform) -> normalised float.
-    Training (``rng`` given) flips half the images; nothing else is augmented: crops would
-    change what the service sees, and colour carries the signal."""
-    if rng is not None:
-        flip = rng.random(len(pixels)) < 0.5
-        if flip.any():
-            pixels = pixels.copy()
-            pixels[flip] = pixels[flip][..., ::-1]
-    return pixels_to_tensor(pixels)
-
-
 @dataclass
-class TrainData:
-    """Prepared arrays plus everything derived from the training split alone."""
+class TrainData(PreparedData):
+    """Prepared data plus the pairs and split rows derived from the training split alone
+    (``stats`` and ``sigma`` are fitted on it too)."""
 
-    images: ImageSet
-    music: MusicSet
-    summary: dict
-    stats: FeatureStats
-    sigma: float
     train_pairs: Pairs
-    val_pairs: Pairs
+    val_pairs: Pairs | None
     img_train: np.ndarray
     clip_train: np.ndarray
     img_val: np.ndarray
@@ -84,10 +69,6 @@ def build_train_data(cfg: TrainConfig, progress: bool = True) -> TrainData:
     return TrainData(images, music, summary, stats, sigma, tp, vp, it, ct, iv, cv)
 
 
-def clip_input(stats: FeatureStats, features: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(stats.to_network_input(features.astype(np.float32)))
-
-
 class Trainer:
     """Owns model, optimiser and schedule; one epoch at a time so it can resume."""
 
@@ -104,6 +85,7 @@ class Trainer:
             if frozen:
                 branch.backbone.requires_grad_(False)
         params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt: torch.optim.Optimizer
         if o.optimizer == "sgd":
             self.opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
         elif o.optimizer in ("adam", "adamw"):
@@ -171,7 +153,7 @@ class Trainer:
             hs, as_ = h[t], (a[t] if a is not None else None)
         return hs.to(self.device), (as_.to(self.device) if as_ is not None else None)
 
-    def _frozen_key(self, kind: str, branch: torch.nn.Module) -> str:
+    def _frozen_key(self, kind: str, branch: Branch) -> str:
         """Cache key: the backbone's weights and the exact inputs it is given."""
         digest = hashlib.sha256(kind.encode())
         for name, tensor in sorted(branch.backbone.state_dict().items()):
@@ -212,8 +194,9 @@ class Trainer:
                     hv.append(h.cpu())
                     av.append(a.cpu() if a is not None else None)
                 hs.append(torch.stack(hv, 1) if views > 1 else hv[0])
-                if av[0] is not None:
-                    afs.append(torch.stack(av, 1) if views > 1 else av[0])
+                avs = [t for t in av if t is not None]  # every view or none has affect features
+                if avs:
+                    afs.append(torch.stack(avs, 1) if views > 1 else avs[0])
         h = torch.cat(hs)
         a = torch.cat(afs) if afs else None
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -304,8 +287,6 @@ class Trainer:
         return torch.cat(embs).numpy(), torch.cat(vas).numpy()
 
     def validate(self) -> dict:
-        from model.evaluate import score_split
-
         return score_split(self.model, self.data, "val", self.device, self.cfg.model.image_size, embed=self.embed_eval)
 
     def fill_query_bank(self) -> None:
