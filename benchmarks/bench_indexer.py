@@ -4,7 +4,7 @@
    Ogg Vorbis tracks into a fresh SQLite catalogue and FAISS folder; wall time of the whole
    command (process start, model load, migrations included) and the run's own summary line.
 2. Stages: the indexer's own functions called one after another in this process, each timed
-   with ``time.perf_counter``: hash (``indexer.scan.file_sha256``), decode
+   with ``time.perf_counter``: hash (``app.core.files.file_sha256``), decode
    (``model.audio.load_audio``), features (``model.features.cut_clips``), embedding
    (``Matcher.embed_clip_features``), database (``app.core.catalogue.add_track``) and FAISS
    (``indexer.build.sync_index``). Decode and features run under one BLAS/OpenMP thread, as in

@@ -193,8 +193,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=10_000)
     parser.add_argument("--checkpoint", help="checkpoint whose hash the catalogue is stamped with")
     args = parser.parse_args()
+    from app.core.files import file_sha256
     from benchmarks.common import resolve_checkpoint
-    from model.checkpoint import file_sha256
 
     ckpt, _ = resolve_checkpoint(args.checkpoint, args.directory.parent)
     cat, *_ = write_synthetic(args.directory, args.clips, checkpoint_hash=file_sha256(ckpt))

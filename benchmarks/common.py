@@ -79,7 +79,7 @@ class Context:
         cls, arg: str | None, workdir: Path = DEFAULT_WORKDIR, *, quick: bool = False, cell_seconds: float = 12.0
     ) -> Context:
         """A context timing ``--checkpoint`` (else the shipped model, else a stand-in) in ``workdir``."""
-        from model.checkpoint import file_sha256
+        from app.core.files import file_sha256
 
         workdir.mkdir(parents=True, exist_ok=True)
         ckpt, kind = resolve_checkpoint(arg, workdir)
