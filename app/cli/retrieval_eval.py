@@ -248,11 +248,9 @@ def build_catalogue(
     progress: bool | None = None,
 ) -> Catalogue:
     """Index ``songs`` with the code ``photoscore index`` runs, then load it as the service does."""
-    from sqlalchemy import select
-
+    from app.core.catalogue import clip_moods, track_moods
     from app.core.db import make_engine, make_session_factory, migrate_database
     from app.core.live_index import LiveIndex
-    from app.core.models import Clip, Track
     from indexer.build import sync_index
     from indexer.pipeline import RunOptions, index_files
     from indexer.scan import discover
@@ -296,17 +294,8 @@ def build_catalogue(
         live.load()
         position = {str(s.path.resolve()): i for i, s in enumerate(songs)}
         with factory() as session:
-            tracks = session.execute(
-                select(Track.id, Track.source, Track.valence, Track.arousal)
-                .where(Track.checkpoint_hash == matcher.checkpoint_hash)
-                .order_by(Track.id)
-            ).all()
-            clips = session.execute(
-                select(Clip.track_id, Clip.valence, Clip.arousal)
-                .join(Track, Track.id == Clip.track_id)
-                .where(Track.checkpoint_hash == matcher.checkpoint_hash)
-                .order_by(Clip.track_id, Clip.start, Clip.id)
-            ).all()
+            tracks = track_moods(session, matcher.checkpoint_hash)
+            clips = clip_moods(session, matcher.checkpoint_hash)
     except BaseException:
         engine.dispose()
         raise

@@ -313,6 +313,27 @@ def tracks_by_id(session: Session, track_ids: Sequence[int]) -> dict[int, Track]
     return out
 
 
+def track_moods(session: Session, checkpoint_hash: str) -> list[tuple[int, str | None, float, float]]:
+    """``(id, source, valence, arousal)`` of the tracks embedded by ``checkpoint_hash``, by id."""
+    stmt = (
+        select(Track.id, Track.source, Track.valence, Track.arousal)
+        .where(Track.checkpoint_hash == checkpoint_hash)
+        .order_by(Track.id)
+    )
+    return [(int(t), s, v, a) for t, s, v, a in session.execute(stmt).all()]
+
+
+def clip_moods(session: Session, checkpoint_hash: str) -> list[tuple[int, float, float]]:
+    """``(track id, valence, arousal)`` of those tracks' clips, by track, then time."""
+    stmt = (
+        select(Clip.track_id, Clip.valence, Clip.arousal)
+        .join(Track, Track.id == Clip.track_id)
+        .where(Track.checkpoint_hash == checkpoint_hash)
+        .order_by(Clip.track_id, Clip.start, Clip.id)
+    )
+    return [(int(t), v, a) for t, v, a in session.execute(stmt).all()]
+
+
 def segment_va(session: Session, segments: Sequence[tuple[int, float, float]]) -> dict[int, tuple[float, float]]:
     """Mean predicted VA of the clips inside each (track, start, end) segment."""
     out: dict[int, tuple[float, float]] = {}

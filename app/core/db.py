@@ -76,12 +76,17 @@ def check_database(url: str, timeout_s: float = 5.0) -> None:
     except Exception as exc:  # bad URL, missing driver, unwritable folder
         raise DatabaseUnavailableError(f"cannot use database {_safe(url)}: {first_line(exc)}") from exc
     try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        ping(engine)
     except Exception as exc:
         raise DatabaseUnavailableError(f"cannot reach database {_safe(url)}: {first_line(exc)}") from exc
     finally:
         engine.dispose()
+
+
+def ping(engine: Engine) -> None:
+    """One round trip to the database (raises what the driver raises when it is unreachable)."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
 
 
 def alembic_config(url: str) -> Any:

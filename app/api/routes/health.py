@@ -6,11 +6,11 @@ import asyncio
 
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse
-from sqlalchemy import Engine, text
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import MetricsDep
 from app.api.schemas import HealthResponse, ReadyResponse
+from app.core.db import ping
 from app.core.errors import first_line
 from app.core.metrics import CONTENT_TYPE
 
@@ -27,11 +27,6 @@ DB_CHECK_TIMEOUT_S = 3.0
 )
 async def health() -> HealthResponse:
     return HealthResponse()
-
-
-def _select_one(engine: Engine) -> None:
-    with engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
 
 
 @router.get(
@@ -59,7 +54,7 @@ async def ready(request: Request) -> Response:
         reasons.append("database: not connected")
     else:
         try:
-            await asyncio.wait_for(run_in_threadpool(_select_one, engine), DB_CHECK_TIMEOUT_S)
+            await asyncio.wait_for(run_in_threadpool(ping, engine), DB_CHECK_TIMEOUT_S)
             db_ok = True
         except TimeoutError:
             reasons.append(f"database: no answer within {DB_CHECK_TIMEOUT_S:g} s")
