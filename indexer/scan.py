@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.core import text as _text
+from app.core.errors import one_line
 from model.audio import AUDIO_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ def _os_reason(exc: BaseException) -> str:
     """The OS's words without the path (the summary already names it)."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
+    return one_line(exc)
 
 
 class LicenseFinder:
