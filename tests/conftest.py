@@ -1,37 +1,17 @@
-"""Shared fixtures: a real tiny CDCML checkpoint and the dataset root."""
+"""The suite's one conftest: it registers the shared fixture modules of ``tests/support``.
+
+Helpers are imported from ``tests.support.*``; fixtures are only named as test arguments.
+"""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import numpy as np
 import pytest
-import torch
 
-REPO = Path(__file__).resolve().parent.parent
+pytest.register_assert_rewrite("tests.support")  # helpers assert too: show their values on failure
 
-
-@pytest.fixture(scope="session")
-def dataset_dir() -> Path:
-    """The labelled data root; a clear failure (not a skip) when it is missing."""
-    root = Path(os.environ.get("PHOTOSCORE_DATASET_DIR", REPO.parent / "shared" / "data"))
-    if not (root / "README.md").is_file():
-        pytest.fail(f"dataset not found at {root}: set PHOTOSCORE_DATASET_DIR to ../shared/data")
-    return root
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real, randomly initialised compact CDCML (64-d) saved as a PhotoScore checkpoint."""
-    from model.checkpoint import CheckpointMeta, save_checkpoint
-    from model.features import N_FEATURES, FeatureStats
-    from model.networks import CDCML, ModelConfig
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(image_backbone="compact", music_backbone="compact", compact_width=8, embed_dim=64, image_size=64)
-    model = CDCML(cfg).eval()
-    stats = FeatureStats(mean=np.zeros(N_FEATURES, np.float32), std=np.full(N_FEATURES, 10.0, np.float32))
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_checkpoint(path, model, CheckpointMeta(config=cfg, feature_stats=stats, name="tiny"))
-    return path
+pytest_plugins = [
+    "tests.support.fixtures_model",  # dataset_dir, tiny_checkpoint
+    "tests.support.fixtures_databases",  # pg_url, sqlite_url, db_url, migrated_db, session_factory
+    "tests.support.fixtures_music",  # music_library, bad_files
+    "tests.support.fixtures_page",  # live_server, browser, page
+]

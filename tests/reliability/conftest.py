@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures_service import Song, api_keys_env, launch_server, server_group, spare_song, wait_ready
 
-from app.settings import DEFAULT_CHECKPOINT
-
-from .support import STARTUP_TIMEOUT_S, LiveService
+from app.core.settings import DEFAULT_CHECKPOINT
+from tests.support.servers import STARTUP_TIMEOUT_S, LiveService, api_keys_env, launch_server, server_group, wait_ready
+from tests.support.songs import Song, spare_song
 
 _FIGURES = pytest.StashKey[list]()
 

@@ -2,7 +2,7 @@
 in constant time over every configured key; no key or secret ever reaches the logs.
 
 Live cases run against a real `photoscore serve` process (debug logging) whose whole log is
-searched afterwards; the code-level checks read `app/security.py` itself.
+searched afterwards; the code-level checks read `app/api/security.py` itself.
 """
 
 from __future__ import annotations
@@ -17,13 +17,15 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from fixtures_service import Song, photo_bytes, service_settings
 
-from app import security
-from app.main import create_app
-from app.routes import health, playlist, recommend, tracks
-
-from .support import LiveService, audit_catalogue, url_stored
+from app.api import security
+from app.api.main import create_app
+from app.api.routes import health, playlist, recommend, tracks
+from tests.support.audit import audit_catalogue, url_stored
+from tests.support.media import photo_bytes
+from tests.support.servers import LiveService
+from tests.support.service import service_settings
+from tests.support.songs import Song
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 READ_ONLY_POSTS = {"/recommend", "/playlist"}  # photos in, songs out: nothing is written

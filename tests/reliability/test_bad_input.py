@@ -20,27 +20,28 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from fixtures_service import API_KEY, Song, photo_bytes, png_bomb, service_settings, wav_bytes
 
-from app.main import create_app
-
-from .support import (
+from app.api.main import create_app
+from tests.support import API_KEY
+from tests.support.audit import Stored, app_stored, files_under, sha256_of
+from tests.support.media import (
     HTML,
     JS_AS_GIF,
     SCRIPT,
     SVG,
-    Stored,
-    app_stored,
-    files_under,
     midi_bytes,
-    sha256_of,
+    photo_bytes,
+    png_bomb,
     sparse_three_hour_wav,
     three_hour_flac,
     tone_pcm16,
     truncated,
     video_only_mp4,
+    wav_bytes,
     wav_header,
 )
+from tests.support.service import service_settings
+from tests.support.songs import Song
 
 MAX_UPLOAD_MB = 20.0
 AUTH = {"X-API-Key": API_KEY}

@@ -4,7 +4,7 @@
 list the catalogue, fetch tracks and ask for recommendations, on SQLite and on PostgreSQL, with the
 served defaults. Before the fix, 16 parallel uploads each held two pooled connections (one across
 decoding): all answered 503 "QueuePool limit ..." after 10-60 s, reads waited 30 s and identical
-uploads stored nothing. Now the expensive part is gated (`app/admission.py`): every answer is
+uploads stored nothing. Now the expensive part is gated (`app/api/admission.py`): every answer is
 200/201, or 429 with `Retry-After` which the clients honour; no 5xx anywhere; each content ends
 up as exactly one track and every answer for it names that track; afterwards the database, the
 live FAISS index and the audio store agree (no orphan, no temp file, no duplicate).
@@ -26,23 +26,18 @@ import httpx
 import pytest
 from fastapi import HTTPException
 from fastapi.testclient import TestClient
-from fixtures_service import (
-    API_KEY,
-    fresh_postgres_database,
-    launch_server,
-    photo_bytes,
-    server_group,
-    service_settings,
-    wait_ready,
-    wav_bytes,
-)
 from sqlalchemy import text
 
-from app.admission import UploadGate
-from app.db import make_engine, make_session_factory
-from app.main import create_app
-
-from .support import STARTUP_TIMEOUT_S, audit_catalogue, percentile, sha256_of
+from app.api.admission import UploadGate
+from app.api.main import create_app
+from app.core.db import make_engine, make_session_factory
+from tests.support import API_KEY
+from tests.support.audit import audit_catalogue, sha256_of
+from tests.support.databases import fresh_postgres_database
+from tests.support.load import percentile
+from tests.support.media import photo_bytes, wav_bytes
+from tests.support.servers import STARTUP_TIMEOUT_S, launch_server, server_group, wait_ready
+from tests.support.service import service_settings
 
 AUTH = {"X-API-Key": API_KEY}
 DISTINCT = 32  # songs sent once

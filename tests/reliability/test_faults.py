@@ -27,37 +27,16 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from fixtures_service import (
-    API_KEY,
-    REPO,
-    Server,
-    Song,
-    api_keys_env,
-    fresh_postgres_database,
-    launch_server,
-    photo_bytes,
-    server_group,
-    wait_ready,
-)
 
-from .support import (
-    STARTUP_TIMEOUT_S,
-    PrivatePostgres,
-    audit_catalogue,
-    drive,
-    labelled,
-    session_factory_for,
-    sha256_of,
-)
+from tests.support import API_KEY, REPO
+from tests.support.audit import audit_catalogue, sha256_of
+from tests.support.databases import PrivatePostgres, session_factory_for
+from tests.support.load import drive, labelled
+from tests.support.media import photo_bytes
+from tests.support.servers import STARTUP_TIMEOUT_S, Server, api_keys_env, launch_server, server_group, wait_ready
+from tests.support.songs import Song
 
 AUTH = {"X-API-Key": API_KEY}
-
-
-@pytest.fixture
-def fresh_pg() -> Iterator[str]:
-    """A new database on the shared PostgreSQL (dropped afterwards); fails if it is unreachable."""
-    with fresh_postgres_database() as url:
-        yield url
 
 
 def _env(data_dir: Path, checkpoint: Path, database_url: str | None) -> dict[str, str]:
@@ -93,7 +72,7 @@ def _served_track_ids(url: str, database_url: str | None = None) -> set[int]:
     if database_url is not None:
         from sqlalchemy import select
 
-        from app.models import Clip
+        from app.core.models import Clip
 
         with session_factory_for(database_url) as factory, factory() as s:
             rows = s.execute(select(Clip.track_id, Clip.start, Clip.end)).all()
@@ -173,7 +152,7 @@ def test_kill_9_server_during_post_tracks(
     tmp_path: Path,
     record: Callable[..., None],
 ) -> None:
-    database_url = request.getfixturevalue("fresh_pg") if backend == "postgres" else None
+    database_url = request.getfixturevalue("pg_url") if backend == "postgres" else None
     data_dir = tmp_path / "data"
     env = _env(data_dir, model_checkpoint, database_url)
     db = database_url or f"sqlite:///{data_dir / 'photoscore.db'}"
@@ -261,7 +240,7 @@ def _track_count(url: str) -> int:
     from sqlalchemy import func, select
     from sqlalchemy.exc import DBAPIError
 
-    from app.models import Track
+    from app.core.models import Track
 
     with session_factory_for(url) as factory, factory() as s:
         try:
@@ -276,7 +255,7 @@ def _kill_when(
     """SIGKILL ``proc`` as soon as the committed track count satisfies ``condition``; its decode
     workers must then exit by themselves. Returns the count seen, or None when the run finished
     first."""
-    from test_indexer import _group_exits
+    from tests.support.indexing import group_exits
 
     deadline = time.monotonic() + limit
     try:
@@ -286,7 +265,7 @@ def _kill_when(
             if condition(seen):
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(30)
-                assert _group_exits(proc.pid, within_s=30), "decode workers outlived the killed indexer"
+                assert group_exits(proc.pid, within_s=30), "decode workers outlived the killed indexer"
                 return seen
             time.sleep(0.02)
         return None
@@ -298,10 +277,10 @@ def _kill_when(
 def _live_index_agrees(url: str, index_dir: Path, checkpoint_hash: str, dim: int) -> str:
     """What a server starting now would serve: the index file if it matches the DB exactly,
     else a rebuild from the DB. Either way its clips must be the DB's clips, id for id."""
+    from app.core.search import LiveIndex
     from sqlalchemy import select
 
-    from app.models import Clip
-    from app.search import LiveIndex
+    from app.core.models import Clip
 
     with session_factory_for(url) as factory:
         live = LiveIndex(factory, checkpoint_hash=checkpoint_hash, dim=dim, index_dir=index_dir)
@@ -316,11 +295,10 @@ def _live_index_agrees(url: str, index_dir: Path, checkpoint_hash: str, dim: int
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_kill_9_indexer_mid_run_then_rerun(
-    fresh_pg: str, model_checkpoint: Path, song_pool: list[Song], tmp_path: Path, record: Callable[..., None]
+    pg_url: str, model_checkpoint: Path, song_pool: list[Song], tmp_path: Path, record: Callable[..., None]
 ) -> None:
-    from test_indexer import assert_consistent  # the indexer suite's own clip-for-clip check
-
     from model.checkpoint import file_sha256, read_meta
+    from tests.support.indexing import assert_consistent  # the indexer suite's own clip-for-clip check
 
     dim = read_meta(model_checkpoint).config.embed_dim
     library = tmp_path / "library"
@@ -329,36 +307,36 @@ def test_kill_9_indexer_mid_run_then_rerun(
         shutil.copy(song.path, library / song.path.name)
     index_dir = tmp_path / "index"
     audio_dir = Path(f"{index_dir}-audio")
-    common = [str(library), "--database-url", fresh_pg, "--index-dir", str(index_dir),
+    common = [str(library), "--database-url", pg_url, "--index-dir", str(index_dir),
               "--checkpoint", str(model_checkpoint), "--no-progress", "--copy-audio"]  # fmt: skip
     ckpt = file_sha256(model_checkpoint)
     log = tmp_path / "indexer.log"
 
     # Run 1: killed while tracks are being committed (decode workers in their own processes).
     proc = _indexer([*common, "--workers", "1"], log)
-    first_kill = _kill_when(proc, fresh_pg, lambda n: n >= 3)
+    first_kill = _kill_when(proc, pg_url, lambda n: n >= 3)
     assert first_kill is not None and proc.returncode == -signal.SIGKILL, log.read_text()
-    after_first = audit_catalogue(fresh_pg, audio_dir)
+    after_first = audit_catalogue(pg_url, audio_dir)
     assert after_first.problems == [], after_first.problems
     assert 3 <= len(after_first.tracks) < 12, len(after_first.tracks)
-    first_source = _live_index_agrees(fresh_pg, index_dir, ckpt, dim)
+    first_source = _live_index_agrees(pg_url, index_dir, ckpt, dim)
 
     # Run 2: killed the moment the last track is committed (finishing: index build and save).
     proc = _indexer([*common, "--workers", "0"], log)
-    second_kill = _kill_when(proc, fresh_pg, lambda n: n >= 12)
-    after_second = audit_catalogue(fresh_pg, audio_dir)
+    second_kill = _kill_when(proc, pg_url, lambda n: n >= 12)
+    after_second = audit_catalogue(pg_url, audio_dir)
     assert after_second.problems == [], after_second.problems
     assert {s: i for s, i in after_second.tracks.items() if s in after_first.tracks} == after_first.tracks
-    second_source = _live_index_agrees(fresh_pg, index_dir, ckpt, dim)
+    second_source = _live_index_agrees(pg_url, index_dir, ckpt, dim)
 
     # Run 3: completes; everything agrees, nothing was lost or duplicated, the file is usable.
     proc = _indexer([*common, "--workers", "0"], log)
     assert proc.wait(STARTUP_TIMEOUT_S) == 0, log.read_text()[-3000:]
-    cat = assert_consistent(fresh_pg, index_dir, ckpt)
-    final = audit_catalogue(fresh_pg, audio_dir)
+    cat = assert_consistent(pg_url, index_dir, ckpt)
+    final = audit_catalogue(pg_url, audio_dir)
     assert final.problems == [] and len(final.tracks) == 12 and final.orphan_files == []
     assert {s: i for s, i in final.tracks.items() if s in after_second.tracks} == after_second.tracks
-    assert _live_index_agrees(fresh_pg, index_dir, ckpt, dim) == "file"
+    assert _live_index_agrees(pg_url, index_dir, ckpt, dim) == "file"
     record(
         "fault: kill -9 of the indexer mid-run (PostgreSQL), twice, then a full re-run",
         "no partial, no duplicate, no lost track; index file == DB clip for clip",
@@ -370,7 +348,7 @@ def test_kill_9_indexer_mid_run_then_rerun(
 # ------------------------------------------------ connection lost between last query and close
 @pytest.mark.postgres
 def test_connection_lost_after_the_last_query_still_answers(
-    fresh_pg: str,
+    pg_url: str,
     model_checkpoint: Path,
     song_pool: list[Song],
     tmp_path: Path,
@@ -383,13 +361,13 @@ def test_connection_lost_after_the_last_query_still_answers(
     without sending a response"). The answer is complete, so it must be delivered."""
     import psycopg
     from fastapi.testclient import TestClient
-    from fixtures_service import service_settings
 
-    from app import catalogue
-    from app.main import create_app
+    from app.api.main import create_app
+    from app.core import catalogue
+    from tests.support.service import service_settings
 
-    app = create_app(service_settings(tmp_path / "data", model_checkpoint, database_url=fresh_pg))
-    admin = fresh_pg.replace("postgresql+psycopg://", "postgresql://")
+    app = create_app(service_settings(tmp_path / "data", model_checkpoint, database_url=pg_url))
+    admin = pg_url.replace("postgresql+psycopg://", "postgresql://")
     with TestClient(app) as client:
         song = song_pool[0]
         r = client.post("/tracks", files={"audio": (song.path.name, song.path.read_bytes(), "audio/ogg")},

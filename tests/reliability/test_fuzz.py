@@ -19,9 +19,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fixtures_service import Song
 
-from .support import LiveService, audit_catalogue
+from tests.support.audit import audit_catalogue
+from tests.support.servers import LiveService
+from tests.support.songs import Song
 
 # 75 per operation: about 1,500 cases over all phases and 11 operations (issue 14 asks for at
 # least 1,000 with no 5xx); 100 gave 1,962.

@@ -20,13 +20,17 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from fixtures_service import API_KEY, Song, launch_server, photo_bytes, server_group, service_settings, wait_ready
 from sqlalchemy import text
 
-from app import catalogue
-from app.main import create_app
-
-from .support import STARTUP_TIMEOUT_S, RssSampler, audit_catalogue, drive, labelled
+from app.api.main import create_app
+from app.core import catalogue
+from tests.support import API_KEY
+from tests.support.audit import audit_catalogue
+from tests.support.load import RssSampler, drive, labelled
+from tests.support.media import photo_bytes
+from tests.support.servers import STARTUP_TIMEOUT_S, launch_server, server_group, wait_ready
+from tests.support.service import service_settings
+from tests.support.songs import Song
 
 LOAD_SECONDS = float(os.environ.get("PHOTOSCORE_LOAD_SECONDS", "60"))
 CLIENTS = int(os.environ.get("PHOTOSCORE_LOAD_CLIENTS", "32"))

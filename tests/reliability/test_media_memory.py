@@ -25,11 +25,11 @@ import numpy as np
 import psutil
 import pytest
 from fastapi.testclient import TestClient
-from fixtures_service import API_KEY, service_settings
 
-from app.main import create_app
+from app.api.main import create_app
+from tests.support import API_KEY, REPO
+from tests.support.service import service_settings
 
-REPO = Path(__file__).resolve().parents[2]
 MB = 1 << 20
 
 # Bounds asserted per request (peak RSS growth); measured figures are in docs/RELIABILITY.md.
@@ -200,7 +200,7 @@ def client(model_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     root = tmp_path_factory.mktemp("media-memory")
     settings = service_settings(root / "data", model_checkpoint, max_upload_mb=20.0, max_audio_seconds=1800.0)
     with TestClient(create_app(settings)) as c:
-        from fixtures_service import photo_bytes
+        from tests.support.media import photo_bytes
 
         assert c.post("/recommend", files={"image": ("w.jpg", photo_bytes(), "image/jpeg")}).status_code == 200
         yield c

@@ -18,9 +18,11 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
-from fixtures_service import API_KEY, Server, launch_server, server_group, wait_ready, wav_bytes
 
-from .support import STARTUP_TIMEOUT_S, percentile
+from tests.support import API_KEY
+from tests.support.load import percentile
+from tests.support.media import wav_bytes
+from tests.support.servers import STARTUP_TIMEOUT_S, Server, launch_server, server_group, wait_ready
 
 BODY_TIMEOUT_S = 3.0
 HANG_GUARD_S = 60.0  # a socket that gets no answer for this long counts as held open

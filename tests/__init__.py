@@ -1,0 +1,2 @@
+"""PhotoScore test suite: one folder per layer (core, api, services, model, indexer), deploy and
+reliability; shared helpers and fixtures in support/."""

@@ -1,0 +1,1 @@
+"""Tests of app.api: the HTTP API, its edges, the web page in a browser, replicas."""

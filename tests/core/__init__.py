@@ -1,0 +1,1 @@
+"""Tests of app.core: catalogue, storage, vector index, search, settings, text, migrations, ranking, logs."""

@@ -1,0 +1,186 @@
+"""Pure ranking rules on hand-made numbers: mood words, shifts, duplicates, words, window, playlist DP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.core.ranking import (
+    NEAR_EQUAL,
+    Candidate,
+    OptionError,
+    best_window,
+    duplicate_key,
+    mood_words,
+    normal_title,
+    parse_moods,
+    plan_playlist,
+    score_step,
+    steer_gain,
+    target_of,
+    total_shift,
+)
+
+
+class TestMoods:
+    def test_words_combine_and_are_forgiving_about_spelling(self) -> None:
+        assert parse_moods(["Happier", "more-energetic"]) == ["happier", "more energetic"]
+        assert parse_moods(["calmer,happier", " calmer "]) == ["calmer", "happier"]
+        assert parse_moods(["energetic"]) == ["more energetic"]
+        assert parse_moods(None) == [] and parse_moods([""]) == []
+
+    @pytest.mark.parametrize(
+        ("words", "message"),
+        [
+            (["happier", "sadder"], "opposite"),
+            (["calmer,more energetic"], "opposite"),
+            (["angrier"], "unknown word 'angrier'"),
+        ],
+    )
+    def test_bad_words(self, words: list[str], message: str) -> None:
+        with pytest.raises(OptionError, match=message):
+            parse_moods(words)
+
+    def test_shift_adds_words_and_clips(self) -> None:
+        assert total_shift(0.0, 0.0, []) == (0.0, 0.0)
+        assert total_shift(0.1, 0.0, ["happier", "calmer"]) == (0.35, -0.25)
+        assert total_shift(0.4, -0.5, ["happier", "calmer"]) == (0.5, -0.5)
+        with pytest.raises(OptionError, match="valence_shift"):
+            total_shift(0.6, 0.0, [])
+        with pytest.raises(OptionError, match="arousal_shift"):
+            total_shift(0.0, float("nan"), [])
+
+    def test_target_stays_in_the_unit_square(self) -> None:
+        assert target_of((0.9, 0.1), (0.25, -0.25)) == (1.0, 0.0)
+        assert target_of((0.5, 0.5), (0.0, 0.0)) == (0.5, 0.5)
+
+    def test_gain_is_zero_without_a_shift_and_favours_songs_towards_the_target(self) -> None:
+        songs = np.array([[0.4, 0.5], [0.6, 0.5], [0.5, 0.5]])
+        photo = np.array([0.5, 0.5])
+        assert np.all(steer_gain(songs, photo, photo) == 0.0)
+        gain = steer_gain(songs, photo, np.array([0.75, 0.5]))  # happier
+        # progress towards the target: +0.1 closer ... -0.25 for the photo's own mood and behind it
+        assert gain[1] == pytest.approx(-0.05) and gain[2] == pytest.approx(-0.25) == gain[0]
+        assert steer_gain(np.array([[1.0, 0.5]]), photo, np.array([0.75, 0.5]))[0] == pytest.approx(0.25)
+
+
+class TestDuplicates:
+    @pytest.mark.parametrize(
+        "title",
+        ["Numb", "Numb (Live)", "NUMB [Remastered]", "Numb - Remastered 2011", "Numb (feat. X) - Live Version", "Numb"],
+    )
+    def test_versions_of_one_song_share_a_key(self, title: str) -> None:
+        assert normal_title(title) == "numb"
+        assert duplicate_key(title, "Linkin Park") == duplicate_key("Numb", "linkin park")
+
+    def test_different_songs_and_artists_differ(self) -> None:
+        assert normal_title("Part 2 - Reprise") != normal_title("Part 2")  # not a version word
+        assert duplicate_key("Numb", "Linkin Park") != duplicate_key("Numb", "Someone Else")
+        assert normal_title("Café (Live)") == "cafe"
+
+    def test_score_steps_define_near_equal(self) -> None:
+        assert NEAR_EQUAL == 0.02
+        assert score_step(0.861) == score_step(0.879) != score_step(0.881)
+
+
+class TestWords:
+    @pytest.mark.parametrize(
+        ("v", "a", "words"),
+        [
+            (0.5, 0.52, "neutral · even"),
+            (0.9, 0.9, "excited · happy"),
+            (0.58, 0.56, "cheerful · lively"),
+            (0.2, 0.8, "tense · anxious"),
+            (0.1, 0.1, "sad · gloomy"),
+            (0.42, 0.45, "wistful · subdued"),
+            (0.8, 0.3, "calm · content"),
+            (None, 0.3, "unknown"),
+        ],
+    )
+    def test_lexicon(self, v, a, words: str) -> None:
+        assert mood_words(v, a) == words
+
+
+class TestWindow:
+    STARTS = [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+    ENDS = [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]
+
+    def test_one_clip_is_the_best_clip(self) -> None:
+        w = best_window(self.STARTS, self.ENDS, [0.1, 0.2, 0.9, 0.3, 0.8, 0.1], 2.0)
+        assert (w.first, w.last, w.start, w.end) == (2, 2, 4.0, 6.0) and w.score == pytest.approx(0.9)
+
+    def test_window_takes_the_best_run_snapped_to_clips(self) -> None:
+        scores = [0.1, 0.2, 0.9, 0.3, 0.8, 0.7]  # best pair: clips 4+5 (0.75) over 2+3 (0.6)
+        w = best_window(self.STARTS, self.ENDS, scores, 5.0)  # 5 s fits two whole clips
+        assert (w.start, w.end) == (8.0, 12.0) and w.score == pytest.approx(0.75)
+        w = best_window(self.STARTS, self.ENDS, scores, 6.0)
+        assert (w.first, w.last) == (2, 4) and w.end - w.start == 6.0  # 0.9 + 0.3 + 0.8 beats 0.3 + 0.8 + 0.7
+
+    def test_ties_go_to_the_earliest_window(self) -> None:
+        w = best_window(self.STARTS, self.ENDS, [0.5] * 6, 4.0)
+        assert (w.start, w.end) == (0.0, 4.0)
+
+    def test_song_shorter_than_the_window_is_whole(self) -> None:
+        w = best_window(self.STARTS, self.ENDS, [0.1, 0.2, 0.9, 0.3, 0.8, 0.1], 60.0)
+        assert (w.start, w.end) == (0.0, 12.0)
+
+    def test_overlapping_clips_with_a_one_second_hop(self) -> None:
+        starts = np.arange(6) * 1.0
+        w = best_window(starts, starts + 2.0, [0, 0, 1, 1, 0, 0], 3.0)  # two clips span 3 s
+        assert (w.start, w.end) == (2.0, 5.0)
+
+    def test_bad_input(self) -> None:
+        with pytest.raises(ValueError):
+            best_window([], [], [], 4.0)
+        with pytest.raises(ValueError, match="sorted"):
+            best_window([2.0, 0.0], [4.0, 2.0], [0.1, 0.2], 4.0)
+
+
+def cand(tid: int, score: float, v: float, a: float = 0.5, key: str | None = None, artist: str = "") -> Candidate:
+    return Candidate(tid, score, v, a, key or f"k{tid}", artist)
+
+
+class TestPlaylist:
+    def test_follows_the_best_match_when_there_is_no_penalty(self) -> None:
+        cands = [[cand(1, 0.9, 0.2), cand(2, 0.5, 0.8)], [cand(3, 0.9, 0.8), cand(4, 0.4, 0.2)]]
+        path = plan_playlist(cands, [(0.5, 0.5), (0.5, 0.5)], smoothness=0.0)
+        assert [c.track_id for c in path] == [1, 3]
+
+    def test_penalty_avoids_a_large_jump_the_photos_do_not_make(self) -> None:
+        cands = [[cand(1, 0.9, 0.2), cand(2, 0.85, 0.75)], [cand(3, 0.9, 0.8), cand(4, 0.8, 0.25)]]
+        same_photo = [(0.5, 0.5), (0.5, 0.5)]
+        path = plan_playlist(cands, same_photo, smoothness=1.0)
+        # 1 -> 3 scores 1.8 - 0.6 = 1.2; 2 -> 3 scores 1.75 - 0.05 = 1.70: the smooth path wins.
+        assert [c.track_id for c in path] == [2, 3]
+
+    def test_a_jump_the_photos_make_is_free(self) -> None:
+        cands = [[cand(1, 0.9, 0.2), cand(2, 0.85, 0.75)], [cand(3, 0.9, 0.8), cand(4, 0.8, 0.25)]]
+        path = plan_playlist(cands, [(0.2, 0.5), (0.8, 0.5)], smoothness=1.0)
+        assert [c.track_id for c in path] == [1, 3]
+
+    def test_never_the_same_song_twice(self) -> None:
+        favourite = dict(v=0.5)
+        cands = [
+            [cand(1, 0.95, **favourite), cand(2, 0.5, 0.5)],
+            [cand(1, 0.90, **favourite), cand(3, 0.6, 0.5)],
+            [cand(1, 0.99, **favourite), cand(4, 0.4, 0.5)],
+        ]
+        path = plan_playlist(cands, [(0.5, 0.5)] * 3)
+        ids = [c.track_id for c in path]
+        assert len(set(ids)) == 3 and ids == [2, 3, 1]  # the song stays where it fits best
+
+    def test_near_duplicates_count_as_the_same_song(self) -> None:
+        cands = [[cand(1, 0.9, 0.5, key="numb"), cand(2, 0.1, 0.5)], [cand(3, 0.9, 0.5, key="numb"), cand(4, 0.2, 0.5)]]
+        path = plan_playlist(cands, [(0.5, 0.5)] * 2)
+        assert len({c.key for c in path}) == 2
+
+    def test_artist_cap_over_the_playlist(self) -> None:
+        cands = [[cand(i * 10 + 1, 0.9, 0.5, artist="a"), cand(i * 10 + 2, 0.5, 0.5, artist="b")] for i in range(3)]
+        path = plan_playlist(cands, [(0.5, 0.5)] * 3, max_per_artist=2)
+        assert sum(c.artist == "a" for c in path) == 2
+
+    def test_impossible_plans_say_why(self) -> None:
+        cands = [[cand(1, 0.9, 0.5)], [cand(1, 0.8, 0.5)]]
+        with pytest.raises(OptionError, match="not enough different songs"):
+            plan_playlist(cands, [(0.5, 0.5)] * 2)
+        assert plan_playlist([], []) == []

@@ -1,0 +1,1 @@
+"""Deployment tests: Compose files, Dockerfiles, scripts, quickstart, README; containers on podman."""

@@ -1,0 +1,1 @@
+"""Tests of the indexer: photoscore index on the local and the Ray engine."""

@@ -1,0 +1,136 @@
+"""A tiny real run on the shared data: train -> evaluate -> predict, all on the CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.cli import main
+from model.checkpoint import load_checkpoint, read_meta
+from tests.support import REPO
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, dataset_dir: Path) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    cache = tmp_path_factory.mktemp("cache")
+    rc = main(
+        [
+            "train",
+            "--config",
+            str(REPO / "configs" / "tiny.yaml"),
+            "--out",
+            str(out),
+            "--quiet",
+            "--set",
+            f"data.root={dataset_dir}",
+            "--set",
+            f"data.cache_dir={cache}",
+            "--set",
+            "data.max_items_per_source=24",
+            "--set",
+            "data.max_seconds=8",
+        ]
+    )
+    assert rc == 0
+    return out
+
+
+def test_checkpoint_is_self_contained(tiny_run: Path) -> None:
+    ckpt = tiny_run / "model.safetensors"
+    meta = read_meta(ckpt)
+    assert meta.config.embed_dim == 64 and meta.sigma > 0
+    assert meta.feature_stats.mean.shape == (193,)
+    assert "val" in meta.metrics and "sim_mse" in meta.metrics["val"]
+    assert meta.data_summary["clips"]["train"] > 0
+    model, _ = load_checkpoint(ckpt)
+    assert not model.training
+    # the query bank holds 8 training photos' (L2-normalised) embeddings for the service
+    assert tuple(model.query_bank.shape) == (8, 64)
+    assert np.allclose(model.query_bank.norm(dim=1).numpy(), 1.0, atol=1e-4)
+    # VA calibration: fitted on the validation split when it has at least 10 items (this tiny run's
+    # 5 validation photos leave the identity), recorded in the metrics, a finite scale and shift per axis
+    assert "va_calibration" in meta.metrics
+    for affine in (model.image_va_affine, model.music_va_affine):
+        assert tuple(affine.shape) == (2, 2) and bool(affine.isfinite().all()) and bool((affine[0] > 0).all())
+    history = json.loads((tiny_run / "history.json").read_text())
+    assert len(history) == 2
+
+
+def test_resume_does_not_repeat_epochs(tiny_run: Path, dataset_dir: Path) -> None:
+    before = (tiny_run / "history.json").read_text()
+    rc = main(
+        [
+            "train",
+            "--config",
+            str(REPO / "configs" / "tiny.yaml"),
+            "--out",
+            str(tiny_run),
+            "--quiet",
+            "--set",
+            f"data.root={dataset_dir}",
+            "--set",
+            "data.max_items_per_source=24",
+            "--set",
+            "data.max_seconds=8",
+            "--set",
+            "optim.epochs=3",
+        ]
+    )
+    assert rc == 0
+    after = json.loads((tiny_run / "history.json").read_text())
+    assert [h["epoch"] for h in after] == [1, 2, 3]
+    assert json.loads(before)[:2] == after[:2]
+
+
+def test_evaluate_prints_every_method(tiny_run: Path, dataset_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "eval.json"
+    rc = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(tiny_run / "model.safetensors"),
+            "--quiet",
+            "--images",
+            str(dataset_dir / "oasis"),
+            "--music",
+            str(dataset_dir / "vgmidi"),
+            "--json",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert set(result["table"]) == {"cdcml", "nearest_va", "random", "sp_net", "acp_net"}
+    for name, row in result["table"].items():
+        assert name in printed
+        assert 0 <= row["ndcg@10"] <= 1 and row["sim_mse"] >= 0
+    assert "image_valence_r" in result["table"]["cdcml"]
+
+
+def test_predict_image_and_audio(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    import soundfile as sf
+
+    img = tmp_path / "red.png"
+    Image.new("RGB", (80, 60), (220, 30, 30)).save(img)
+    wav = tmp_path / "tone.wav"
+    t = np.arange(int(22050 * 5)) / 22050
+    sf.write(wav, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 22050)
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    rc = main(["predict", "--checkpoint", str(tiny_run / "model.safetensors"), str(img), str(wav), str(bad)])
+    captured = capsys.readouterr()
+    lines = [json.loads(x) for x in captured.out.splitlines()]
+    assert rc == 1  # one bad file
+    assert "bad.jpg" in captured.err
+    assert [x["modality"] for x in lines] == ["image", "audio"]
+    assert all(0 <= x["valence"] <= 1 and 0 <= x["arousal"] <= 1 for x in lines)
+    # 5 s: clips at 0 s and ~2 s (a hop of 86 frames), then one aligned to the end of the signal
+    clips = lines[1]["clips"]
+    assert len(clips) == 3 and clips[1]["start"] == pytest.approx(2.0, abs=0.01)
+    assert clips[-1]["end"] == pytest.approx(5.0, abs=0.01)

@@ -1,0 +1,1 @@
+"""Tests of app.services: the inference worker and the retrieval evaluation."""
