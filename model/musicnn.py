@@ -4,7 +4,7 @@ musicnn (Pons & Serra, "musicnn: pre-trained convolutional neural networks for m
 licence) was trained on the 50 most frequent Million Song Dataset tags, several of them moods (happy, sad, Mellow,
 chill, party, beautiful...), so its tag probabilities and its 200-d penultimate layer carry emotion cues that a
 model trained on a few thousand labelled clips cannot learn from scratch. The weights were converted once from the
-TF1 checkpoint in PyPI musicnn 0.1.0 by ``scripts/convert_musicnn.py``; ``tests/test_musicnn.py`` checks this port
+TF1 checkpoint in PyPI musicnn 0.1.0 by ``scripts/convert_musicnn.py``; ``tests/model/test_musicnn.py`` checks this port
 against TensorFlow's outputs stored by that script.
 """
 

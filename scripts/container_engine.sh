@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A real container engine for the container test (tests/test_containers.py), on a machine with
+# A real container engine for the container test (tests/deploy/test_containers.py), on a machine with
 # no Docker daemon: Debian's podman serves the Docker Engine API on a socket, and the real Docker
 # CLI and the real Docker Compose binary drive it, as an operator's would drive dockerd.
 #

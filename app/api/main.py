@@ -272,13 +272,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     await run_in_threadpool(live.load)
     state.live_index = live
-    state.recommender = Recommender(
-        worker,
-        live,
-        state.session_factory,
-        search_k=settings.search_k,
-        max_image_pixels=settings.max_image_pixels,
-    )
+    state.ranker = Recommender.ranker_for(live, worker)
     metrics.bind_catalogue(lambda: live.n_tracks, lambda: live.n_clips)
     state.store = AudioStore(settings.resolved_audio_dir)
     if swept := await run_in_threadpool(state.store.sweep_temporary):
@@ -331,7 +325,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
-    for name in ("engine", "session_factory", "worker", "live_index", "recommender", "store", "upload_gate"):
+    for name in ("engine", "session_factory", "worker", "live_index", "ranker", "store", "upload_gate"):
         setattr(app.state, name, None)
     app.state.warmed = False
 

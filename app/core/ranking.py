@@ -1,7 +1,7 @@
 """Pure ranking helpers behind /recommend and /playlist: mood steering, variety, words, windows, DP.
 
 Nothing here touches the model, the database or the index, so every rule is unit-tested on
-hand-made numbers (tests/test_ranking.py) and documented in one place (docs/CONTRACTS.md).
+hand-made numbers (tests/core/test_ranking.py) and documented in one place (docs/CONTRACTS.md).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -50,6 +50,7 @@ from app.core.ranking import (
     steer_gain,
     target_of,
 )
+from app.core.settings import Settings
 from app.services.inference import InferenceWorker, ModelThreadScorer
 from model.image import open_image
 from model.transforms import image_tensor
@@ -340,28 +341,31 @@ class Recommender:
 
     Owns the path from bytes to ranking: decoding in a worker thread, embedding on the model
     thread, ranking in a worker thread (the predictor's calls hop onto the model thread), SQL
-    in a worker thread. Image errors surface as ``model.image.ImageDecodeError``.
+    in a worker thread. Image errors surface as ``model.image.ImageDecodeError``. Cheap to make
+    (one per request): the ranker, which caches per track, is the app's.
     """
 
     def __init__(
-        self,
-        worker: InferenceWorker,
-        live: LiveIndex,
-        session_factory: Any,
-        *,
-        search_k: int,
-        max_image_pixels: int,
+        self, ranker: Ranker, worker: InferenceWorker, session_factory: Callable[[], Session], settings: Settings
     ) -> None:
+        self.ranker = ranker
+        self.live = ranker.live
         self.worker = worker
-        self.live = live
         self.session_factory = session_factory
-        self.search_k = search_k
-        self.max_image_pixels = max_image_pixels
-        self.ranker = Ranker(live, ModelThreadScorer(worker))
+        self.settings = settings
+
+    @property
+    def search_k(self) -> int:
+        return self.settings.search_k
+
+    @classmethod
+    def ranker_for(cls, live: LiveIndex, worker: InferenceWorker) -> Ranker:
+        """The app's ranker: the predictor's calls run on ``worker``'s model thread."""
+        return Ranker(live, ModelThreadScorer(worker))
 
     def decode(self, data: bytes) -> Any:
         """Bytes -> network input (raises ``ImageDecodeError``)."""
-        return decode_photo(data, self.max_image_pixels, int(self.worker.matcher.image_size))
+        return decode_photo(data, self.settings.max_image_pixels, int(self.worker.matcher.image_size))
 
     async def embed(self, data: bytes) -> tuple[np.ndarray, tuple[float, float]]:
         """(image embedding, clipped predicted VA) of one photo."""

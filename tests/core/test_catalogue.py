@@ -18,11 +18,9 @@ from app.core.catalogue import (
     events_since,
     find_tracks,
     get_track,
-    latest_index_state,
     list_tracks,
-    load_clip_table,
+    load_clip_rows,
     load_embeddings,
-    record_index_state,
     track_clips,
 )
 from app.core.models import Clip, Track
@@ -106,11 +104,11 @@ def test_clip_table_embeddings_and_versions(session_factory: Any) -> None:
         t2, _ = add(s, "f" * 64, n=2, ckpt="ck2")
         t3, _ = add(s, "g" * 64, n=1, ckpt="ck1")
     with session_factory() as s:
-        table = load_clip_table(s)
+        table = load_clip_rows(s)
         assert len(table.ids) == 6 and np.all(np.diff(table.ids) > 0)
         assert table.ids.dtype == np.int64
         assert list(np.unique(table.track_ids)) == sorted([t1.id, t2.id, t3.id])
-        only1 = load_clip_table(s, "ck1")
+        only1 = load_clip_rows(s, "ck1")
         assert set(only1.track_ids.tolist()) == {t1.id, t3.id}
         ids, embs = load_embeddings(s)
         assert embs.shape == (6, DIM) and embs.dtype == np.float32
@@ -141,31 +139,7 @@ def test_ids_are_never_reused(session_factory: Any) -> None:
         assert not set(old) & {c.id for c in track_clips(s, again.id)}
 
 
-def test_index_state_and_validation(session_factory: Any) -> None:
-    with session_factory() as s:
-        assert latest_index_state(s) is None
-        record_index_state(
-            s,
-            checkpoint_hash="ck",
-            dim=DIM,
-            count=5,
-            index_type="flat",
-            params={"exact_threshold": 10},
-            last_event_id=4,
-        )
-        record_index_state(
-            s,
-            checkpoint_hash="ck",
-            dim=DIM,
-            count=7,
-            index_type="hnsw",
-            params={"M": 32, "efSearch": 48},
-            last_event_id=6,
-        )
-    with session_factory() as s:
-        state = latest_index_state(s)
-        assert state is not None and state.count == 7 and state.params["efSearch"] == 48
-        assert state.built_at is not None
+def test_validation(session_factory: Any) -> None:
     with pytest.raises(ValueError, match="at least one clip"):  # noqa: SIM117
         with session_factory() as s:
             add_track(

@@ -15,7 +15,7 @@ from app.core.db import downgrade_database, make_engine, migrate_database, upgra
 from app.core.models import Base
 from tests.support import REPO
 
-TABLES = {"tracks", "clips", "index_state", "track_events"}
+TABLES = {"tracks", "clips", "track_events"}
 
 
 def _tables(url: str) -> set[str]:
@@ -61,7 +61,7 @@ def test_alembic_command_line(sqlite_url: str) -> None:
             env={"PHOTOSCORE_DATABASE_URL": sqlite_url, "PATH": "/usr/bin:/bin"},
         )
         assert out.returncode == 0, out.stderr
-    assert "0001_initial (head)" in out.stdout
+    assert "0002_drop_index_state (head)" in out.stdout
     assert _tables(sqlite_url) == TABLES
 
 

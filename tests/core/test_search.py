@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app.core.search import SPARE, ClipTable, LiveIndex, SearchOptions
 from sqlalchemy import delete, insert
 
 from app.core import catalogue
 from app.core.db import make_engine, make_session_factory, upgrade_database
+from app.core.live_index import ClipTable, LiveIndex
 from app.core.models import TrackEvent
 from app.core.vector_index import ClipIndex
+from app.services.recommend import SPARE, Ranker, SearchOptions
 
 DIM = 8
 CKPT = "a" * 64
@@ -105,7 +106,7 @@ def live(factory, tmp_path: Path | None = None, **kw) -> LiveIndex:
 
 
 def top(idx: LiveIndex, query, n: int = 10, k: int = 256, matcher=None) -> list[int]:
-    return [h.track_id for h in idx.recommend(matcher or DotMatcher(), unit(query), n, k)]
+    return [h.track_id for h in Ranker(idx, matcher or DotMatcher()).recommend(unit(query), n, k)]
 
 
 class TestClipTable:
@@ -138,7 +139,7 @@ class TestStartup:
     def test_uses_a_matching_file_and_rebuilds_a_stale_one(self, db, tmp_path: Path) -> None:
         a = add(db, "a", [direction(0), direction(1)])
         with db() as s:
-            table = catalogue.load_clip_table(s)
+            table = catalogue.load_clip_rows(s)
             ids, embs = catalogue.load_embeddings(s)
         ClipIndex.build(ids, embs, checkpoint_hash=CKPT).save(tmp_path / "index")
         assert live(db, tmp_path).source == "file"
@@ -228,7 +229,7 @@ class TestSearch:
         a = add(db, "a", [direction(1), direction(0), direction(2)])  # best clip is the second
         b = add(db, "b", [unit([1, 1, 0, 0, 0, 0, 0, 0])])
         idx = live(db)
-        hits = idx.recommend(DotMatcher(), direction(0), 10, 256)
+        hits = Ranker(idx, DotMatcher()).recommend(direction(0), 10, 256)
         # a: clips score 0.5, 1.0, 0.5 -> mean 2/3; b: one clip at (1 + cos 45 deg) / 2 = 0.854
         assert [h.track_id for h in hits] == [b, a]
         assert hits[1].score == pytest.approx(2 / 3, abs=1e-6) and hits[0].score == pytest.approx(0.8536, abs=1e-4)
@@ -242,9 +243,9 @@ class TestSearch:
         fit = add(db, "fit", [unit([0, 0, 0, 0, 0, 0, 0.3, 1])])
         idx = live(db)
         query = unit([1, 0, 0, 0, 0, 0, 0, 1])
-        assert [h.track_id for h in idx.recommend(DotMatcher(), query, 10, 256)] == [hub, fit]  # raw similarity
+        assert [h.track_id for h in Ranker(idx, DotMatcher()).recommend(query, 10, 256)] == [hub, fit]  # raw similarity
         bank = BankMatcher(np.stack([direction(i) for i in (0, 1, 2, 3, 6)]))
-        hits = idx.recommend(bank, query, 10, 256)
+        hits = Ranker(idx, bank).recommend(query, 10, 256)
         assert [h.track_id for h in hits] == [fit, hub]
         assert 0.5 < hits[0].score <= 1.0 and hits[1].score < hits[0].score
 
@@ -256,10 +257,10 @@ class TestSearch:
     def test_ties_break_by_track_id_deterministically(self, db) -> None:
         ids = [add(db, f"t{i}", [direction(i)]) for i in range(4)]
         idx = live(db)
-        first = idx.recommend(ConstMatcher(), direction(0), 10, 256)
+        first = Ranker(idx, ConstMatcher()).recommend(direction(0), 10, 256)
         assert [h.track_id for h in first] == sorted(ids)
         assert all(h.score == 0.5 for h in first)
-        assert idx.recommend(ConstMatcher(), direction(0), 10, 256) == first
+        assert Ranker(idx, ConstMatcher()).recommend(direction(0), 10, 256) == first
 
     def test_candidate_list_widens_to_cover_n_tracks(self, db) -> None:
         """Long tracks can fill the top-K with their own clips; K grows until n tracks appear."""
@@ -315,7 +316,8 @@ def reference_recommend(idx: LiveIndex, matcher, image_emb: np.ndarray, n: int, 
     kept verbatim as the oracle for "no options give exactly today's answer"."""
     import math
 
-    from app.core.search import CLIPS_PER_TRACK, SCORE_DECIMALS, TRACKS_PER_RESULT, _bank, _spread
+    from app.core.live_index import _spread
+    from app.services.recommend import CLIPS_PER_TRACK, SCORE_DECIMALS, TRACKS_PER_RESULT, _bank
 
     ids, _ = idx.candidates(image_emb, n, k)
     if len(ids) == 0:
@@ -336,7 +338,7 @@ def reference_recommend(idx: LiveIndex, matcher, image_emb: np.ndarray, n: int, 
         score = float(s.mean())
         rank[int(tid)] = round(score, SCORE_DECIMALS)
         if bank is not None:
-            mu, sd = idx._bank_norm(matcher, bank, int(tid), embs[at : at + len(cids)])
+            mu, sd = Ranker(idx, matcher)._bank_norm(bank, int(tid), embs[at : at + len(cids)])
             z = (score - mu) / sd
             rank[int(tid)] = round(z, SCORE_DECIMALS)
             score = 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
@@ -392,10 +394,10 @@ class TestSearchOptions:
         for matcher in (DotMatcher(), BankMatcher(BANK)):
             for q in queries(6):
                 for n in (1, 3, 10):
-                    hits = idx.search(matcher, q, PHOTO, SearchOptions(n=n), 256)
+                    hits = Ranker(idx, matcher).search(q, PHOTO, SearchOptions(n=n), 256)
                     got = [(h.track_id, h.score, h.start, h.end) for h in hits]
                     assert got == reference_recommend(idx, matcher, q, n + SPARE, 256)[:n]
-                    assert [h.track_id for h in idx.recommend(matcher, q, n, 256)] == [
+                    assert [h.track_id for h in Ranker(idx, matcher).recommend(q, n, 256)] == [
                         r[0] for r in reference_recommend(idx, matcher, q, n, 256)
                     ]
 
@@ -417,7 +419,7 @@ class TestSearchOptions:
             seen: list[int] = []
             offset = 0
             while True:
-                page = idx.search(matcher, q, PHOTO, replace(options, offset=offset), 16)
+                page = Ranker(idx, matcher).search(q, PHOTO, replace(options, offset=offset), 16)
                 if not page:
                     break
                 assert len(page) <= options.n
@@ -426,7 +428,7 @@ class TestSearchOptions:
             assert len(seen) == len(set(seen)), "a page repeated a song"
             assert set(seen) == set(ids)
             # a page asked for on its own is the same slice of the same ranking
-            mid = [h.track_id for h in idx.search(matcher, q, PHOTO, replace(options, offset=options.n), 16)]
+            mid = [h.track_id for h in Ranker(idx, matcher).search(q, PHOTO, replace(options, offset=options.n), 16)]
             assert mid and set(mid) <= set(seen[options.n :])
 
     def test_max_per_artist_holds_on_every_page(self, db) -> None:
@@ -435,8 +437,8 @@ class TestSearchOptions:
         for q in queries(5):
             for cap in (1, 2):
                 for offset in (0, 5):
-                    page = idx.search(
-                        DotMatcher(), q, PHOTO, SearchOptions(n=5, max_per_artist=cap, offset=offset), 256
+                    page = Ranker(idx, DotMatcher()).search(
+                        q, PHOTO, SearchOptions(n=5, max_per_artist=cap, offset=offset), 256
                     )
                     per = {}
                     for h in page:
@@ -450,31 +452,32 @@ class TestSearchOptions:
         live_version = add_song(db, "Numb (Live)", [unit(direction(0) + 0.01 * direction(1))], artist="LINKIN PARK")
         other = add_song(db, "Faint", [direction(1)], artist="Linkin Park")
         idx = live(db)
-        plain = [h.track_id for h in idx.search(DotMatcher(), direction(0), PHOTO, SearchOptions(n=3), 256)]
+        plain = [h.track_id for h in Ranker(idx, DotMatcher()).search(direction(0), PHOTO, SearchOptions(n=3), 256)]
         assert plain == [numb, live_version, other]
-        deduped = idx.search(DotMatcher(), direction(0), PHOTO, SearchOptions(n=3, dedupe=True), 256)
+        deduped = Ranker(idx, DotMatcher()).search(direction(0), PHOTO, SearchOptions(n=3, dedupe=True), 256)
         assert [h.track_id for h in deduped] == [numb, other]
 
     def test_seed_reshuffles_near_equal_scores_only(self, db) -> None:
         ids = [add_song(db, f"t{i}", [direction(i)]) for i in range(8)]
         idx = live(db)
-        plain = [h.track_id for h in idx.search(ConstMatcher(), direction(0), PHOTO, SearchOptions(n=8), 256)]
+        plain = [h.track_id for h in Ranker(idx, ConstMatcher()).search(direction(0), PHOTO, SearchOptions(n=8), 256)]
         assert plain == sorted(ids)
         orders = {
             seed: [
-                h.track_id for h in idx.search(ConstMatcher(), direction(0), PHOTO, SearchOptions(n=8, seed=seed), 256)
+                h.track_id
+                for h in Ranker(idx, ConstMatcher()).search(direction(0), PHOTO, SearchOptions(n=8, seed=seed), 256)
             ]
             for seed in range(6)
         }
         assert all(sorted(o) == sorted(ids) for o in orders.values())
         assert len({tuple(o) for o in orders.values()}) > 1  # equal scores: seeds differ
-        again = idx.search(ConstMatcher(), direction(0), PHOTO, SearchOptions(n=8, seed=3), 256)
+        again = Ranker(idx, ConstMatcher()).search(direction(0), PHOTO, SearchOptions(n=8, seed=3), 256)
         assert [h.track_id for h in again] == orders[3]  # deterministic
         # Scores far apart (DotMatcher: 1.0, 0.5, ...) keep their order whatever the seed.
         far = [add_song(db, "far", [unit(direction(0) + direction(1))])]
         idx = live(db)
         for seed in range(6):
-            top = idx.search(DotMatcher(), direction(0), PHOTO, SearchOptions(n=2, seed=seed), 256)
+            top = Ranker(idx, DotMatcher()).search(direction(0), PHOTO, SearchOptions(n=2, seed=seed), 256)
             assert [h.track_id for h in top] == [ids[0], far[0]]
 
     def test_steering_moves_the_songs_mood_and_zero_shift_changes_nothing(self, db) -> None:
@@ -488,7 +491,7 @@ class TestSearchOptions:
         matcher = BankMatcher(BANK)
 
         def mean_va(shift):
-            hits = [idx.search(matcher, q, PHOTO, SearchOptions(n=5, shift=shift), 256) for q in queries(10)]
+            hits = [Ranker(idx, matcher).search(q, PHOTO, SearchOptions(n=5, shift=shift), 256) for q in queries(10)]
             return np.mean([[h.valence, h.arousal] for page in hits for h in page], axis=0)
 
         base = mean_va((0.0, 0.0))
@@ -496,8 +499,8 @@ class TestSearchOptions:
         assert mean_va((-0.25, 0.0))[0] < base[0] - 0.05  # sadder
         assert mean_va((0.0, -0.25))[1] < base[1] - 0.05  # calmer
         q = queries(1)[0]
-        assert idx.search(matcher, q, PHOTO, SearchOptions(n=5), 256) == idx.search(
-            matcher, q, PHOTO, SearchOptions(n=5, shift=(0.0, 0.0)), 256
+        assert Ranker(idx, matcher).search(q, PHOTO, SearchOptions(n=5), 256) == Ranker(idx, matcher).search(
+            q, PHOTO, SearchOptions(n=5, shift=(0.0, 0.0)), 256
         )
 
     def test_segment_window_uses_consecutive_clips(self, db) -> None:
@@ -505,12 +508,12 @@ class TestSearchOptions:
         near = unit(direction(0) + direction(1))
         a = add_song(db, "a", [direction(1), direction(2), direction(0), direction(3), near, near, near, direction(4)])
         idx = live(db)
-        one = idx.search(DotMatcher(), direction(0), PHOTO, SearchOptions(n=1), 256)[0]
+        one = Ranker(idx, DotMatcher()).search(direction(0), PHOTO, SearchOptions(n=1), 256)[0]
         assert (one.track_id, one.start, one.end) == (a, 4.0, 6.0)  # the best single clip
-        six = idx.search(DotMatcher(), direction(0), PHOTO, SearchOptions(n=1, segment_seconds=6.0), 256)[0]
+        six = Ranker(idx, DotMatcher()).search(direction(0), PHOTO, SearchOptions(n=1, segment_seconds=6.0), 256)[0]
         assert (six.start, six.end) == (8.0, 14.0) and six.segment_score == pytest.approx(0.8536, abs=1e-4)
-        seven = idx.search(DotMatcher(), direction(0), PHOTO, SearchOptions(n=1, segment_seconds=7.0), 256)[0]
+        seven = Ranker(idx, DotMatcher()).search(direction(0), PHOTO, SearchOptions(n=1, segment_seconds=7.0), 256)[0]
         assert (seven.start, seven.end) == (8.0, 14.0)  # snapped to whole clips
-        whole = idx.search(DotMatcher(), direction(0), PHOTO, SearchOptions(n=1, segment_seconds=60.0), 256)[0]
+        whole = Ranker(idx, DotMatcher()).search(direction(0), PHOTO, SearchOptions(n=1, segment_seconds=60.0), 256)[0]
         assert (whole.start, whole.end) == (0.0, 16.0)
         assert one.score == six.score == whole.score  # the window never changes the ranking

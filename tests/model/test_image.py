@@ -14,14 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from model.image import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ImageDecodeError,
-    image_batch,
-    image_tensor,
-    open_image,
-)
+from model.image import ImageDecodeError, open_image
+from model.transforms import IMAGENET_MEAN, IMAGENET_STD, image_batch, image_tensor
 
 
 def encode(img: Image.Image, fmt: str, **kwargs: object) -> bytes:

@@ -277,9 +277,9 @@ def _kill_when(
 def _live_index_agrees(url: str, index_dir: Path, checkpoint_hash: str, dim: int) -> str:
     """What a server starting now would serve: the index file if it matches the DB exactly,
     else a rebuild from the DB. Either way its clips must be the DB's clips, id for id."""
-    from app.core.search import LiveIndex
     from sqlalchemy import select
 
+    from app.core.live_index import LiveIndex
     from app.core.models import Clip
 
     with session_factory_for(url) as factory:
@@ -297,7 +297,8 @@ def _live_index_agrees(url: str, index_dir: Path, checkpoint_hash: str, dim: int
 def test_kill_9_indexer_mid_run_then_rerun(
     pg_url: str, model_checkpoint: Path, song_pool: list[Song], tmp_path: Path, record: Callable[..., None]
 ) -> None:
-    from model.checkpoint import file_sha256, read_meta
+    from app.core.files import file_sha256
+    from model.checkpoint import read_meta
     from tests.support.indexing import assert_consistent  # the indexer suite's own clip-for-clip check
 
     dim = read_meta(model_checkpoint).config.embed_dim

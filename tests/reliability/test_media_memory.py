@@ -85,7 +85,8 @@ if kind == "audio":
     expected = (AudioDecodeError,)
 else:
     from PIL import Image
-    from model.image import ImageDecodeError, image_tensor, open_image
+    from model.image import ImageDecodeError, open_image
+    from model.transforms import image_tensor
     warm = io.BytesIO(); Image.new("I;16", (300, 300), 5).save(warm, format="PNG")
     image_tensor(open_image(warm.getvalue(), max_pixels=40_000_000, draft_size=224), 224)
     run = lambda: image_tensor(open_image(data, max_pixels=40_000_000, draft_size=224), 224)

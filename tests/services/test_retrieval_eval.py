@@ -212,11 +212,11 @@ def test_real_run_reports_every_method_and_metric_in_range(shipped_run: tuple[di
 @pytest.mark.data
 def test_cdcml_rankings_are_what_the_service_search_returns(shipped_run: tuple[dict, Path]) -> None:
     import torch
-    from app.core.search import LiveIndex
 
-    from app.api.routes.recommend import decode_image
     from app.core.db import make_engine, make_session_factory
+    from app.core.live_index import LiveIndex
     from app.core.settings import Settings
+    from app.services.recommend import Ranker, decode_photo
     from model.inference import Matcher
 
     result, workdir = shipped_run
@@ -231,9 +231,9 @@ def test_cdcml_rankings_are_what_the_service_search_returns(shipped_run: tuple[d
         assert live.n_tracks == 16
         for i in (0, 7, 23):
             photo = result["photos"][i]
-            tensor = decode_image(Path(photo["path"]).read_bytes(), settings.max_image_pixels, matcher.image_size)
+            tensor = decode_photo(Path(photo["path"]).read_bytes(), settings.max_image_pixels, matcher.image_size)
             emb, _ = matcher.embed_image_tensor(torch.stack([tensor]))
-            hits = live.recommend(matcher, emb[0], 10, settings.search_k)
+            hits = Ranker(live, matcher).recommend(emb[0], 10, settings.search_k)
             assert [song_of_track[h.track_id] for h in hits] == result["methods"][f"cdcml:{label}"]["top10"][i]
     finally:
         engine.dispose()

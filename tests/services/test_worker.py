@@ -172,8 +172,9 @@ def test_real_model_batched_equals_single(tiny_checkpoint: Path) -> None:
     """Micro-batching must not change answers: a batch gives each image its solo embedding."""
     import torch
 
-    from model.image import image_tensor, open_image
+    from model.image import open_image
     from model.inference import Matcher
+    from model.transforms import image_tensor
     from tests.support.media import photo_bytes
 
     matcher = Matcher.load(tiny_checkpoint, device="cpu")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from app.core.catalogue import latest_index_state, load_embeddings
+from app.core.catalogue import load_embeddings
 from app.core.db import make_engine, make_session_factory
 from app.core.models import Clip, Track
 from app.core.vector_index import ClipIndex
@@ -35,8 +35,7 @@ def catalogue(url: str, checkpoint_hash: str | None = None) -> dict[str, Any]:
             tracks = {Path(t.source).name: t for t in s.scalars(select(Track))}
             rows = dict(s.execute(select(Clip.track_id, func.count()).group_by(Clip.track_id)).all())
             ids, embs = load_embeddings(s, checkpoint_hash=checkpoint_hash)
-            state = latest_index_state(s)
-        return {"tracks": tracks, "clip_rows": rows, "ids": ids, "embs": embs, "state": state}
+        return {"tracks": tracks, "clip_rows": rows, "ids": ids, "embs": embs}
     finally:
         engine.dispose()
 
@@ -52,12 +51,12 @@ def assert_consistent(url: str, index_dir: Path, checkpoint_hash: str) -> dict[s
     np.testing.assert_array_equal(idx.ids(), cat["ids"])
     if len(cat["ids"]):
         np.testing.assert_array_equal(idx.reconstruct(cat["ids"]), cat["embs"])
-    assert cat["state"] is not None and cat["state"].count == len(cat["ids"])
+    assert idx.count == len(cat["ids"])  # the sidecar describes what the file holds
     return cat
 
 
 def file_hash(path: Path) -> str:
-    from model.checkpoint import file_sha256
+    from app.core.files import file_sha256
 
     return file_sha256(path)
 
