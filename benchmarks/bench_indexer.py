@@ -74,6 +74,7 @@ def run_stages(ctx: Context, files: list[Path], directory: Path) -> tuple[StageT
     from app.core.files import file_sha256
     from app.core.settings import Settings
     from app.core.tags import read_tags
+    from app.core.vector_index import IndexPolicy
     from indexer.build import sync_index
     from model.audio import SAMPLE_RATE, load_audio
     from model.features import cut_clips
@@ -131,7 +132,7 @@ def run_stages(ctx: Context, files: list[Path], directory: Path) -> tuple[StageT
         directory / "index",
         checkpoint_hash=matcher.checkpoint_hash,
         dim=matcher.dim,
-        exact_threshold=settings.exact_index_threshold,
+        policy=IndexPolicy.from_settings(settings),
     )
     t["faiss"] = time.perf_counter() - t0
     engine.dispose()

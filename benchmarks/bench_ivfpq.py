@@ -81,7 +81,7 @@ def build_one(
     index_types: tuple[str, ...] = ("ivfpq",),
 ) -> list[IvfpqRun]:
     """One size: the same embeddings, queries and ground truth for each of ``index_types``."""
-    from app.core.vector_index import ClipIndex
+    from app.core.vector_index import ClipIndex, IndexPolicy
 
     folder = workdir / f"ivfpq-{n}"
     shutil.rmtree(folder, ignore_errors=True)
@@ -104,7 +104,9 @@ def build_one(
         args = (build_args or {}) if index_type == "ivfpq" else {}
         anon0 = _status_kib("RssAnon")
         t = time.perf_counter()
-        index = ClipIndex.build(ids, embs, checkpoint_hash="bench", index_type=index_type, search_k=SERVICE_K, **args)
+        index = ClipIndex.build(
+            ids, embs, checkpoint_hash="bench", index_type=index_type, **args, policy=IndexPolicy(search_k=SERVICE_K)
+        )
         build_s = time.perf_counter() - t
         anon_build = _status_kib("RssAnon") - anon0
         t = time.perf_counter()

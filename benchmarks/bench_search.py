@@ -256,6 +256,7 @@ def bench_live(ctx: Context, cat: Any, matcher: Any, queries: np.ndarray, n_resu
     from app.core.db import make_engine, make_session_factory
     from app.core.live_index import LiveIndex
     from app.core.settings import Settings
+    from app.core.vector_index import IndexPolicy
     from app.services.recommend import Ranker
 
     settings = Settings()
@@ -268,7 +269,7 @@ def bench_live(ctx: Context, cat: Any, matcher: Any, queries: np.ndarray, n_resu
         checkpoint_hash=matcher.checkpoint_hash,
         dim=matcher.dim,
         index_dir=cat.index_dir,
-        exact_threshold=settings.exact_index_threshold,
+        policy=IndexPolicy.from_settings(settings),
     )
     source = live.load()
     load_s = time.perf_counter() - t0

@@ -72,7 +72,7 @@ def write_synthetic(
     """A fresh synthetic catalogue; returns it with (clip ids, embeddings, built ClipIndex)."""
     from app.core.db import make_engine, upgrade_database
     from app.core.models import Clip, Track, TrackEvent
-    from app.core.vector_index import ClipIndex
+    from app.core.vector_index import ClipIndex, IndexPolicy
 
     if directory.exists():
         shutil.rmtree(directory)
@@ -141,7 +141,11 @@ def write_synthetic(
     rss0 = rss_mib()
     t0 = time.perf_counter()
     index = ClipIndex.build(
-        clip_ids, embs, checkpoint_hash=checkpoint_hash, exact_threshold=exact_threshold, dim=spec.dim
+        clip_ids,
+        embs,
+        checkpoint_hash=checkpoint_hash,
+        dim=spec.dim,
+        policy=IndexPolicy(exact_threshold=exact_threshold),
     )
     build_s = time.perf_counter() - t0
     trim_memory()

@@ -24,13 +24,11 @@ from app.core.catalogue import (
     load_embeddings,
 )
 from app.core.vector_index import (
-    DEFAULT_COMPRESSED_THRESHOLD,
-    DEFAULT_SEARCH_K,
     ClipIndex,
     IndexLoadError,
     IndexMismatchError,
     IndexNotFoundError,
-    choose_index_type,
+    IndexPolicy,
 )
 
 log = logging.getLogger(__name__)
@@ -83,10 +81,8 @@ def sync_index(
     *,
     checkpoint_hash: str,
     dim: int,
-    exact_threshold: int,
+    policy: IndexPolicy = IndexPolicy(),
     rebuild: bool = False,
-    compressed_threshold: int = DEFAULT_COMPRESSED_THRESHOLD,
-    search_k: int = DEFAULT_SEARCH_K,
 ) -> IndexReport:
     """Update (or fully rebuild) the index in ``index_dir`` from the catalogue; returns a report."""
     t0 = time.perf_counter()
@@ -96,7 +92,7 @@ def sync_index(
         version = catalogue_version(session, checkpoint_hash)
         db_ids = load_clip_rows(session, checkpoint_hash).ids
         others = sum(n for h, n in checkpoint_counts(session).items() if h != checkpoint_hash)
-    wanted_type = choose_index_type(len(db_ids), exact_threshold, compressed_threshold)
+    wanted_type = policy.index_type(len(db_ids))
 
     existing: ClipIndex | None = None
     reason = "requested (--rebuild)" if rebuild else ""
@@ -115,8 +111,9 @@ def sync_index(
         if existing.dim != dim:
             reason, existing = f"dimension changed ({existing.dim} -> {dim})", None
         elif existing.index_type != wanted_type:
-            crossed = exact_threshold if "flat" in (existing.index_type, wanted_type) else compressed_threshold
-            which = "exact" if crossed == exact_threshold else "IVF-PQ"
+            exact = "flat" in (existing.index_type, wanted_type)
+            crossed = policy.exact_threshold if exact else policy.compressed_threshold
+            which = "exact" if exact else "IVF-PQ"
             reason, existing = f"size crossed the {which} threshold ({crossed:,})", None
         elif existing.index_type == "ivfpq" and len(db_ids) > RETRAIN_GROWTH * int(
             existing.meta.params.get("trained_count", 0)
@@ -126,15 +123,7 @@ def sync_index(
             reason, existing = "too many deleted vectors", None
 
     if existing is None:
-        index = _full_build(
-            session_factory,
-            checkpoint_hash,
-            dim,
-            exact_threshold,
-            version.last_event_id,
-            compressed_threshold=compressed_threshold,
-            search_k=search_k,
-        )
+        index = _full_build(session_factory, checkpoint_hash, dim, policy, version.last_event_id)
         action, added, removed = "built", index.count, 0
     else:
         index = existing
@@ -150,8 +139,6 @@ def sync_index(
             added = len(ids)
         changed = bool(added or removed)
         if not changed and index.meta.last_event_id == version.last_event_id:
-            # A run killed between saving the file and recording it leaves the file current but
-            # the database's description of it missing or stale: record it now.
             return _report(index, index_dir, "unchanged", 0, 0, t0, reason, others)
         index.set_last_event_id(version.last_event_id)
         if index.index_type in ("hnsw", "ivfpq") and changed:
@@ -165,11 +152,8 @@ def _full_build(
     session_factory: Callable[[], Session],
     checkpoint_hash: str,
     dim: int,
-    exact_threshold: int,
+    policy: IndexPolicy,
     last_event_id: int,
-    *,
-    compressed_threshold: int = DEFAULT_COMPRESSED_THRESHOLD,
-    search_k: int = DEFAULT_SEARCH_K,
 ) -> ClipIndex:
     with session_factory() as session:
         ids, embs = load_embeddings(session, checkpoint_hash=checkpoint_hash, dim=dim)
@@ -179,12 +163,10 @@ def _full_build(
         ids,
         embs,
         checkpoint_hash=checkpoint_hash,
-        exact_threshold=exact_threshold,
+        policy=policy,
         dim=dim,
         recall_sample=RECALL_SAMPLE,
         last_event_id=last_event_id,
-        compressed_threshold=compressed_threshold,
-        search_k=search_k,
     )
 
 

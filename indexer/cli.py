@@ -135,6 +135,7 @@ def _run(args: argparse.Namespace) -> int:
         migrate_database,
     )
     from app.core.settings import Settings
+    from app.core.vector_index import IndexPolicy
     from indexer.build import sync_index
     from indexer.pipeline import RunOptions, RunSummary, index_files
     from indexer.scan import ScanError, discover
@@ -252,10 +253,8 @@ def _run(args: argparse.Namespace) -> int:
                 settings.resolved_index_dir,
                 checkpoint_hash=checkpoint_hash,
                 dim=dim,
-                exact_threshold=settings.exact_index_threshold,
+                policy=IndexPolicy.from_settings(settings),
                 rebuild=args.rebuild,
-                compressed_threshold=settings.compressed_index_threshold,
-                search_k=settings.search_k,
             )
         except (OSError, SQLAlchemyError, ValueError) as exc:
             print(summary.format())

@@ -39,6 +39,7 @@ from app.core.live_index import LiveIndex
 from app.core.metrics import Metrics
 from app.core.settings import Settings
 from app.core.storage import AudioStore
+from app.core.vector_index import IndexPolicy
 from app.services.inference import InferenceWorker, WorkerClosedError
 from app.services.recommend import Recommender
 
@@ -267,8 +268,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         checkpoint_hash=matcher.checkpoint_hash,
         dim=matcher.dim,
         index_dir=settings.resolved_index_dir,
-        exact_threshold=settings.exact_index_threshold,
-        compressed_threshold=settings.compressed_index_threshold,
+        policy=IndexPolicy.from_settings(settings),
     )
     await run_in_threadpool(live.load)
     state.live_index = live

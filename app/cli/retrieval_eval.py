@@ -251,6 +251,7 @@ def build_catalogue(
     from app.core.catalogue import clip_moods, track_moods
     from app.core.db import make_engine, make_session_factory, migrate_database
     from app.core.live_index import LiveIndex
+    from app.core.vector_index import IndexPolicy
     from indexer.build import sync_index
     from indexer.pipeline import RunOptions, index_files
     from indexer.scan import discover
@@ -282,14 +283,14 @@ def build_catalogue(
             index_dir,
             checkpoint_hash=matcher.checkpoint_hash,
             dim=matcher.dim,
-            exact_threshold=settings.exact_index_threshold,
+            policy=IndexPolicy.from_settings(settings),
         )
         live = LiveIndex(
             factory,
             checkpoint_hash=matcher.checkpoint_hash,
             dim=matcher.dim,
             index_dir=index_dir,
-            exact_threshold=settings.exact_index_threshold,
+            policy=IndexPolicy.from_settings(settings),
         )
         live.load()
         position = {str(s.path.resolve()): i for i, s in enumerate(songs)}

@@ -37,7 +37,7 @@ from app.core.catalogue import (
     track_hashes,
     track_infos,
 )
-from app.core.vector_index import DEFAULT_COMPRESSED_THRESHOLD, ClipIndex, IndexMismatchError
+from app.core.vector_index import ClipIndex, IndexMismatchError, IndexPolicy
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +112,7 @@ class LiveIndex:
         checkpoint_hash: str,
         dim: int,
         index_dir: Path | None = None,
-        exact_threshold: int = 200_000,
-        compressed_threshold: int = DEFAULT_COMPRESSED_THRESHOLD,
+        policy: IndexPolicy = IndexPolicy(),
         overlap: int = 1000,
         full_resync_seconds: float = 300.0,
     ) -> None:
@@ -121,8 +120,7 @@ class LiveIndex:
         self.checkpoint_hash = checkpoint_hash
         self.dim = dim
         self.index_dir = index_dir
-        self.exact_threshold = exact_threshold
-        self.compressed_threshold = compressed_threshold
+        self.policy = policy
         self.overlap = overlap
         self.full_resync_seconds = full_resync_seconds
         self.index: ClipIndex | None = None
@@ -212,8 +210,7 @@ class LiveIndex:
             ids,
             embs,
             checkpoint_hash=self.checkpoint_hash,
-            exact_threshold=self.exact_threshold,
-            compressed_threshold=self.compressed_threshold,
+            policy=self.policy,
             dim=self.dim,
         )
         return index, table

@@ -28,10 +28,13 @@ import threading
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
+
+if TYPE_CHECKING:
+    from app.core.settings import Settings
 
 SIDECAR = "index.json"
 FORMAT_VERSION = 1
@@ -56,6 +59,26 @@ class IndexNotFoundError(IndexLoadError, FileNotFoundError):
 
 class IndexMismatchError(IndexLoadError):
     """The index was built from another checkpoint's embeddings (or another dimension)."""
+
+
+@dataclass(frozen=True)
+class IndexPolicy:
+    """Which index a catalogue of a given size gets, and the candidate count its recall is tuned
+    for: the operator's settings, handed as one value to everything that builds or loads one."""
+
+    exact_threshold: int = 200_000  # clips below which search is exact (flat)
+    compressed_threshold: int = DEFAULT_COMPRESSED_THRESHOLD  # clips from which IVF-PQ replaces HNSW
+    search_k: int = DEFAULT_SEARCH_K  # FAISS candidates per query (IVF-PQ's nprobe is tuned for it)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IndexPolicy:
+        return cls(settings.exact_index_threshold, settings.compressed_index_threshold, settings.search_k)
+
+    def index_type(self, n: int) -> str:
+        """``flat`` below ``exact_threshold`` clips, ``ivfpq`` from ``compressed_threshold``, else ``hnsw``."""
+        if n < self.exact_threshold:
+            return "flat"
+        return "ivfpq" if n >= self.compressed_threshold else "hnsw"
 
 
 @dataclass
@@ -227,7 +250,7 @@ class ClipIndex:
         embeddings: np.ndarray,
         *,
         checkpoint_hash: str,
-        exact_threshold: int = 200_000,
+        policy: IndexPolicy = IndexPolicy(),
         dim: int | None = None,
         index_type: str = "auto",
         hnsw_m: int = 32,
@@ -237,18 +260,16 @@ class ClipIndex:
         recall_sample: int = 200,
         last_event_id: int = 0,
         seed: int = 0,
-        compressed_threshold: int = DEFAULT_COMPRESSED_THRESHOLD,
-        search_k: int = DEFAULT_SEARCH_K,
         nlist: int | None = None,
         pq_m: int | None = None,
         nprobe: int | None = None,
     ) -> ClipIndex:
-        """Index ``embeddings`` under ``ids``: exact below ``exact_threshold`` vectors, HNSW up to
-        ``compressed_threshold``, IVF-PQ from there.
+        """Index ``embeddings`` under ``ids``: the type ``policy`` gives for their number (exact,
+        HNSW, IVF-PQ) unless ``index_type`` names one.
 
         ``ef_search=None`` (``nprobe=None``) tunes it: the smallest candidate whose recall@10 on
         ``recall_sample`` stored vectors used as queries reaches ``target_recall`` (IVF-PQ: when
-        searched for ``search_k`` candidates, as the service does).
+        searched for ``policy.search_k`` candidates, as the service does).
         """
         ids = _as_ids(ids)
         embeddings = _as_vectors(embeddings, dim)
@@ -261,16 +282,16 @@ class ClipIndex:
             raise ValueError("duplicate clip ids")
         kind = index_type
         if kind == "auto":
-            kind = choose_index_type(len(ids), exact_threshold, compressed_threshold)
-        params: dict[str, Any] = {"exact_threshold": int(exact_threshold)}
+            kind = policy.index_type(len(ids))
+        params: dict[str, Any] = {"exact_threshold": int(policy.exact_threshold)}
         if kind == "ivfpq":
             return cls._build_ivfpq(
                 ids,
                 embeddings,
                 checkpoint_hash=checkpoint_hash,
                 dim=d,
-                params={**params, "compressed_threshold": int(compressed_threshold)},
-                search_k=search_k,
+                params={**params, "compressed_threshold": int(policy.compressed_threshold)},
+                search_k=policy.search_k,
                 nlist=nlist,
                 pq_m=pq_m,
                 nprobe=nprobe,
@@ -764,13 +785,6 @@ class ClipIndex:
             queries = queries + noise
             queries /= np.linalg.norm(queries, axis=1, keepdims=True)
         return ids[pick], np.ascontiguousarray(queries, np.float32)
-
-
-def choose_index_type(n: int, exact_threshold: int, compressed_threshold: int = DEFAULT_COMPRESSED_THRESHOLD) -> str:
-    """``flat`` below ``exact_threshold`` clips, ``ivfpq`` from ``compressed_threshold``, else ``hnsw``."""
-    if n < exact_threshold:
-        return "flat"
-    return "ivfpq" if n >= compressed_threshold else "hnsw"
 
 
 def default_nlist(n: int) -> int:

@@ -14,7 +14,7 @@ from app.core.vector_index import (
     IndexLoadError,
     IndexMismatchError,
     IndexNotFoundError,
-    choose_index_type,
+    IndexPolicy,
 )
 
 DIM = 32
@@ -38,7 +38,7 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 
 def test_exact_index_matches_brute_force(data: tuple[np.ndarray, np.ndarray]) -> None:
     ids, x = data
-    index = ClipIndex.build(ids, x, checkpoint_hash="ck", exact_threshold=10_000)
+    index = ClipIndex.build(ids, x, checkpoint_hash="ck", policy=IndexPolicy(exact_threshold=10_000))
     assert index.index_type == "flat" and index.count == 3000 and index.dim == DIM
     q = vectors(20, seed=1)
     scores, found = index.search(q, 10)
@@ -50,7 +50,7 @@ def test_exact_index_matches_brute_force(data: tuple[np.ndarray, np.ndarray]) ->
 
 def test_hnsw_reaches_target_recall_and_records_params(data: tuple[np.ndarray, np.ndarray]) -> None:
     ids, x = data
-    index = ClipIndex.build(ids, x, checkpoint_hash="ck", exact_threshold=1000)
+    index = ClipIndex.build(ids, x, checkpoint_hash="ck", policy=IndexPolicy(exact_threshold=1000))
     assert index.index_type == "hnsw"
     p = index.meta.params
     assert p["M"] == 32 and p["efConstruction"] == 80 and p["efSearch"] >= 16
@@ -73,8 +73,7 @@ def test_remove_add_and_missing_ids(
         ids[:2000],
         x[:2000],
         checkpoint_hash="ck",
-        exact_threshold=exact_threshold,
-        compressed_threshold=compressed_threshold,
+        policy=IndexPolicy(exact_threshold=exact_threshold, compressed_threshold=compressed_threshold),
     )
     gone = ids[:5]
     assert index.remove(np.concatenate([gone, [999_999]])) == 5
@@ -114,7 +113,9 @@ def test_save_load_roundtrip_is_atomic_pair(
     tmp_path: Path, data: tuple[np.ndarray, np.ndarray], exact_threshold: int
 ) -> None:
     ids, x = data
-    index = ClipIndex.build(ids, x, checkpoint_hash="ck-a", exact_threshold=exact_threshold, last_event_id=42)
+    index = ClipIndex.build(
+        ids, x, checkpoint_hash="ck-a", last_event_id=42, policy=IndexPolicy(exact_threshold=exact_threshold)
+    )
     index.remove(ids[:3])
     q = vectors(10, seed=2)
     before = index.search(q, 10)
@@ -151,7 +152,7 @@ def test_load_errors_are_clear(tmp_path: Path) -> None:
 def test_concurrent_search_and_updates(data: tuple[np.ndarray, np.ndarray]) -> None:
     """The service searches while its sync thread adds and removes (FAISS itself is not safe)."""
     ids, x = data
-    index = ClipIndex.build(ids[:1000], x[:1000], checkpoint_hash="ck", exact_threshold=500)
+    index = ClipIndex.build(ids[:1000], x[:1000], checkpoint_hash="ck", policy=IndexPolicy(exact_threshold=500))
     errors: list[BaseException] = []
 
     def searcher() -> None:
@@ -186,15 +187,18 @@ def clustered(n: int, seed: int = 0, n_centres: int = 400) -> np.ndarray:
 def big() -> tuple[np.ndarray, np.ndarray, ClipIndex]:
     x = clustered(20_000)
     ids = np.arange(20_000, dtype=np.int64) * 3 + 5
-    index = ClipIndex.build(ids, x, checkpoint_hash="ck", exact_threshold=1000, compressed_threshold=10_000)
+    index = ClipIndex.build(
+        ids, x, checkpoint_hash="ck", policy=IndexPolicy(exact_threshold=1000, compressed_threshold=10_000)
+    )
     return ids, x, index
 
 
 def test_index_type_switches_at_the_thresholds() -> None:
-    assert choose_index_type(999, 1000, 10_000) == "flat"
-    assert choose_index_type(1000, 1000, 10_000) == "hnsw"
-    assert choose_index_type(9_999, 1000, 10_000) == "hnsw"
-    assert choose_index_type(10_000, 1000, 10_000) == "ivfpq"
+    policy = IndexPolicy(exact_threshold=1000, compressed_threshold=10_000)
+    assert policy.index_type(999) == "flat"
+    assert policy.index_type(1000) == "hnsw"
+    assert policy.index_type(9_999) == "hnsw"
+    assert policy.index_type(10_000) == "ivfpq"
 
 
 def test_ivfpq_recall_at_service_k_and_bytes_per_clip(
@@ -226,7 +230,10 @@ def test_ivfpq_recall_at_service_k_and_bytes_per_clip(
 def test_ivfpq_updates_survive_save_and_load(tmp_path: Path, big: tuple[np.ndarray, np.ndarray, ClipIndex]) -> None:
     ids, x, built = big
     index = ClipIndex.build(
-        ids[:15_000], x[:15_000], checkpoint_hash="ck", exact_threshold=1000, compressed_threshold=10_000
+        ids[:15_000],
+        x[:15_000],
+        checkpoint_hash="ck",
+        policy=IndexPolicy(exact_threshold=1000, compressed_threshold=10_000),
     )
     index.save(tmp_path)
     first = (index.meta.file, index.meta.vectors_file)
@@ -293,7 +300,11 @@ def test_sync_index_switches_to_ivfpq_above_the_threshold(tmp_path: Path) -> Non
 
     def sync() -> object:
         return sync_index(
-            factory, tmp_path / "index", checkpoint_hash="ck", dim=DIM, exact_threshold=1000, compressed_threshold=2000
+            factory,
+            tmp_path / "index",
+            checkpoint_hash="ck",
+            dim=DIM,
+            policy=IndexPolicy(exact_threshold=1000, compressed_threshold=2000),
         )
 
     try:
