@@ -1,1 +1,1 @@
-"""Tests of app.services: the inference worker and the retrieval evaluation."""
+"""Tests of app.services: the inference worker and the ranking."""

@@ -24,6 +24,17 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'catalogue.db'}"
 
 
+@pytest.fixture
+def db(sqlite_url: str) -> Iterator[Any]:
+    """A session factory on a fresh, migrated SQLite catalogue."""
+    from app.core.db import make_engine, make_session_factory, upgrade_database
+
+    upgrade_database(sqlite_url)
+    engine = make_engine(sqlite_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest) -> str:
     """Each test using this runs on SQLite and on PostgreSQL."""

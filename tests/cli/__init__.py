@@ -1,0 +1,1 @@
+"""Tests of app.cli: the retrieval evaluation (photoscore evaluate-retrieval)."""
