@@ -12,8 +12,8 @@ from pathlib import Path
 
 def main() -> int:
     import app
-    from app.core.db import MIGRATIONS_DIR
     from app.api.main import STATIC_DIR, create_app
+    from app.core.db import MIGRATIONS_DIR
     from app.core.settings import Settings
 
     problems = []
