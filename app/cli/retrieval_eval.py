@@ -4,7 +4,7 @@ Per-modality VA figures do not say whether the shipped path ranks songs well, no
 takes the first place for every photo (hubness). So, for each checkpoint, the held-out real songs
 (Panda-4Q recordings of the training split's test part) are indexed with the real indexer into a
 temporary catalogue, the held-out rated photos are decoded and embedded the way the service does
-it, and the ranking comes from the service's own ``LiveIndex.recommend`` (FAISS + learned rerank).
+it, and the ranking comes from the service's own ``Ranker.recommend`` (FAISS + learned rerank).
 Baselines rank the same catalogue by predicted valence-arousal (per track and per clip) and at
 random. Every figure has a paired bootstrap 95 % interval over photos (the same resamples for every
 method), so methods are compared on the same draws.

@@ -178,7 +178,7 @@ class TestRecommend:
 # ------------------------------------------------------------- steering, variety, why, segment
 class TestRecommendOptions:
     def test_no_shift_and_plain_options_give_the_unsteered_search(self, api: Api) -> None:
-        """The answer equals the search path as it was: LiveIndex.recommend(n + 5)[:n]."""
+        """The answer equals the search path as it was: Ranker.recommend(n + 5)[:n]."""
         from app.services.recommend import Ranker, decode_photo
 
         image = photo_bytes("warm")
