@@ -36,7 +36,9 @@ def live_server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory)
         yield live
 
 
-@pytest.fixture(scope="session")
+# Module scope: the sync Playwright API runs an event loop on this thread while it is open, and
+# later tests (asyncio.run) must not find one running.
+@pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.is_file():
         pytest.fail(f"browser tests need Debian Chromium at {CHROMIUM} (apt-get install chromium)")
