@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from app.core.files import fsync_dir
+
 _KEY_RE = re.compile(r"^[0-9a-f]{64}\.[a-z0-9]{1,5}$")
 
 MEDIA_TYPES = {
@@ -97,7 +99,7 @@ class AudioStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return key
 
     def sweep_temporary(self, older_than_s: float = 3600.0) -> int:
@@ -163,17 +165,3 @@ class AudioStore:
         except (FileNotFoundError, ValueError):
             return False
         return True
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist the rename itself (POSIX); harmless no-op where directories can't be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

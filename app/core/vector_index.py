@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 import faiss
 import numpy as np
 
+from app.core.files import fsync_dir, fsync_file
+
 if TYPE_CHECKING:
     from app.core.settings import Settings
 
@@ -208,7 +210,7 @@ class VectorStore:
         out.flush()
         del out
         for tmp, name in ((tmp_ids, ids_name), (tmp_vecs, vecs_name)):
-            _fsync_file(tmp)
+            fsync_file(tmp)
             os.replace(tmp, directory / name)
         self.files = (ids_name, vecs_name)
         return self.files
@@ -618,7 +620,7 @@ class ClipIndex:
             name = f"clips-{token}.faiss"
             tmp = directory / f".{name}.tmp"
             faiss.write_index(self._index, str(tmp))
-            _fsync_file(tmp)
+            fsync_file(tmp)
             os.replace(tmp, directory / name)
             if self._store is not None:
                 self.meta.vector_ids_file, self.meta.vectors_file = self._store.save(directory, token)
@@ -626,7 +628,7 @@ class ClipIndex:
             self.meta.count = self.count
             self.meta.removed_ids = sorted(self._removed)
             _atomic_write_text(directory / SIDECAR, json.dumps(asdict(self.meta), indent=1))
-            _fsync_dir(directory)
+            fsync_dir(directory)
         keep = {name, self.meta.vectors_file, self.meta.vector_ids_file}
         for pattern in ("clips-*.faiss", "vectors-*.npy", "vector-ids-*.npy"):
             for old in directory.glob(pattern):
@@ -856,27 +858,6 @@ def _as_vectors(vectors: Any, dim: int | None) -> np.ndarray:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
