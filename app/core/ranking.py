@@ -10,7 +10,7 @@ import hashlib
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -217,8 +217,14 @@ class Candidate:
     score: float
     valence: float
     arousal: float
-    key: str  # duplicate key: two candidates with the same key are the same song
+    key: str  # duplicate key: two candidates with the same key are the same song (so the same artist)
     artist: str = ""
+
+
+_NO_PLAN = (
+    "playlist: not enough different songs among the candidates to give every photo its own; "
+    "add songs to the catalogue, send fewer photos or relax max_per_artist"
+)
 
 
 def plan_playlist(
@@ -231,10 +237,15 @@ def plan_playlist(
     ``smoothness`` times each transition's VA jump beyond the photos' own jump there.
 
     Viterbi over each photo's candidates (transition cost: max(0, |song_i - song_{i-1}| -
-    |photo_i - photo_{i-1}|), so songs may move as far as the photos do). "No song twice" is not
-    a Markov constraint: when the best path repeats a song (or exceeds ``max_per_artist``), the
-    song stays only at the photo where it matches best and the DP runs again; every round bans
-    at least one (photo, song) pair, so this ends. Raises OptionError when no plan exists.
+    |photo_i - photo_{i-1}|), so songs may move as far as the photos do). "No song twice" and
+    the artist cap are not Markov constraints: when the best path repeats a song, the song stays
+    at one photo and is banned at the others, and when it exceeds ``max_per_artist`` the artist
+    is banned at one photo; then the DP runs again. Banning blindly dead-ended (issue 24: with
+    ``[[X, Y], [Z], [X]]`` keeping X at the first photo leaves the third with nothing), so a ban
+    is applied only if a complete assignment still exists afterwards, checked by bipartite
+    matching (``_Assignment``). Such a ban always exists while one did before, and every round
+    removes at least one candidate, so this ends with a plan whenever any plan exists. Raises
+    OptionError only when none does.
     """
     count = len(candidates)
     if count == 0:
@@ -243,63 +254,232 @@ def plan_playlist(
         raise ValueError("plan_playlist: one VA per photo")
     allowed = [list(c) for c in candidates]
     pva = np.asarray(photo_va, np.float64).reshape(-1, 2)
+    feasible = _Assignment(allowed, max_per_artist)
+    if not feasible.solve():
+        raise OptionError(_NO_PLAN)
+    keys: dict[str, int] = {}
+    columns = [_Column.of(c, keys) for c in allowed]
     for _ in range(sum(len(c) for c in allowed) + 1):
-        if any(not c for c in allowed):
-            break
-        path = _viterbi(allowed, pva, smoothness)
-        conflict = _first_conflict(path, max_per_artist)
-        if conflict is None:
+        path = _viterbi(columns, pva, smoothness)
+        conflicts = _conflicts(path, max_per_artist)
+        if not conflicts:
             return path
-        keep, positions, same = conflict
-        for pos in positions:
-            if pos != keep:
-                allowed[pos] = [c for c in allowed[pos] if not same(c)]
-    raise OptionError(
-        "playlist: not enough different songs among the candidates to give every photo its own; "
-        "add songs to the catalogue, send fewer photos or relax max_per_artist"
-    )
+        # Every conflict mended its preferred way in one round, else the first one alone.
+        tries = conflicts[0] if len(conflicts) == 1 else [[b for c in conflicts for b in c[0]], *conflicts[0]]
+        for ban in tries:
+            trial = list(allowed)
+            for p, unwanted in ban:
+                trial[p] = [c for c in trial[p] if not unwanted(c)]
+            changed = {p for p, _ in ban}
+            if feasible.try_with(trial, changed):
+                allowed = trial
+                for p in changed:
+                    columns[p] = _Column.of(allowed[p], keys)
+                break
+        else:  # unreachable while _Assignment is right: some ban always keeps a plan
+            return feasible.path()
+    return feasible.path()
 
 
-def _viterbi(allowed: list[list[Candidate]], pva: np.ndarray, smoothness: float) -> list[Candidate]:
-    best = np.array([c.score for c in allowed[0]], np.float64)
+@dataclass(frozen=True)
+class _Column:
+    """One photo's remaining candidates as the arrays the DP needs (rebuilt only when banned)."""
+
+    cands: list[Candidate]
+    scores: np.ndarray
+    va: np.ndarray  # [n, 2]
+    keys: np.ndarray  # interned duplicate keys
+
+    @classmethod
+    def of(cls, cands: list[Candidate], keys: dict[str, int]) -> _Column:
+        return cls(
+            cands,
+            np.array([c.score for c in cands], np.float64),
+            np.array([[c.valence, c.arousal] for c in cands], np.float64).reshape(-1, 2),
+            np.array([keys.setdefault(c.key, len(keys)) for c in cands], np.int64),
+        )
+
+
+def _viterbi(columns: list[_Column], pva: np.ndarray, smoothness: float) -> list[Candidate]:
+    best = columns[0].scores
     back: list[np.ndarray] = []
-    for i in range(1, len(allowed)):
-        prev = np.array([[c.valence, c.arousal] for c in allowed[i - 1]], np.float64)
-        cur = np.array([[c.valence, c.arousal] for c in allowed[i]], np.float64)
-        jump = np.linalg.norm(cur[:, None, :] - prev[None, :, :], axis=2)  # [cur, prev]
-        allowance = float(np.linalg.norm(pva[i] - pva[i - 1]))
-        same = np.array([[a.key == b.key for b in allowed[i - 1]] for a in allowed[i]])
+    for i in range(1, len(columns)):
+        prev, cur = columns[i - 1], columns[i]
+        diff = cur.va[:, None, :] - prev.va[None, :, :]
+        jump = np.sqrt((diff * diff).sum(axis=2))  # [cur, prev]
+        allowance = math.hypot(*(pva[i] - pva[i - 1]))
         total = best[None, :] - smoothness * np.maximum(0.0, jump - allowance)
+        same = cur.keys[:, None] == prev.keys[None, :]
         total = np.where(same, -np.inf, total)  # never the same song twice in a row
         arg = np.argmax(total, axis=1)  # ties: the earlier (better-ranked) previous candidate
         back.append(arg)
-        scores = np.array([c.score for c in allowed[i]], np.float64)
-        best = total[np.arange(len(cur)), arg] + scores
+        best = total[np.arange(len(cur.cands)), arg] + cur.scores
     j = int(np.argmax(best))
-    path = [allowed[-1][j]]
-    for i in range(len(allowed) - 1, 0, -1):
+    path = [columns[-1].cands[j]]
+    for i in range(len(columns) - 1, 0, -1):
         j = int(back[i - 1][j])
-        path.append(allowed[i - 1][j])
+        path.append(columns[i - 1].cands[j])
     return path[::-1]
 
 
-def _first_conflict(path: list[Candidate], max_per_artist: int):
-    """(position to keep, positions involved, predicate of candidates to ban) or None."""
+Ban = list[tuple[int, Callable[[Candidate], bool]]]  # (photo, which of its candidates go)
+
+
+def _conflicts(path: list[Candidate], max_per_artist: int) -> list[list[Ban]]:
+    """Each broken rule of ``path`` as the bans that would mend it, preferred first.
+
+    A repeated song: keep it where it scores best (then earliest), ban it at the other places.
+    An artist over the cap (looked at once no song repeats): ban it at all its places beyond
+    the best ``max_per_artist``, or failing that at one place, the worst-scoring (then latest)
+    first. Empty when the path breaks no rule."""
+    out: list[list[Ban]] = []
     by_key: dict[str, list[int]] = {}
     for i, c in enumerate(path):
         by_key.setdefault(c.key, []).append(i)
     for key, positions in by_key.items():
         if len(positions) > 1:
-            keep = max(positions, key=lambda p: (path[p].score, -p))
-            return keep, positions, lambda c, key=key: c.key == key
-    if max_per_artist > 0:
-        by_artist: dict[str, list[int]] = {}
-        for i, c in enumerate(path):
-            if c.artist:
-                by_artist.setdefault(c.artist, []).append(i)
-        for artist, positions in by_artist.items():
-            if len(positions) > max_per_artist:
-                ranked = sorted(positions, key=lambda p: (-path[p].score, p))
-                worst = ranked[max_per_artist]  # the best-matching ones keep the artist
-                return -1, [worst], lambda c, artist=artist: c.artist == artist
-    return None
+            keeps = sorted(positions, key=lambda p: (-path[p].score, p))
+            unwanted = lambda c, key=key: c.key == key  # noqa: E731
+            out.append([[(p, unwanted) for p in positions if p != keep] for keep in keeps])
+    if out or max_per_artist <= 0:
+        return out
+    by_artist: dict[str, list[int]] = {}
+    for i, c in enumerate(path):
+        if c.artist:
+            by_artist.setdefault(c.artist, []).append(i)
+    for artist, positions in by_artist.items():
+        if len(positions) > max_per_artist:
+            worst_first = sorted(positions, key=lambda p: (path[p].score, -p))
+            unwanted = lambda c, artist=artist: c.artist == artist  # noqa: E731
+            excess = [(p, unwanted) for p in worst_first[: len(positions) - max_per_artist]]
+            out.append([excess] + [[(p, unwanted)] for p in worst_first])
+    return out
+
+
+class _Assignment:
+    """A complete assignment of distinct songs to photos within the artist cap, if one exists.
+
+    Maximum flow source -> photo (1) -> song (1) -> artist (cap) -> sink, by augmenting paths
+    from each unassigned photo (Ford-Fulkerson; a photo once assigned stays assigned, so one
+    failed search proves that no complete assignment exists). ``try_with`` re-solves for
+    narrower candidate lists starting from the current assignment, so a ban that the current
+    assignment survives costs one pass over the photos.
+    """
+
+    def __init__(self, allowed: list[list[Candidate]], max_per_artist: int) -> None:
+        self.cap = max_per_artist if max_per_artist > 0 else len(allowed)
+        self._song: dict[str, int] = {}
+        self._artist: dict[str, int] = {}
+        self.song_artist: list[int] = []  # -1: unknown artist, never capped
+        self.allowed = allowed
+        self.choice: list[Candidate | None] = [None] * len(allowed)
+
+    def _song_of(self, c: Candidate) -> int:
+        s = self._song.get(c.key)
+        a = self._artist.setdefault(c.artist, len(self._artist)) if c.artist else -1
+        if s is None:
+            s = self._song[c.key] = len(self.song_artist)
+            self.song_artist.append(a)
+        elif self.song_artist[s] != a:
+            raise ValueError(f"plan_playlist: candidates with key {c.key!r} name different artists")
+        return s
+
+    def try_with(self, allowed: list[list[Candidate]], changed: set[int]) -> bool:
+        """Solve for ``allowed`` (narrower than before at ``changed``); on success keep it, else
+        change nothing. Free when the current assignment survives the change."""
+        if all(any(c is self.choice[p] for c in allowed[p]) for p in changed):
+            self.allowed = allowed
+            return True
+        old = (self.allowed, self.choice)
+        self.allowed = allowed
+        if self.solve():
+            return True
+        self.allowed, self.choice = old
+        return False
+
+    def path(self) -> list[Candidate]:
+        """The assignment found by the last successful ``solve``."""
+        assert all(c is not None for c in self.choice)
+        return list(self.choice)  # type: ignore[arg-type]
+
+    def solve(self) -> bool:
+        """Complete the current assignment for ``self.allowed``; False when none exists."""
+        n = len(self.allowed)
+        options: list[dict[int, Candidate]] = []
+        for cands in self.allowed:
+            songs: dict[int, Candidate] = {}
+            for c in cands:
+                songs.setdefault(self._song_of(c), c)
+            options.append(songs)
+        assign = [-1] * n
+        holder: dict[int, int] = {}
+        used = [0] * len(self._artist)
+        for p, c in enumerate(self.choice):  # keep what is still allowed and consistent
+            if c is None:
+                continue
+            s = self._song_of(c)
+            a = self.song_artist[s]
+            if s in options[p] and s not in holder and (a < 0 or used[a] < self.cap):
+                assign[p], holder[s] = s, p
+                if a >= 0:
+                    used[a] += 1
+        for root in range(n):
+            if assign[root] < 0 and not self._augment(root, options, assign, holder, used):
+                return False
+        self.choice = [options[p][assign[p]] for p in range(n)]
+        return True
+
+    def _augment(
+        self, root: int, options: list[dict[int, Candidate]], assign: list[int], holder: dict[int, int], used: list[int]
+    ) -> bool:
+        """One augmenting path from the unassigned photo ``root`` (breadth first), applied."""
+        parent: dict[int, tuple[int, int]] = {root: (-1, -1)}  # photo -> (photo before it, song it takes)
+        seen_artists: set[int] = set()
+        queue = [root]
+        for p in queue:
+            for s in options[p]:
+                if s == assign[p]:
+                    continue
+                q = holder.get(s)
+                if q is not None:  # s moves to p; its holder q must find another song
+                    if q not in parent:
+                        parent[q] = (p, s)
+                        queue.append(q)
+                    continue
+                a = self.song_artist[s]
+                if a < 0 or used[a] < self.cap:
+                    self._apply(p, s, parent, assign, holder, used)
+                    return True
+                if a in seen_artists:
+                    continue
+                seen_artists.add(a)
+                for s2, q in list(holder.items()):  # the artist is full: one of its songs makes room
+                    if self.song_artist[s2] == a and q not in parent:
+                        parent[q] = (p, s)
+                        queue.append(q)
+        return False
+
+    def _apply(
+        self,
+        last: int,
+        song: int,
+        parent: dict[int, tuple[int, int]],
+        assign: list[int],
+        holder: dict[int, int],
+        used: list[int],
+    ) -> None:
+        moves = [(last, song)]
+        p = last
+        while parent[p][0] >= 0:
+            moves.append(parent[p])
+            p = parent[p][0]
+        for p, _ in moves:  # release every old song first, then take the new ones
+            old = assign[p]
+            if old >= 0 and holder.get(old) == p:
+                del holder[old]
+                if self.song_artist[old] >= 0:
+                    used[self.song_artist[old]] -= 1
+        for p, s in moves:
+            assign[p], holder[s] = s, p
+            if self.song_artist[s] >= 0:
+                used[self.song_artist[s]] += 1

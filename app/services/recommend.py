@@ -394,7 +394,7 @@ class Recommender:
             return [self.ranker.ranked(e, va, options, self.search_k) for e, va in zip(embs, photos, strict=True)]
 
         pools = await to_thread.run_sync(ranked)
-        cands = [[_candidate(self.live, e, options.steered) for e in pool] for pool in pools]
+        cands = [[_candidate(self.live, e, options.steered, options.dedupe) for e in pool] for pool in pools]
         path = await to_thread.run_sync(plan_playlist, cands, list(photos), smoothness, max_per_artist)
         picks = [next(e for e in pool if e.track_id == c.track_id) for pool, c in zip(pools, path, strict=True)]
 
@@ -444,11 +444,14 @@ class Playlist:
     model_version: str
 
 
-def _candidate(live: LiveIndex, entry: Scored, steered: bool) -> Candidate:
+def _candidate(live: LiveIndex, entry: Scored, steered: bool, dedupe: bool) -> Candidate:
+    """The planner's view of a ranked song. Its identity for "no song twice" is the
+    near-duplicate key only with ``dedupe``; without it "Numb" and "Numb (Live)" are two songs
+    (issue 24: the key was always built, so ``dedupe=false`` playlists were refused)."""
     info = live.track_info.get(entry.track_id)
     valence = 0.5 if info is None or info.valence is None else info.valence
     arousal = 0.5 if info is None or info.arousal is None else info.arousal
-    key = duplicate_key(info.title, info.artist) if info is not None else f"#{entry.track_id}"
+    key = duplicate_key(info.title, info.artist) if info is not None and dedupe else f"#{entry.track_id}"
     return Candidate(
         track_id=entry.track_id,
         score=entry.rank if steered else entry.score,

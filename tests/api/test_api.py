@@ -356,6 +356,22 @@ class TestPlaylist:
         assert r.status_code == 422
         assert "not enough different songs" in api.check("/playlist", "POST", r)["detail"]
 
+    def test_dedupe_off_lets_near_duplicates_share_a_playlist(self, tiny_checkpoint: Path, tmp_path: Path) -> None:
+        # Issue 24: the planner always treated "Numb" and "Numb (Live)" as one song.
+        songs = make_songs(tmp_path / "songs")[:2]
+        app = create_app(service_settings(tmp_path / "data", tiny_checkpoint))
+        with TestClient(app) as client:
+            for song, title in zip(songs, ["Numb", "Numb (Live)"], strict=True):
+                assert add_song(client, song, title=title, artist="Linkin Park").status_code == 201
+            files = [
+                ("images", (f"{i}.jpg", photo_bytes(kind), "image/jpeg")) for i, kind in enumerate(["warm", "cold"])
+            ]
+            r = client.post("/playlist", params={"dedupe": "false"}, files=files)
+            assert r.status_code == 200, r.text
+            assert sorted(e["track"]["title"] for e in r.json()["entries"]) == ["Numb", "Numb (Live)"]
+            r = client.post("/playlist", params={"dedupe": "true"}, files=files)
+            assert r.status_code == 422 and "not enough different songs" in r.json()["detail"]
+
     @pytest.mark.parametrize(
         ("payload", "status", "words"),
         [

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections import Counter
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.core.ranking import (
     NEAR_EQUAL,
@@ -184,3 +191,71 @@ class TestPlaylist:
         with pytest.raises(OptionError, match="not enough different songs"):
             plan_playlist(cands, [(0.5, 0.5)] * 2)
         assert plan_playlist([], []) == []
+
+    def test_a_song_wanted_twice_moves_to_where_it_leaves_room(self) -> None:
+        # Issue 24: keeping X at the first photo (its best score) left the third with nothing.
+        x1, y, z, x3 = cand(1, 0.9, 0.5), cand(2, 0.5, 0.5), cand(3, 0.9, 0.5), cand(1, 0.8, 0.5)
+        path = plan_playlist([[x1, y], [z], [x3]], [(0.5, 0.5)] * 3)
+        assert [c.track_id for c in path] == [2, 3, 1]
+
+    def test_many_identical_photos_get_distinct_songs(self) -> None:
+        # Issue 24: 50 identical photos, 60 shared candidates, were refused.
+        pool = [cand(i, 0.9 - 0.01 * i, 0.2 + 0.01 * i, artist=f"a{i % 7}") for i in range(60)]
+        path = plan_playlist([pool] * 50, [(0.5, 0.5)] * 50, smoothness=1.0, max_per_artist=8)
+        assert len({c.key for c in path}) == 50
+        assert max(sum(c.artist == f"a{j}" for c in path) for j in range(7)) <= 8
+
+
+def _objective(path: Sequence[Candidate], photos: Sequence[tuple[float, float]], smoothness: float) -> float:
+    total = sum(c.score for c in path)
+    for i in range(1, len(path)):
+        jump = math.hypot(path[i].valence - path[i - 1].valence, path[i].arousal - path[i - 1].arousal)
+        allowance = math.hypot(photos[i][0] - photos[i - 1][0], photos[i][1] - photos[i - 1][1])
+        total -= smoothness * max(0.0, jump - allowance)
+    return total
+
+
+def _keeps_rules(path: Sequence[Candidate], max_per_artist: int) -> bool:
+    if len({c.key for c in path}) < len(path):
+        return False
+    artists = Counter(c.artist for c in path if c.artist)
+    return max_per_artist <= 0 or all(n <= max_per_artist for n in artists.values())
+
+
+@st.composite
+def _playlist_cases(draw: st.DrawFn) -> tuple[list[list[Candidate]], list[tuple[float, float]], float, int]:
+    """Up to 5 photos, each with up to 4 of 6 songs (3 artists and unknown), scores on a coarse grid."""
+    songs = range(draw(st.integers(1, 6)))
+    artist = {s: draw(st.sampled_from(["", "a", "b", "c"])) for s in songs}
+    va = {s: (draw(st.sampled_from([0.1, 0.5, 0.9])), draw(st.sampled_from([0.1, 0.5, 0.9]))) for s in songs}
+    photos = draw(st.integers(1, 5))
+    cands = []
+    for _ in range(photos):
+        picks = draw(st.lists(st.sampled_from(list(songs)), min_size=1, max_size=4, unique=True))
+        cands.append(
+            [Candidate(s, draw(st.sampled_from([0.2, 0.5, 0.8, 0.9])), *va[s], f"k{s}", artist[s]) for s in picks]
+        )
+    pva = [(draw(st.sampled_from([0.2, 0.8])), draw(st.sampled_from([0.2, 0.8]))) for _ in range(photos)]
+    return cands, pva, draw(st.sampled_from([0.0, 1.0, 3.0])), draw(st.integers(0, 2))
+
+
+class TestPlaylistAgainstBruteForce:
+    """Every assignment of small cases enumerated: the planner refuses exactly when none keeps the rules."""
+
+    @settings(max_examples=400, deadline=None, derandomize=True)
+    @given(_playlist_cases())
+    def test_refuses_only_when_no_plan_exists(self, case) -> None:
+        cands, photos, smoothness, cap = case
+        valid = [p for p in itertools.product(*cands) if _keeps_rules(p, cap)]
+        if not valid:
+            with pytest.raises(OptionError):
+                plan_playlist(cands, photos, smoothness, cap)
+            return
+        path = plan_playlist(cands, photos, smoothness, cap)
+        assert _keeps_rules(path, cap)
+        assert all(c in options for c, options in zip(path, cands, strict=True))
+        best = max(_objective(p, photos, smoothness) for p in valid)
+        assert _objective(path, photos, smoothness) <= best + 1e-9
+        unconstrained = max(itertools.product(*cands), key=lambda p: _objective(p, photos, smoothness))
+        if _keeps_rules(unconstrained, cap):  # nothing to repair: the plan is the optimum
+            assert _objective(path, photos, smoothness) == pytest.approx(best)
