@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -115,3 +117,58 @@ def test_invisible_title_counts_as_missing(api: tuple[TestClient, dict], tmp_pat
     assert r.status_code == 201, r.text
     assert r.json()["title"] == "Night Walk" and r.json()["artist"] == "Ann"
     assert client.delete(f"/tracks/{r.json()['id']}", headers=AUTH).status_code == 204
+
+
+@pytest.mark.parametrize("range_header", [None, "bytes=100-"], ids=["whole", "range"])
+def test_delete_during_download_leaves_the_download_whole(
+    api: tuple[TestClient, dict], range_header: str | None
+) -> None:
+    """Issue 24, point 4: the track is deleted (the real DELETE route, which unlinks the stored
+    file) at the moment the download's headers go out. The file was opened before them, so the
+    body is every byte the headers promised; the next download is a 404."""
+    client, _ = api
+    data = wav_bytes(4.0, seed=11)  # several 64 KiB chunks
+    r = client.post("/tracks", files={"audio": ("gone.wav", data, "audio/wav")}, headers=AUTH)
+    assert r.status_code == 201, r.text
+    track = r.json()
+    app = client.app
+
+    async def download_while_deleting() -> tuple[list[dict], list[int]]:
+        sent: list[dict] = []
+        deleted: list[int] = []
+        headers = [(b"host", b"testserver")] + ([(b"range", range_header.encode())] if range_header else [])
+        scope = {
+            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},  # as uvicorn's h11 sends it
+            "http_version": "1.1", "method": "GET", "scheme": "http",
+            "path": track["audio_url"], "raw_path": track["audio_url"].encode(), "query_string": b"",
+            "root_path": "", "headers": headers, "client": ("127.0.0.1", 1), "server": ("testserver", 80),
+        }  # fmt: skip
+        request_sent = False
+
+        async def receive() -> dict:
+            nonlocal request_sent
+            if not request_sent:
+                request_sent = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await anyio.sleep_forever()
+            raise AssertionError
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+            if message["type"] == "http.response.start":
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as other:
+                    deleted.append((await other.delete(f"/tracks/{track['id']}", headers=AUTH)).status_code)
+
+        await app(scope, receive, send)
+        return sent, deleted
+
+    sent, deleted = client.portal.call(download_while_deleting)
+    assert deleted == [204]
+    start, body = sent[0], b"".join(m.get("body", b"") for m in sent[1:])
+    assert all(m["type"] == "http.response.body" for m in sent[1:]), [m["type"] for m in sent]
+    length = int(dict(start["headers"])[b"content-length"])
+    expected = data[100:] if range_header else data
+    assert start["status"] == (206 if range_header else 200)
+    assert len(body) == length == len(expected) and body == expected
+    assert client.get(track["audio_url"]).status_code == 404

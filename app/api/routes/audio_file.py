@@ -5,13 +5,23 @@ one with an empty 416. RFC 9110 (14.2) says a Range the server cannot parse, or 
 does not know, is ignored: the whole file, 200. Only a well-formed range set none of whose
 ranges overlaps the file is 416, here with the JSON body every error of the API has and
 ``Content-Range: bytes */size``. Satisfiable ranges are passed on to Starlette normalised.
+
+The file is opened by the route, before any header is sent, and streamed from that handle
+(issue 24, point 4): Starlette opens the path only after sending the headers, so a track deleted
+in between gave a 200 with its Content-Length and then no body. An open file survives its
+unlink on POSIX, so every 200/206 is now complete, and a file already gone is the route's 404.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+from collections.abc import AsyncIterator
+from typing import Any, BinaryIO
 
+import anyio
 from starlette.datastructures import Headers
 from starlette.responses import FileResponse
 from starlette.types import Receive, Scope, Send
@@ -55,9 +65,43 @@ def parse_range(header: str, size: int) -> list[str] | None:
 
 
 class AudioFileResponse(FileResponse):
-    """FileResponse whose Range handling follows RFC 9110 and whose 416 is JSON."""
+    """FileResponse from a file the route already opened; Range per RFC 9110, 416 as JSON.
+
+    The response owns ``file`` and closes it when sent (or when it is dropped unsent).
+    """
+
+    def __init__(self, file: BinaryIO, path: str | os.PathLike[str], **kwargs: Any) -> None:
+        self.file = file
+        super().__init__(path, stat_result=os.fstat(file.fileno()), **kwargs)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], **kwargs: Any) -> AudioFileResponse:
+        """Open ``path`` now (``FileNotFoundError`` when it is gone) and respond from the handle."""
+        file = open(path, "rb")  # noqa: SIM115 - owned by the response, closed when it is sent
+        try:
+            return cls(file, path, **kwargs)
+        except BaseException:
+            file.close()
+            raise
+
+    @contextlib.asynccontextmanager
+    async def _open_file(self) -> AsyncIterator[anyio.AsyncFile[bytes]]:
+        """Starlette's hook for reading the body: the handle opened before the headers."""
+        yield anyio.wrap_file(self.file)
+
+    def __del__(self) -> None:
+        self.file.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._respond(scope, receive, send)
+        finally:
+            self.file.close()
+
+    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
+        extensions = scope.get("extensions") or {}
+        if "http.response.pathsend" in extensions:  # sending by path would reopen it: not this file
+            scope = {**scope, "extensions": {k: v for k, v in extensions.items() if k != "http.response.pathsend"}}
         if scope["type"] == "http" and self.stat_result is not None:
             header = Headers(scope=scope).get("range")
             if header is not None:

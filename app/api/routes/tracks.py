@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
 from pathlib import Path as FsPath
 from typing import Annotated, Any
 
@@ -375,14 +374,15 @@ def track_audio(track_id: TrackId, session: SessionDep, store: StoreDep) -> File
     path = _audio_path(track, store)
     if path is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no audio stored for track {track_id}")
-    try:
-        stat = os.stat(path)
+    try:  # opened before any header is sent: a delete from now on cannot cut the body short
+        return AudioFileResponse.open(
+            path,
+            media_type=media_type_for(path),
+            content_disposition_type="inline",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
     except FileNotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"audio of track {track_id} is gone") from exc
-    return AudioFileResponse(
-        path,
-        media_type=media_type_for(path),
-        stat_result=stat,
-        content_disposition_type="inline",
-        headers={"Cache-Control": "public, max-age=86400"},
-    )
+    except OSError as exc:  # a library file made unreadable (permissions, a directory now)
+        log.warning("audio of track %s cannot be read: %s", track_id, exc)
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"audio of track {track_id} cannot be read") from exc
