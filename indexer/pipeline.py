@@ -2,7 +2,8 @@
 
 Decoding and features run in spawned worker processes (they never load the model); embedding
 runs in this process in batches under ``torch.inference_mode`` (GPU when present) while the
-pool keeps decoding. Each track is committed with all its clips in one transaction, so a kill
+pool keeps decoding, and so do the track's query-bank statistics (``app.services.bank_stats``),
+stored with it. Each track is committed with all its clips in one transaction, so a kill
 at any moment leaves whole tracks or nothing; a re-run skips what was committed.
 """
 
@@ -20,7 +21,7 @@ from concurrent.futures.process import BrokenProcessPool
 from concurrent.futures.thread import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
@@ -30,6 +31,7 @@ from tqdm import tqdm
 from app.core.catalogue import ClipBatch, find_tracks
 from app.core.files import file_sha256
 from app.core.text import first_clean
+from app.services.bank_stats import BankScorer, BankStats, query_bank, track_bank_stats
 from app.services.tracks import TrackMetadata, add_track, resolve_fields
 from indexer.build import IndexReport
 from indexer.scan import LicenseFinder, Rejected, SourceFile
@@ -52,6 +54,23 @@ class Embedder(Protocol):
     def embed_clip_features(
         self, features: np.ndarray, tagger: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@runtime_checkable
+class KnowsBankStats(Protocol):
+    """An embedder that already computed the track's query-bank statistics (the Ray writer's)."""
+
+    bank_stats: BankStats | None
+
+
+def track_stats(embedder: object, embeddings: np.ndarray) -> BankStats | None:
+    """The track's query-bank statistics, from the model that embedded it (stored with the track
+    so no request computes them): precomputed by the Ray embed actor, else computed here."""
+    if isinstance(embedder, KnowsBankStats):
+        return embedder.bank_stats
+    if query_bank(embedder) is None:
+        return None
+    return track_bank_stats(cast(BankScorer, embedder), embeddings)
 
 
 @dataclass
@@ -327,6 +346,7 @@ def _commit(
     try:
         embeddings, va = embedder.embed_clip_features(prepared.features, prepared.tagger)
         clips = ClipBatch(prepared.starts, prepared.ends, va, embeddings)
+        stats = track_stats(embedder, clips.embeddings)
         given = TrackMetadata(
             title=src.title,
             artist=src.artist,
@@ -346,6 +366,7 @@ def _commit(
             store=options.audio_store,
             source=str(src.path),
             replace_track_id=job.replace_track_id,
+            bank_stats=stats,
         )
         track_id = track.id
     except Exception as exc:  # noqa: BLE001 - one bad track must not stop the run

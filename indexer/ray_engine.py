@@ -30,7 +30,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from app.core.errors import first_line
-from indexer.pipeline import Outcome, RunOptions, RunSummary, _commit, _Job, _plan
+from indexer.pipeline import Outcome, RunOptions, RunSummary, _commit, _Job, _plan, track_stats
 from indexer.scan import LicenseFinder, Rejected, SourceFile
 from indexer.worker import Failed, Prepared, prepare
 
@@ -227,7 +227,8 @@ def _maybe_crash(path: str) -> None:
 
 
 class _EmbedActor:
-    """One model per actor; replaces each file's features by its clip embeddings and VA."""
+    """One model per actor; replaces each file's features by its clip embeddings, VA and the
+    track's query-bank statistics (computed here, where the model is)."""
 
     def __init__(self, checkpoint: str, device: str) -> None:
         from model.inference import Matcher
@@ -241,7 +242,8 @@ class _EmbedActor:
             if isinstance(result, Prepared):
                 embeddings, va = self.matcher.embed_clip_features(result.features, result.tagger)
                 result = replace(result, features=np.empty(0, np.float32), tagger=None)
-                result = (result, np.asarray(embeddings, np.float32), np.asarray(va, np.float32))
+                embeddings = np.asarray(embeddings, np.float32)
+                result = (result, embeddings, np.asarray(va, np.float32), track_stats(self.matcher, embeddings))
             out.append(pickle.dumps(result, protocol=5))
         return {**batch, "result": np.array(out, dtype=object)}
 
@@ -253,6 +255,7 @@ class _Embedded:
     checkpoint_hash: str
     embeddings: np.ndarray
     va: np.ndarray
+    bank_stats: tuple[float, float] | None  # pipeline.KnowsBankStats: stored as computed
 
     def embed_clip_features(self, features: Any, tagger: Any = None) -> tuple[np.ndarray, np.ndarray]:
         return self.embeddings, self.va
@@ -288,14 +291,16 @@ class _WriteActor:
                 cols[k].append(row[k])
         return {k: np.array(v, dtype=object if k in ("status", "reason") else None) for k, v in cols.items()}
 
-    def _store(self, job: _Job, result: Failed | tuple[Prepared, np.ndarray, np.ndarray]) -> dict[str, Any]:
+    def _store(
+        self, job: _Job, result: Failed | tuple[Prepared, np.ndarray, np.ndarray, tuple[float, float] | None]
+    ) -> dict[str, Any]:
         row = {"job": job.id, "status": "failed", "reason": "", "clips": 0, "seconds": 0.0, "replaced": False}
         if isinstance(result, Failed):
             row["reason"] = result.reason
             return row
-        prepared, embeddings, va = result
+        prepared, embeddings, va, stats = result
         local = RunSummary()
-        embedded = _Embedded(self.checkpoint_hash, embeddings, va)
+        embedded = _Embedded(self.checkpoint_hash, embeddings, va, stats)
         _commit(job, prepared, local, self.session_factory, embedded, self.options, self.licenses)
         if local.added:
             row.update(status="added", clips=local.clips, seconds=local.audio_seconds, replaced=bool(local.replaced))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import Select, and_, delete, func, or_, select
+from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -69,6 +69,8 @@ class TrackInfo:
     valence: float | None
     arousal: float | None
     duration: float
+    bank_mean: float | None = None  # query-bank statistics stored at indexing (None: not yet)
+    bank_std: float | None = None
 
 
 class CatalogueVersion(NamedTuple):
@@ -92,12 +94,14 @@ def add_track(
     checkpoint_hash: str,
     clips: ClipBatch,
     commit: bool = True,
+    bank_stats: tuple[float, float] | None = None,
 ) -> tuple[Track, bool]:
     """Insert a track, its clips and an 'add' event in one transaction.
 
     Returns ``(track, True)``, or ``(existing, False)`` when a track with this ``sha256`` exists —
     also when a concurrent writer wins the race (the unique constraint decides, not a pre-check).
-    Track-level VA is the mean of the clip VA.
+    Track-level VA is the mean of the clip VA. ``bank_stats`` is the track's (mean, std) over the
+    checkpoint's query bank (``app.services.bank_stats``), None without a bank.
     """
     if len(clips) == 0:
         raise ValueError("a track needs at least one clip")
@@ -117,6 +121,8 @@ def add_track(
         arousal=float(va[1]),
         clip_count=len(clips),
         checkpoint_hash=checkpoint_hash,
+        bank_mean=None if bank_stats is None else float(bank_stats[0]),
+        bank_std=None if bank_stats is None else float(bank_stats[1]),
     )
     track.clips = [
         Clip(
@@ -284,7 +290,17 @@ def track_infos(
     session: Session, *, checkpoint_hash: str | None = None, track_ids: Sequence[int] | None = None
 ) -> dict[int, TrackInfo]:
     """What the search reads per track, for ``checkpoint_hash``'s tracks and/or ``track_ids``."""
-    base = select(Track.id, Track.sha256, Track.title, Track.artist, Track.valence, Track.arousal, Track.duration)
+    base = select(
+        Track.id,
+        Track.sha256,
+        Track.title,
+        Track.artist,
+        Track.valence,
+        Track.arousal,
+        Track.duration,
+        Track.bank_mean,
+        Track.bank_std,
+    )
     if checkpoint_hash is not None:
         base = base.where(Track.checkpoint_hash == checkpoint_hash)
     if track_ids is None:
@@ -301,8 +317,41 @@ def track_infos(
                 None if r[4] is None else float(r[4]),
                 None if r[5] is None else float(r[5]),
                 float(r[6] or 0.0),
+                None if r[7] is None or r[8] is None else float(r[7]),
+                None if r[7] is None or r[8] is None else float(r[8]),
             )
     return out
+
+
+def bank_stats_of(session: Session, track_ids: Sequence[int]) -> dict[int, tuple[str, float, float]]:
+    """``track id -> (sha256, bank mean, bank std)`` of those tracks that have stored statistics."""
+    out: dict[int, tuple[str, float, float]] = {}
+    base = select(Track.id, Track.sha256, Track.bank_mean, Track.bank_std).where(
+        Track.bank_mean.is_not(None), Track.bank_std.is_not(None)
+    )
+    for chunk in _chunks(sorted({int(t) for t in track_ids})):
+        for t, sha, mu, sd in session.execute(base.where(Track.id.in_(chunk))).all():
+            if mu is not None and sd is not None:
+                out[int(t)] = (sha, float(mu), float(sd))
+    return out
+
+
+def store_bank_stats(session: Session, stats: dict[int, tuple[str, float, float]]) -> int:
+    """Store computed statistics (``track id -> (sha256, mean, std)``); returns rows written.
+
+    Only into rows that still hold these bytes and have none yet: a track re-embedded or replaced
+    meanwhile, or filled by another replica first, is left as it is. No event: the values follow
+    from the clips already logged, and a replica lacking them computes the same numbers."""
+    written = 0
+    for track_id, (sha, mu, sd) in sorted(stats.items()):
+        result = session.execute(
+            update(Track)
+            .where(Track.id == track_id, Track.sha256 == sha, Track.bank_mean.is_(None))
+            .values(bank_mean=float(mu), bank_std=float(sd))
+        )
+        written += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    session.commit()
+    return written
 
 
 def tracks_by_id(session: Session, track_ids: Sequence[int]) -> dict[int, Track]:

@@ -126,7 +126,10 @@ class LiveIndex:
         self.index: ClipIndex | None = None
         self.table = ClipTable()
         self.track_sig: dict[int, str] = {}  # track id -> content sha256
-        self.track_info: dict[int, TrackInfo] = {}  # what variety and steering read, per track
+        self.track_info: dict[int, TrackInfo] = {}  # what variety, steering and ranking read, per track
+        # Query-bank statistics stored after the track was loaded (the start-up backfill):
+        # track id -> (content sha, mean, std). Only ever gains entries for a given content.
+        self.late_bank_stats: dict[int, tuple[str, float, float]] = {}
         self._va_cache: tuple[np.ndarray, np.ndarray] | None = None  # (track ids, VA) for steering
         self.cursor = 0  # highest event id seen
         self._applied: set[int] = set()  # event ids seen inside the overlap window
@@ -272,6 +275,7 @@ class LiveIndex:
                         self.table.remove(old)
                     self.track_sig.pop(t, None)
                     self.track_info.pop(t, None)
+                    self.late_bank_stats.pop(t, None)
                 if len(ids):
                     _add_missing(self.index, ids, embs)
                     self.table.add(*rows)
@@ -331,6 +335,26 @@ class LiveIndex:
                 _, _, starts, ends = self.table.lookup(cids)
                 out.append(TrackClips(int(t), cids, embs, starts, ends))
         return out
+
+    def bank_stats(self, track_id: int) -> tuple[float, float] | None:
+        """The track's stored query-bank (mean, std), or None when none is stored yet."""
+        info = self.track_info.get(track_id)
+        if info is not None and info.bank_mean is not None and info.bank_std is not None:
+            return info.bank_mean, info.bank_std
+        late = self.late_bank_stats.get(track_id)
+        if late is not None and info is not None and late[0] == info.sha256:
+            return late[1], late[2]
+        return None
+
+    def tracks_without_bank_stats(self) -> list[tuple[int, str]]:
+        """``(track id, content sha)`` of the loaded tracks with no stored statistics, by id."""
+        with self._lock:
+            infos = list(self.track_info.items())
+        return sorted((t, i.sha256) for t, i in infos if i.bank_mean is None and t not in self.late_bank_stats)
+
+    def set_bank_stats(self, stats: dict[int, tuple[str, float, float]]) -> None:
+        """Adopt statistics stored after the tracks were loaded (``track id -> (sha, mean, std)``)."""
+        self.late_bank_stats.update(stats)
 
     def nearest_va(self, target: np.ndarray, count: int) -> list[int]:
         """The ``count`` tracks whose predicted VA lies nearest ``target`` (ties: lower id first)."""

@@ -61,6 +61,11 @@ class Track(Base):
     arousal: Mapped[float] = mapped_column(Float)
     clip_count: Mapped[int] = mapped_column(Integer)
     checkpoint_hash: Mapped[str] = mapped_column(String(64), index=True)
+    # Query-bank normalisation (mean and spread of the track's score over the checkpoint's bank
+    # photos), computed when the track is embedded so no request has to; NULL for tracks indexed
+    # before it was stored, or embedded by a checkpoint without a bank (the service backfills).
+    bank_mean: Mapped[float | None] = mapped_column(Float, nullable=True)
+    bank_std: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     clips: Mapped[list[Clip]] = relationship(

@@ -51,14 +51,13 @@ from app.core.ranking import (
     target_of,
 )
 from app.core.settings import Settings
+from app.services.bank_stats import CLIPS_PER_TRACK, query_bank, track_bank_stats
 from app.services.inference import InferenceWorker, ModelThreadScorer
 from model.image import open_image
 from model.transforms import image_tensor
 
 SCORE_DECIMALS = 6  # scores are rounded before ranking so float noise cannot reorder ties
 TRACKS_PER_RESULT = 4  # candidate tracks scored per requested result
-CLIPS_PER_TRACK = 32  # clips scored per candidate track (evenly spaced beyond that)
-BANK_CLIPS_PER_TRACK = 8  # clips per track scored against the query bank (once per track)
 CLIP_SECONDS = 2.0  # length of an indexed clip: segments up to this long are the best single clip
 SPARE = 5  # extra results the first page's candidate pool is sized for (as /recommend always did)
 
@@ -305,22 +304,25 @@ class Ranker:
         return hits
 
     def _bank_norm(self, bank: np.ndarray, track_id: int, embs: np.ndarray) -> tuple[float, float]:
-        """Mean and spread of a track's score over the query bank, cached per track content."""
+        """Mean and spread of a track's score over the query bank: stored with the track when it
+        was indexed; computed here (once per track content and process) only for a track stored
+        before that and not yet reached by the start-up backfill. ``embs``: the scored sample."""
+        stored = self.live.bank_stats(track_id)
+        if stored is not None:
+            return stored
         sig = self.live.track_sig.get(track_id, "")
         cached = self._norms.get(track_id)
         if cached is not None and cached[0] == sig:
             return cached[1], cached[2]
-        pick = np.linspace(0, len(embs) - 1, min(len(embs), BANK_CLIPS_PER_TRACK)).round().astype(int)
-        per_photo = np.asarray(self.scorer.similarity_matrix(bank, embs[pick]), np.float64).mean(axis=1)
-        mu, sd = float(per_photo.mean()), max(float(per_photo.std()), 1e-3)
-        self._norms[track_id] = (sig, mu, sd)
-        return mu, sd
+        stats = track_bank_stats(self.scorer, embs, bank)
+        assert stats is not None  # a bank and at least one clip
+        self._norms[track_id] = (sig, *stats)
+        return stats
 
 
 def _bank(scorer: Scorer) -> np.ndarray | None:
     """The matcher's query bank (rows of training-photo embeddings), or None without one."""
-    bank = getattr(scorer, "query_bank", None)
-    return bank if bank is not None and len(bank) else None
+    return query_bank(scorer)
 
 
 @dataclass(frozen=True)

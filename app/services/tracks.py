@@ -20,6 +20,7 @@ from app.core.catalogue import ClipBatch
 from app.core.models import Track
 from app.core.storage import AudioStore
 from app.core.text import MAX_FILE_NAME_TITLE_CHARS, clean_text, first_clean
+from app.services.bank_stats import BankScorer, BankStats, track_bank_stats
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +62,20 @@ def add_track(
     store: AudioStore | None = None,
     source: str | None = None,
     replace_track_id: int | None = None,
+    scorer: BankScorer | None = None,
+    bank_stats: BankStats | None = None,
 ) -> tuple[Track, bool]:
     """Store ``audio`` (when a store is given), then commit the track and its clips at once.
 
     ``source`` defaults to ``upload:<key>`` for stored uploads; ``replace_track_id`` is deleted in
-    the same transaction (re-embedding). Returns ``(track, created)``; ``created`` is False when a
-    track with these bytes was committed first (here or by another replica).
+    the same transaction (re-embedding). The track's query-bank statistics are stored with it:
+    ``bank_stats`` when given (computed where the clips were embedded), else computed here with
+    ``scorer`` (the model that embedded the clips), else left NULL for the service's backfill.
+    Returns ``(track, created)``; ``created`` is False when a track with these bytes was
+    committed first (here or by another replica).
     """
+    if bank_stats is None and scorer is not None:
+        bank_stats = track_bank_stats(scorer, clips.embeddings)
     key, fresh = None, False
     if store is not None and audio is not None:
         key = AudioStore.make_key(audio)
@@ -89,6 +97,7 @@ def add_track(
                 audio_key=key,
                 checkpoint_hash=checkpoint_hash,
                 clips=clips,
+                bank_stats=bank_stats,
             )
     except BaseException:
         if key is not None and store is not None:

@@ -61,7 +61,7 @@ def test_alembic_command_line(sqlite_url: str) -> None:
             env={"PHOTOSCORE_DATABASE_URL": sqlite_url, "PATH": "/usr/bin:/bin"},
         )
         assert out.returncode == 0, out.stderr
-    assert "0002_drop_index_state (head)" in out.stdout
+    assert "0003_track_bank_stats (head)" in out.stdout
     assert _tables(sqlite_url) == TABLES
 
 

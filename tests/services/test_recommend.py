@@ -290,3 +290,94 @@ class TestSearchOptions:
         whole = Ranker(idx, DotMatcher()).search(direction(0), PHOTO, SearchOptions(n=1, segment_seconds=60.0), 256)[0]
         assert (whole.start, whole.end) == (0.0, 16.0)
         assert one.score == six.score == whole.score  # the window never changes the ranking
+
+
+# ------------------------------------------------------------------ query-bank statistics, stored
+class CountingBankMatcher(BankMatcher):
+    """BankMatcher that counts the rows it scores against the bank (request-path work)."""
+
+    def __init__(self, bank: np.ndarray) -> None:
+        super().__init__(bank)
+        self.bank_calls = 0
+
+    def similarity_matrix(self, image_embs: np.ndarray, clip_embs: np.ndarray) -> np.ndarray:
+        self.bank_calls += 1
+        return super().similarity_matrix(image_embs, clip_embs)
+
+
+def stored_stats(factory) -> dict[int, tuple[float | None, float | None]]:
+    from app.core.models import Track
+
+    with factory() as s:
+        return {t.id: (t.bank_mean, t.bank_std) for t in s.query(Track)}
+
+
+def lazy_stats(idx: LiveIndex, matcher, track_id: int) -> tuple[float, float]:
+    """What the ranking computed per process before the statistics were stored (commit 2dea632)."""
+    from app.core.live_index import _spread
+
+    cids = _spread(idx.table.clips_of(track_id), 32)
+    embs = np.asarray(idx.index.reconstruct(cids), np.float32)
+    pick = np.linspace(0, len(embs) - 1, min(len(embs), 8)).round().astype(int)
+    per_photo = np.asarray(matcher.similarity_matrix(matcher.query_bank, embs[pick]), np.float64).mean(axis=1)
+    return float(per_photo.mean()), max(float(per_photo.std()), 1e-3)
+
+
+class TestStoredBankStats:
+    def test_the_clips_scored_against_the_bank_are_the_rankings_own(self) -> None:
+        from app.core.live_index import _spread
+        from app.services.bank_stats import bank_clip_positions
+
+        for count in range(1, 150):
+            sample = _spread(np.arange(count), 32)
+            old = sample[np.linspace(0, len(sample) - 1, min(len(sample), 8)).round().astype(int)]
+            np.testing.assert_array_equal(bank_clip_positions(count), old)
+
+    def test_backfill_stores_them_and_the_ranker_then_scores_no_bank(self, session_factory) -> None:
+        """Tracks stored without statistics: the ranking computes them lazily (as it did); the
+        backfill stores exactly those values; afterwards no request scores the bank, in this
+        process or in a fresh one, and every answer is the same."""
+        from app.services.bank_stats import backfill_bank_stats
+
+        ids = random_catalogue(session_factory, 30)
+        assert set(stored_stats(session_factory).values()) == {(None, None)}
+        idx = live(session_factory)
+        lazy = CountingBankMatcher(BANK)
+        before = [Ranker(idx, lazy).search(q, PHOTO, SearchOptions(n=5), 256) for q in queries(4)]
+        assert lazy.bank_calls > 0  # today: request-path work
+        expected = {t: lazy_stats(idx, BankMatcher(BANK), t) for t in ids}
+
+        assert backfill_bank_stats(idx, BankMatcher(BANK), session_factory) == len(ids)
+        assert stored_stats(session_factory) == expected  # identical values, not merely close
+        assert backfill_bank_stats(idx, BankMatcher(BANK), session_factory) == 0  # once
+
+        for index in (idx, live(session_factory)):  # this process, and a restarted one
+            counting = CountingBankMatcher(BANK)
+            after = [Ranker(index, counting).search(q, PHOTO, SearchOptions(n=5), 256) for q in queries(4)]
+            assert after == before
+            assert counting.bank_calls == 0
+
+    def test_an_upload_stores_them_with_the_track(self, db) -> None:
+        from app.services import tracks as tracks_service
+        from app.services.bank_stats import track_bank_stats
+
+        rng = np.random.default_rng(3)
+        embs = rng.standard_normal((40, DIM)).astype(np.float32)
+        embs /= np.linalg.norm(embs, axis=1, keepdims=True)
+        clips = catalogue.ClipBatch(np.arange(40) * 2.0, np.arange(40) * 2.0 + 2.0, np.full((40, 2), 0.5), embs)
+        track, created = tracks_service.add_track(
+            db,
+            sha256="f" * 64,
+            fields={"title": "upload"},
+            duration=80.0,
+            clips=clips,
+            checkpoint_hash=CKPT,
+            scorer=BankMatcher(BANK),
+        )
+        assert created
+        idx = live(db)
+        assert stored_stats(db)[track.id] == lazy_stats(idx, BankMatcher(BANK), track.id)
+        assert stored_stats(db)[track.id] == track_bank_stats(BankMatcher(BANK), embs)
+        counting = CountingBankMatcher(BANK)
+        Ranker(idx, counting).recommend(direction(0), 1, 256)
+        assert counting.bank_calls == 0
