@@ -106,6 +106,7 @@ def make_standin_checkpoint(path: Path, **overrides: Any) -> Path:
     import torch
 
     from model.checkpoint import CheckpointMeta, save_checkpoint
+    from model.export import export_onnx
     from model.features import N_FEATURES, FeatureStats
     from model.networks import CDCML, ModelConfig
 
@@ -115,6 +116,7 @@ def make_standin_checkpoint(path: Path, **overrides: Any) -> Path:
     stats = FeatureStats(mean=np.zeros(N_FEATURES, np.float32), std=np.ones(N_FEATURES, np.float32))
     meta = CheckpointMeta(config=cfg, feature_stats=stats, name="benchmark-standin")
     save_checkpoint(path, model, meta)
+    export_onnx(path)
     return path
 
 

@@ -7,10 +7,8 @@ they did not make. Floating weights may be stored as fp16 to keep the shipped mo
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,60 +16,20 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from app.core.files import file_sha256
-from model.features import FeatureStats
-from model.networks import CDCML, ModelConfig
+from model.meta import CheckpointError, CheckpointMeta, ModelConfig, read_meta
+from model.networks import CDCML
 
-FORMAT = "photoscore-cdcml/1"
+# Loaded without them, an older checkpoint keeps identity calibration and no query bank.
 _OPTIONAL_KEYS = ("image_va_affine", "music_va_affine", "query_bank")
 
-
-class CheckpointError(ValueError):
-    """The file is not a PhotoScore checkpoint, or it is damaged."""
+__all__ = ["CheckpointError", "CheckpointMeta", "load_checkpoint", "read_meta", "resolve_device", "save_checkpoint"]
 
 
-@dataclass
-class CheckpointMeta:
-    """Everything besides the weights that inference and evaluation need."""
-
-    config: ModelConfig
-    feature_stats: FeatureStats
-    name: str = "photoscore"
-    sigma: float = 0.5
-    label_normalisation: dict = field(default_factory=dict)
-    data_summary: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)
-    train_config: dict = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "format": FORMAT,
-                "name": self.name,
-                "config": self.config.to_dict(),
-                "feature_stats": self.feature_stats.to_dict(),
-                "sigma": self.sigma,
-                "label_normalisation": self.label_normalisation,
-                "data_summary": self.data_summary,
-                "metrics": self.metrics,
-                "train_config": self.train_config,
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> CheckpointMeta:
-        data = json.loads(text)
-        if data.get("format") != FORMAT:
-            raise CheckpointError(f"unsupported checkpoint format {data.get('format')!r}")
-        return cls(
-            config=ModelConfig.from_dict(data["config"]),
-            feature_stats=FeatureStats.from_dict(data["feature_stats"]),
-            name=data.get("name", "photoscore"),
-            sigma=float(data.get("sigma", 0.5)),
-            label_normalisation=data.get("label_normalisation", {}),
-            data_summary=data.get("data_summary", {}),
-            metrics=data.get("metrics", {}),
-            train_config=data.get("train_config", {}),
-        )
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' -> CUDA when PyTorch sees a GPU, else the CPU; anything else as torch reads it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 def save_checkpoint(path: Path, model: CDCML, meta: CheckpointMeta, *, half: bool = False) -> str:
@@ -92,19 +50,6 @@ def save_checkpoint(path: Path, model: CDCML, meta: CheckpointMeta, *, half: boo
         if os.path.exists(tmp):
             os.unlink(tmp)
     return file_sha256(path)
-
-
-def read_meta(path: Path) -> CheckpointMeta:
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            raw = (fh.metadata() or {}).get("photoscore")
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # safetensors raises its own error types for damaged headers
-        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from exc
-    if raw is None:
-        raise CheckpointError(f"{path}: safetensors file without PhotoScore metadata")
-    return CheckpointMeta.from_json(raw)
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[CDCML, CheckpointMeta]:

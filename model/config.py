@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from model.losses import ABLATIONS, LossWeights
-from model.networks import ModelConfig
+from model.meta import ModelConfig
 
 
 @dataclass

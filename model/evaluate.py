@@ -15,10 +15,9 @@ from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from model.checkpoint import load_checkpoint
+from model.checkpoint import load_checkpoint, resolve_device
 from model.config import TrainConfig
 from model.features import FeatureStats
-from model.inference import resolve_device
 from model.metrics import mae, mse, quadrant_auc, ranking_metrics, va_metrics
 from model.networks import CDCML, image_affect_features, music_affect_features
 from model.pairs import Pairs, build_pairs, similarity
@@ -40,7 +39,7 @@ def embed_images(model: CDCML, pixels: np.ndarray, size: int, device: torch.devi
     model.eval()
     embs, vas = [], []
     for sl in _batches(len(pixels)):
-        e = model.embed_image(image_input(pixels[sl], None).to(device))
+        e = model.embed_image(torch.from_numpy(image_input(pixels[sl], None)).to(device))
         embs.append(e.cpu())
         vas.append(model.image_va(e).cpu())
     return torch.cat(embs).numpy(), torch.cat(vas).numpy()
@@ -56,7 +55,7 @@ def embed_clips(
     if model.cfg.uses_tagger and tagger is None:
         raise ValueError("this model's music branch needs tagger input: prepare data with data.tagger_input=true")
     for sl in _batches(len(features)):
-        spectral = clip_input(stats, features[sl]).to(device)
+        spectral = torch.from_numpy(clip_input(stats, features[sl])).to(device)
         windows = torch.from_numpy(tagger[sl].astype(np.float32)).to(device) if tagger is not None else None
         e = model.embed_clips(spectral, windows)
         embs.append(e.cpu())
@@ -145,11 +144,11 @@ def _handcrafted(
     data: PreparedData, idx_img: np.ndarray, idx_clip: np.ndarray, image_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
     fi = [
-        image_affect_features(image_input(data.images.pixels[sl], None)).numpy()
+        image_affect_features(torch.from_numpy(image_input(data.images.pixels[sl], None))).numpy()
         for sl in np.array_split(idx_img, max(1, len(idx_img) // 256))
     ]
     fm = [
-        music_affect_features(clip_input(data.stats, data.music.features[sl])).numpy()
+        music_affect_features(torch.from_numpy(clip_input(data.stats, data.music.features[sl]))).numpy()
         for sl in np.array_split(idx_clip, max(1, len(idx_clip) // 256))
     ]
     return np.concatenate(fi), np.concatenate(fm)

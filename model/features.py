@@ -224,7 +224,7 @@ def cut_clips(
     """2-second clips of ``y`` every ``hop_seconds`` (policy in the module docstring).
 
     ``tagger``: also cut the pretrained music tagger's input for every kept clip (a 3-s
-    16 kHz log-mel window centred on the clip, :func:`model.musicnn.tagger_input`).
+    16 kHz log-mel window centred on the clip, :func:`model.tagger_input.tagger_input`).
     """
     _check_sr(sr)
     y = _signal(y)
@@ -254,7 +254,7 @@ def cut_clips(
     ends = np.minimum(begin + CLIP_SECONDS, n / SAMPLE_RATE)
     tagger_windows = None
     if tagger:
-        from model.musicnn import tagger_input
+        from model.tagger_input import tagger_input
 
         tagger_windows = tagger_input(y, sr, begin, ends)
     return ClipSet(

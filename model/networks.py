@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,53 +18,15 @@ import torchvision
 from torch import nn
 
 from model.features import N_FEATURES
+from model.meta import ModelConfig
 from model.musicnn import MusicnnTagger
-from model.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalise
+from model.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 IMAGE_BACKBONES = ("efficientnet_lite0", "resnet50", "resnet18", "mobilenet_v3_small", "compact")
 MUSIC_BACKBONES = ("musicnn", "resnet18", "resnet50", "mobilenet_v3_small", "compact")
 N_IMAGE_AFFECT = 24
 N_MUSIC_AFFECT = 2 * N_FEATURES
-
-
-@dataclass
-class ModelConfig:
-    """Architecture; stored in every checkpoint so it can be rebuilt without a config file."""
-
-    image_backbone: str = "resnet50"
-    music_backbone: str = "resnet18"
-    embed_dim: int = 512
-    dropout: float = 0.5
-    image_size: int = 224
-    compact_width: int = 32
-    affect_features: bool = False
-    sim_hidden: tuple[int, int] | None = None  # default (embed_dim // 2, embed_dim // 8), as for 512-d
-    va_hidden: tuple[int, int] | None = None  # default (embed_dim // 4, embed_dim // 16)
-    proj_hidden: int | None = None  # None: one linear projection into the space; else an MLP this wide
-    # Similarity predictor input: "concat" [ei, em] (the paper's), or "interaction" [ei * em, |ei - em|],
-    # which gives the predictor no song-only input to learn a per-song bias from (a source of hub songs).
-    sim_input: str = "concat"
-    # Photos whose embeddings the checkpoint keeps as a query bank: the service scores each song
-    # against them once and ranks songs by their score relative to that (querybank normalisation),
-    # so a song that suits every photo (a hub) stops opening every list. 0: no bank.
-    query_bank: int = 0
-    image_weights: str | None = None
-    music_weights: str | None = None
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @property
-    def uses_tagger(self) -> bool:
-        """Whether the music backbone reads the pretrained tagger's spectrogram windows."""
-        return self.music_backbone == "musicnn"
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelConfig:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
 
 
 class CompactCNN(nn.Module):
@@ -188,15 +149,26 @@ def build_backbone(
     raise ValueError(f"unknown backbone {name!r}; choose from {sorted(set(IMAGE_BACKBONES))}")
 
 
+def denormalise(x: torch.Tensor) -> torch.Tensor:
+    """ImageNet-normalised [n, 3, H, W] -> RGB on the [0, 1] scale (not clamped), in ``x``'s dtype."""
+    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return x * std + mean
+
+
 def image_affect_features(x: torch.Tensor) -> torch.Tensor:
     """Cheap colour statistics known to track image valence (brightness, saturation, hue,
     colourfulness, gradient energy), computed from an ImageNet-normalised batch."""
-    rgb = denormalise(x).clamp(0, 1)
+    # Back on the 8-bit grid the photo came from: grey pixels become exactly grey (zero saturation,
+    # so no hue from rounding noise) and thresholds see exact pixel values, in PyTorch and ONNX alike.
+    rgb = (denormalise(x).clamp(0, 1) * 255.0).round() / 255.0
     r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
     v = rgb.amax(dim=1)
     c = v - rgb.amin(dim=1)
     s = c / v.clamp_min(1e-4)
-    hue = torch.atan2(1.7320508 * (g - b), 2 * r - g - b)
+    hy, hx = 1.7320508 * (g - b), 2 * r - g - b
+    # atan2(0, 0) is 0 in PyTorch but NaN in ONNX's atan2 (y / x first); grey pixels hit it.
+    hue = torch.atan2(hy, torch.where((hx == 0) & (hy == 0), torch.ones_like(hx), hx))
     w = s / s.sum(dim=(1, 2), keepdim=True).clamp_min(1e-4)
     hue_cos = (w * torch.cos(hue)).sum(dim=(1, 2))
     hue_sin = (w * torch.sin(hue)).sum(dim=(1, 2))

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.checkpoint import CheckpointMeta, save_checkpoint
+from model.checkpoint import CheckpointMeta, resolve_device, save_checkpoint
 from model.config import TrainConfig
 from model.evaluate import score_split
+from model.export import export_onnx
 from model.features import FeatureStats
-from model.inference import resolve_device
 from model.losses import total_loss
 from model.networks import CDCML, Branch
 from model.pairs import Pairs, build_pairs, estimate_sigma
@@ -211,8 +211,8 @@ class Trainer:
         """Backbone input and, for a music branch whose backbone reads tagger input, the
         spectral features its affect statistics come from."""
         if kind == "image":
-            return image_input(self.data.images.pixels[idx], rng), None
-        spectral = clip_input(self.data.stats, self.data.music.features[idx])
+            return torch.from_numpy(image_input(self.data.images.pixels[idx], rng)), None
+        spectral = torch.from_numpy(clip_input(self.data.stats, self.data.music.features[idx]))
         if self.data.music.tagger is not None and self.cfg.model.uses_tagger:
             return torch.from_numpy(self.data.music.tagger[idx].astype(np.float32)), spectral
         return spectral, None
@@ -396,4 +396,6 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True) -> Path:
         data.sigma,
         len(data.train_pairs),
     )
-    return Trainer(cfg, data, out, progress).fit()
+    best = Trainer(cfg, data, out, progress).fit()
+    export_onnx(best)  # serving and indexing run the ONNX graphs beside the checkpoint
+    return best

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import torch
+import numpy as np
 from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -227,7 +227,7 @@ async def _sync_loop(app: FastAPI, live: LiveIndex, every: float) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    from model.inference import Matcher  # torch-heavy; imported when an app starts
+    from model.inference import Matcher  # ONNX Runtime; imported when an app starts
 
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
@@ -248,8 +248,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     matcher = await run_in_threadpool(Matcher.load, settings.checkpoint, settings.device)
 
-    def embed_tensors(tensors: list[torch.Tensor]) -> tuple:
-        return matcher.embed_image_tensor(torch.stack(tensors))
+    def embed_tensors(tensors: list[np.ndarray]) -> tuple:
+        return matcher.embed_image_tensor(np.stack(tensors))
 
     worker = InferenceWorker(
         matcher,

@@ -1,4 +1,4 @@
-"""Command-line parsers for the model: train, evaluate, predict."""
+"""Command-line parsers for the model: train, export, evaluate, predict."""
 
 from __future__ import annotations
 
@@ -24,6 +24,25 @@ def _train(args: argparse.Namespace) -> int:
         return 2
     path = train(cfg, args.out, progress=not args.quiet)
     print(f"checkpoint: {path}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    try:
+        from model.export import export_onnx
+    except ImportError as exc:
+        print(
+            f"photoscore export: needs PyTorch ({exc.name} missing): pip install 'photoscore[train]'", file=sys.stderr
+        )
+        return 2
+    checkpoint = args.checkpoint or _default_checkpoint()
+    try:
+        paths = export_onnx(checkpoint)
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"photoscore export: {exc}", file=sys.stderr)
+        return 2
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
     return 0
 
 
@@ -63,6 +82,12 @@ def add_model_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_train)
+
+    p = sub.add_parser(
+        "export", help="write a checkpoint's ONNX graphs beside it (what serving and indexing run; needs PyTorch)"
+    )
+    p.add_argument("--checkpoint", type=Path, help="default: the shipped model")
+    p.set_defaults(handler=_export)
 
     p = sub.add_parser("evaluate", help="test-split metrics for a checkpoint and every baseline")
     p.add_argument("--checkpoint", type=Path, help="default: the shipped model")

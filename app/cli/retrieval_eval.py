@@ -329,7 +329,6 @@ def embed_photos(matcher: Matcher, photos: Sequence[Photo], settings: Settings) 
     service's inference worker runs ``Matcher.embed_image_tensor`` on stacked tensors (micro-batches
     of ``batch_max_size``). A photo the service would refuse gets NaN rows.
     """
-    import torch
 
     from app.services.recommend import decode_photo
     from model.image import ImageDecodeError
@@ -346,7 +345,7 @@ def embed_photos(matcher: Matcher, photos: Sequence[Photo], settings: Settings) 
             except (ImageDecodeError, OSError) as exc:
                 log.warning("photo %s not usable: %s", photos[i].path, exc)
         if tensors:
-            e, v = matcher.embed_image_tensor(torch.stack(tensors))
+            e, v = matcher.embed_image_tensor(np.stack(tensors))
             embs[rows], vas[rows] = np.asarray(e, np.float32), np.asarray(v, np.float32)
     return embs, vas
 

@@ -211,8 +211,6 @@ def test_real_run_reports_every_method_and_metric_in_range(shipped_run: tuple[di
 
 @pytest.mark.data
 def test_cdcml_rankings_are_what_the_service_search_returns(shipped_run: tuple[dict, Path]) -> None:
-    import torch
-
     from app.core.db import make_engine, make_session_factory
     from app.core.live_index import LiveIndex
     from app.core.settings import Settings
@@ -232,7 +230,7 @@ def test_cdcml_rankings_are_what_the_service_search_returns(shipped_run: tuple[d
         for i in (0, 7, 23):
             photo = result["photos"][i]
             tensor = decode_photo(Path(photo["path"]).read_bytes(), settings.max_image_pixels, matcher.image_size)
-            emb, _ = matcher.embed_image_tensor(torch.stack([tensor]))
+            emb, _ = matcher.embed_image_tensor(np.stack([tensor]))
             hits = Ranker(live, matcher).recommend(emb[0], 10, settings.search_k)
             assert [song_of_track[h.track_id] for h in hits] == result["methods"][f"cdcml:{label}"]["top10"][i]
     finally:

@@ -174,11 +174,13 @@ def test_other_checkpoint_is_reported_then_reembedded(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from model.checkpoint import load_checkpoint, save_checkpoint
+    from model.export import export_onnx
 
     model, meta = load_checkpoint(tiny_checkpoint)
     meta.name = "tiny-retrained"
     other = tmp_path / "other.safetensors"
     save_checkpoint(other, model, meta)
+    export_onnx(other)
     files = [music_library / "three.wav", music_library / "four.mp3"]
     base = ["--database-url", sqlite_url, "--index-dir", tmp_path / "index", "--workers", "0"]
     assert index(capsys, *files, *base, "--checkpoint", tiny_checkpoint)[0] == 0

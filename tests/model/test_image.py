@@ -205,10 +205,10 @@ def test_draft_size_decodes_large_jpeg_smaller() -> None:
 def test_image_tensor_shape_and_normalisation() -> None:
     grey = Image.new("RGB", (300, 200), (128, 128, 128))
     x = image_tensor(grey)
-    assert x.shape == (3, 224, 224) and x.dtype == torch.float32
+    assert x.shape == (3, 224, 224) and x.dtype == np.float32
     expected = [(128 / 255 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)]
     for channel, value in enumerate(expected):
-        assert torch.allclose(x[channel], torch.full((224, 224), value), atol=1e-5)
+        assert np.allclose(x[channel], value, atol=1e-5)
 
 
 def test_image_tensor_resizes_short_side_and_centre_crops() -> None:
@@ -218,18 +218,34 @@ def test_image_tensor_resizes_short_side_and_centre_crops() -> None:
     img.paste((0, 0, 255), (400, 0, 600, 200))
     x = image_tensor(img, size=112)
     assert x.shape == (3, 112, 112)
-    std = torch.tensor(IMAGENET_STD)[:, None, None]
-    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = np.asarray(IMAGENET_STD)[:, None, None]
+    mean = np.asarray(IMAGENET_MEAN)[:, None, None]
     pixels = x * std + mean  # back to [0, 1]
-    assert torch.allclose(pixels[:, 56, 56], torch.tensor([0.0, 1.0, 0.0]), atol=1e-3)
+    assert np.allclose(pixels[:, 56, 56], [0.0, 1.0, 0.0], atol=1e-3)
     assert pixels[1].mean() > 0.95  # all of it is the green stripe
 
 
 def test_image_batch() -> None:
     imgs = [Image.new("RGB", (50, 80), (i * 40, 0, 0)) for i in range(3)]
     batch = image_batch(imgs, size=32)
-    assert batch.shape == (3, 3, 32, 32) and batch.dtype == torch.float32
-    assert torch.equal(batch[1], image_tensor(imgs[1], size=32))
+    assert batch.shape == (3, 3, 32, 32) and batch.dtype == np.float32
+    assert np.array_equal(batch[1], image_tensor(imgs[1], size=32))
     assert image_batch([], size=32).shape == (0, 3, 32, 32)
     # Non-RGB input is accepted and converted.
     assert image_tensor(Image.new("L", (40, 40), 10), size=16).shape == (3, 16, 16)
+
+
+@pytest.mark.parametrize("size", [(640, 480), (480, 640), (225, 224), (224, 224), (1001, 333), (97, 1500)])
+def test_image_tensor_is_torchvisions_transform_bit_for_bit(size: tuple[int, int]) -> None:
+    """The numpy/PIL transform the ONNX runtime serves with equals the torchvision pipeline the model
+    was trained with (resize short side, centre crop, to_dtype(scale), normalize), to the last bit."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    rng = np.random.default_rng(sum(size))
+    img = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    ref = TF.center_crop(TF.resize(img, [224], interpolation=InterpolationMode.BILINEAR, antialias=True), [224, 224])
+    ref_x = TF.normalize(
+        TF.to_dtype(TF.pil_to_tensor(ref), torch.float32, scale=True), mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD)
+    )
+    assert np.array_equal(image_tensor(img, 224), ref_x.numpy())

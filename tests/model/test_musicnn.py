@@ -9,16 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from model.musicnn import (
-    DEFAULT_WEIGHTS,
+from model.musicnn import DEFAULT_WEIGHTS, MusicnnTagger, tag_names
+from model.tagger_input import (
     TAGGER_FRAMES,
     TAGGER_HOP,
     TAGGER_N_MELS,
     TAGGER_SR,
-    MusicnnTagger,
     _window_first_frames,
     log_mel,
-    tag_names,
     tagger_input,
 )
 from tests.support import REPO

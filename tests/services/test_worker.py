@@ -170,8 +170,6 @@ class TestMicroBatching:
 
 def test_real_model_batched_equals_single(tiny_checkpoint: Path) -> None:
     """Micro-batching must not change answers: a batch gives each image its solo embedding."""
-    import torch
-
     from model.image import open_image
     from model.inference import Matcher
     from model.transforms import image_tensor
@@ -180,8 +178,8 @@ def test_real_model_batched_equals_single(tiny_checkpoint: Path) -> None:
     matcher = Matcher.load(tiny_checkpoint, device="cpu")
     tensors = [image_tensor(open_image(photo_bytes(kind)), matcher.image_size) for kind in ("warm", "cold", "green")]
 
-    def embed(batch: list[torch.Tensor]):
-        return matcher.embed_image_tensor(torch.stack(batch))
+    def embed(batch: list[np.ndarray]):
+        return matcher.embed_image_tensor(np.stack(batch))
 
     async def main() -> tuple[list, list]:
         batched = InferenceWorker(matcher, batch_fn=embed, max_batch=8, max_wait_ms=50)

@@ -23,8 +23,10 @@ def dataset_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real, randomly initialised compact CDCML (64-d) saved as a PhotoScore checkpoint."""
+    """A real, randomly initialised compact CDCML (64-d) saved as a PhotoScore checkpoint, with
+    its ONNX graphs beside it (what the service and the indexer run)."""
     from model.checkpoint import CheckpointMeta, save_checkpoint
+    from model.export import export_onnx
     from model.features import N_FEATURES, FeatureStats
     from model.networks import CDCML, ModelConfig
 
@@ -34,4 +36,5 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     stats = FeatureStats(mean=np.zeros(N_FEATURES, np.float32), std=np.full(N_FEATURES, 10.0, np.float32))
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     save_checkpoint(path, model, CheckpointMeta(config=cfg, feature_stats=stats, name="tiny"))
+    export_onnx(path)
     return path
