@@ -6,11 +6,13 @@ checkout, so the import below finds the installed package.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
 
-def main() -> int:
+def main(torch_free: bool) -> int:
+    """``torch_free``: PyTorch must not be installed at all (the CPU image; the GPU base has one)."""
     import app
     from app.api.main import STATIC_DIR, create_app
     from app.core.db import MIGRATIONS_DIR
@@ -22,6 +24,14 @@ def main() -> int:
     settings = Settings()
     if not settings.checkpoint.is_file():
         problems.append(f"shipped checkpoint missing: {settings.checkpoint}")
+    else:  # the ONNX graphs beside it load and run on ONNX Runtime, without PyTorch
+        from model.inference import Matcher
+
+        Matcher.load(settings.checkpoint, "cpu").warmup()
+    if torch_free and importlib.util.find_spec("torch") is not None:
+        problems.append("PyTorch is installed: the runtime image serves with ONNX Runtime alone")
+    if "torch" in sys.modules:
+        problems.append("loading the model imported torch")
     if not (STATIC_DIR / "index.html").is_file():
         problems.append(f"web page missing: {STATIC_DIR / 'index.html'}")
     if not any((MIGRATIONS_DIR / "versions").glob("*.py")):
@@ -35,4 +45,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(torch_free="--torch-free" in sys.argv[1:]))

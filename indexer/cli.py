@@ -315,7 +315,7 @@ def _index_on_ray(
 def _model(checkpoint: Path, device: str, *, need_model: bool) -> tuple[str, int, Any]:
     """Checkpoint hash and dimension; the loaded model only when there is audio to embed."""
     from app.core.files import file_sha256
-    from model.checkpoint import CheckpointError, read_meta
+    from model.meta import CheckpointError, read_meta
 
     try:
         if need_model:
@@ -325,8 +325,8 @@ def _model(checkpoint: Path, device: str, *, need_model: bool) -> tuple[str, int
             return matcher.checkpoint_hash, matcher.dim, matcher
         return file_sha256(checkpoint), int(read_meta(checkpoint).config.embed_dim), None
     except (CheckpointError, OSError, ValueError, RuntimeError) as exc:
-        # RuntimeError: torch refuses weights that do not fit the stored architecture
-        hint = " (weights do not fit this version's network)" if isinstance(exc, RuntimeError) else ""
+        # RuntimeError: ONNX Runtime refuses a graph that is damaged or does not fit this version
+        hint = " (its ONNX graphs do not fit this version)" if isinstance(exc, RuntimeError) else ""
         raise UsageError(f"cannot load checkpoint {checkpoint}: {first_line(exc)}{hint}") from exc
 
 

@@ -192,7 +192,8 @@ if [[ -n "$TORCH_INDEX_URL" ]]; then
   # The pins come from pyproject.toml, so the project's requirement is already met afterwards.
   mapfile -t torch_pins < <("$PY" - <<'EOF'
 import re, tomllib
-deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+deps = project["dependencies"] + [d for extra in project.get("optional-dependencies", {}).values() for d in extra]
 for dep in deps:
     if re.match(r"^(torch|torchvision)\s*==", dep):
         print(dep.replace(" ", ""))
@@ -207,9 +208,14 @@ if [[ "$DEPS_ONLY" == 1 ]]; then
 import sys, tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 deps = list(project["dependencies"])
-for extra in filter(None, sys.argv[1].split(",")):
-    deps += project.get("optional-dependencies", {})[extra]
-print("\n".join(d.replace(" ", "") for d in deps))
+extras = list(filter(None, sys.argv[1].split(",")))
+while extras:  # an extra may name others of this project ("photoscore[train]")
+    for dep in project.get("optional-dependencies", {})[extras.pop(0)]:
+        if dep.startswith(project["name"] + "["):
+            extras += dep[len(project["name"]) + 1 : dep.index("]")].split(",")
+        else:
+            deps.append(dep)
+print("\n".join(dict.fromkeys(d.replace(" ", "") for d in deps)))
 EOF
   )
   say "installing the ${#deps[@]} dependencies of pyproject.toml (not the project) into $STAMP_DIR"
@@ -223,11 +229,15 @@ else
   pip_install "$spec"
 fi
 if [[ ",$EXTRAS," == *,gpu,* ]]; then
-  # faiss-cpu (a core dependency) and faiss-gpu-cu12 (the gpu extra) both install the `faiss`
-  # module, and whichever pip wrote last wins: remove the CPU build, then rewrite the GPU one.
-  gpu_faiss="$("$PY" -c 'import tomllib; print(next(d for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["gpu"] if d.startswith("faiss-gpu")).replace(" ", ""))')"
-  "$PY" -m pip uninstall --quiet --yes faiss-cpu
-  pip_install --force-reinstall --no-deps "$gpu_faiss"
+  # faiss-cpu / onnxruntime (core dependencies) and faiss-gpu-cu12 / onnxruntime-gpu (the gpu
+  # extra) install the same modules, and whichever pip wrote last wins: remove each CPU build,
+  # then rewrite its GPU one.
+  for pair in faiss-cpu:faiss-gpu onnxruntime:onnxruntime-gpu; do
+    cpu="${pair%%:*}" gpu="${pair#*:}"
+    gpu_req="$("$PY" -c 'import sys, tomllib; print(next(d for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["gpu"] if d.startswith(sys.argv[1])).replace(" ", ""))' "$gpu")"
+    "$PY" -m pip uninstall --quiet --yes "$cpu"
+    pip_install --force-reinstall --no-deps "$gpu_req"
+  done
 fi
 if [[ "$want_dev_tools" == 1 ]]; then
   pip_install "${DEV_PIP_TOOLS[@]}"

@@ -670,7 +670,7 @@ def evaluate_retrieval(
     """
     from app.core.files import file_sha256
     from app.core.settings import Settings
-    from model.checkpoint import read_meta
+    from model.meta import read_meta
 
     settings = settings or Settings()
     data_root = Path(data_root or settings.dataset_dir)
@@ -933,7 +933,7 @@ def run_retrieval_eval(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from app.core.settings import Settings
-    from model.checkpoint import CheckpointError
+    from model.meta import CheckpointError
 
     try:
         settings = Settings()

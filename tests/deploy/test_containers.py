@@ -8,8 +8,7 @@ nginxinc/nginx-unprivileged:1.28.0-alpine are images built from Debian bookworm 
 same entry points, users, ports and paths (tests/containers/), tagged with those names. The
 project's Dockerfile.cpu, entry points, healthchecks, nginx.conf and docker-compose.yml are used
 unchanged; the only build-time difference is in this harness: build args and read-only mounts
-that point pip at this machine's CA bundle and local wheel mirrors (`_build_options`), and
-TORCH_INDEX_URL= (PyTorch's CPU index is not reachable, so torch comes from PyPI's files here).
+that point pip at this machine's CA bundle and local wheel mirrors (`_build_options`).
 
 The tests run in file order on one stack (module fixtures) and report measured figures in
 `pytest -rA` output lines starting `containers:`.
@@ -160,7 +159,7 @@ def image(engine: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> s
     conf.write_text(pip_conf)
     build = [
         "podman", "build", "--network", "host", "--layers", "-f", "docker/Dockerfile.cpu",
-        "--build-arg", "TORCH_INDEX_URL=", *mounts, "-v", f"{conf}:/etc/pip.conf:ro",
+        *mounts, "-v", f"{conf}:/etc/pip.conf:ro",
     ]  # fmt: skip
     start = time.monotonic()
     # The builder stage under a tag first: its layers (the dependencies, GBs) stay in the cache
