@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+_SPARE_FILES = 256  # descriptors beyond the connections: database, index, audio files, logs
 
 
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -52,6 +53,7 @@ def _settings_from(args: argparse.Namespace):  # -> Settings (import kept lazy f
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.api.admission_connections import HEADER_TIMEOUT_S, RequestGuard, guarded_h11
     from app.api.main import create_app
 
     try:
@@ -71,8 +73,13 @@ def run_serve(args: argparse.Namespace) -> int:
             "no API key configured: writes (POST/DELETE /tracks) are refused; set PHOTOSCORE_API_KEYS to enable them"
         )
     app = create_app(settings)
+    head_limit = settings.max_header_kb * 1024
+    waiting = settings.max_connections
+    _raise_open_files_limit(settings.max_connections + waiting + _SPARE_FILES)
     config = uvicorn.Config(
-        app,
+        # Outermost: heads over the limit and Content-Length with chunked get 400, requests in
+        # flight beyond max_connections 503 (connections that sent no request are not counted).
+        RequestGuard(app, max_head_bytes=head_limit, max_in_flight=settings.max_connections),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
@@ -80,16 +87,33 @@ def run_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=10,
         lifespan="on",
         # h11, not httptools: httptools reads request headers of any size (a 40 MB header was
-        # accepted, issue 14 F7); h11 refuses a request head over this many bytes with 400.
-        http="h11",
-        h11_max_incomplete_event_size=settings.max_header_kb * 1024,
-        # Connections beyond this get 503 at once instead of exhausting file descriptors.
-        limit_concurrency=settings.max_connections,
+        # accepted, issue 14 F7); h11 refuses a request head over this many bytes with 400. The
+        # guarded protocol adds a header timeout and closes the oldest of the connections that
+        # wait for a request head beyond `waiting` (issue 24, point 5).
+        http=guarded_h11(header_timeout_s=HEADER_TIMEOUT_S, max_waiting=waiting),
+        h11_max_incomplete_event_size=head_limit,
     )
     server = uvicorn.Server(config)
     server.run()
     # uvicorn exits quietly if start-up fails (e.g. database unreachable): report it.
     return 0 if server.started else 1
+
+
+def _raise_open_files_limit(wanted: int) -> None:
+    """Lift the soft open-files limit towards ``wanted`` (never above the hard limit): every
+    connection is a descriptor, and the default soft limit (often 1,024) would refuse
+    connections at accept() long before the bounds above apply."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-files limit from %s to %s: %s", soft, target, exc)
 
 
 def main(argv: list[str] | None = None) -> int:
