@@ -4,7 +4,7 @@
 starved the database pool, the thread pool and the CPU together (issue 14, F1): 16 parallel uploads
 all failed with 503 and reads waited 30 s. `UploadGate` lets `upload_concurrency` uploads work at a
 time, queues up to `upload_queue_size` more (each waits at most `upload_queue_wait_seconds`) and
-refuses the rest at once with 429 and a `Retry-After` estimated from recent upload times. Uploads
+refuses the rest at once with 429 and a `Retry-After` of about one recent upload's time. Uploads
 of the same bytes already in flight in this process wait for that one instead of taking a slot
 (single flight), so N identical uploads cost one decode and yield one track.
 
@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import statistics
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
@@ -28,6 +30,7 @@ T = TypeVar("T")
 
 _DEFAULT_UPLOAD_S = 5.0  # Retry-After estimate before any upload has finished
 _MAX_RETRY_AFTER_S = 120
+_RECENT = 20  # uploads whose slot times give the typical one
 
 
 class UploadGate:
@@ -44,7 +47,7 @@ class UploadGate:
         self._slots = asyncio.Semaphore(self.concurrency)
         self._admitted = 0  # working + waiting
         self._inflight: dict[str, asyncio.Task] = {}
-        self._mean_s = _DEFAULT_UPLOAD_S  # moving average of how long a slot is held
+        self._recent_s: deque[float] = deque(maxlen=_RECENT)  # how long recent uploads held a slot
         self.refused = 0
 
     @property
@@ -53,9 +56,15 @@ class UploadGate:
         return self._admitted
 
     def retry_after(self) -> int:
-        """Seconds until a slot is likely free: the queue ahead, drained at the recent pace."""
-        waves = (self._admitted + 1) / self.concurrency
-        return int(min(_MAX_RETRY_AFTER_S, max(1, math.ceil(self._mean_s * waves))))
+        """Seconds until a refused upload is likely to be admitted: until the next upload now
+        working finishes and frees a place, i.e. the typical (median) slot time of recent
+        uploads over the slots, rounded up, within 1-120 s.
+
+        It used to be the time to drain the whole queue at a moving average that started at
+        5 s, so with one slot and 16 queued it reached the 120 s cap even for 3-second songs
+        that take a second each (issue 24). A client admitted on retry waits in the queue."""
+        typical = statistics.median(self._recent_s) if self._recent_s else _DEFAULT_UPLOAD_S
+        return int(min(_MAX_RETRY_AFTER_S, max(1, math.ceil(typical / self.concurrency))))
 
     def _busy(self, why: str) -> HTTPException:
         self.refused += 1
@@ -83,8 +92,7 @@ class UploadGate:
                 yield
             finally:
                 self._slots.release()
-                took = time.perf_counter() - started
-                self._mean_s = 0.8 * self._mean_s + 0.2 * took
+                self._recent_s.append(time.perf_counter() - started)
         finally:
             self._admitted -= 1
 

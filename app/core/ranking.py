@@ -45,13 +45,26 @@ def parse_moods(values: Iterable[str] | None) -> list[str]:
             if word == "energetic":
                 word = "more energetic"
             if word not in MOOD_SHIFTS:
-                raise OptionError(f"mood: unknown word {part.strip()!r}; use happier, sadder, calmer or more energetic")
+                raise OptionError(
+                    f"mood: unknown word {_quote_prefix(part.strip())}; use happier, sadder, calmer or more energetic"
+                )
             if word not in words:
                 words.append(word)
     for a, b in _OPPOSITES:
         if a in words and b in words:
             raise OptionError(f"mood: {a!r} and {b!r} pull in opposite directions; choose one")
     return words
+
+
+MAX_ECHO = 40  # characters of an unknown value quoted back in an error message
+
+
+def _quote_prefix(text: str) -> str:
+    """``text`` quoted for an error message, cut to ``MAX_ECHO`` characters: a 60 KB mood word
+    was echoed whole in the 422 (issue 24)."""
+    if len(text) <= MAX_ECHO:
+        return repr(text)
+    return f"{text[:MAX_ECHO]!r}... ({len(text):,} characters)"
 
 
 def total_shift(valence_shift: float, arousal_shift: float, moods: Sequence[str]) -> tuple[float, float]:

@@ -172,3 +172,21 @@ def test_delete_during_download_leaves_the_download_whole(
     assert start["status"] == (206 if range_header else 200)
     assert len(body) == length == len(expected) and body == expected
     assert client.get(track["audio_url"]).status_code == 404
+
+
+@pytest.mark.parametrize("value", [b"RIFF\xff\xfe\x00\x01 binary", b"plain text"], ids=["binary", "text"])
+@pytest.mark.parametrize(("path", "field"), [("/tracks", "audio"), ("/recommend", "image"), ("/playlist", "images")])
+def test_a_file_sent_as_a_text_field_is_told_it_must_be_a_file(
+    api: tuple[TestClient, dict], value: bytes, path: str, field: str
+) -> None:
+    """Issue 24: a binary `audio` text part (no file name) was told "not valid UTF-8"."""
+    client, _ = api
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"\r\n\r\n'.encode()
+        + value
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    r = client.post(path, content=body, headers={**AUTH, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"].startswith(f"{field}: must be a file"), r.text

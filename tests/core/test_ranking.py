@@ -259,3 +259,13 @@ class TestPlaylistAgainstBruteForce:
         unconstrained = max(itertools.product(*cands), key=lambda p: _objective(p, photos, smoothness))
         if _keeps_rules(unconstrained, cap):  # nothing to repair: the plan is the optimum
             assert _objective(path, photos, smoothness) == pytest.approx(best)
+
+
+def test_an_unknown_mood_word_is_quoted_only_in_part() -> None:
+    """Issue 24: a 60 KB unknown word came back whole in the 422."""
+    with pytest.raises(OptionError) as caught:
+        parse_moods(["x" * 60_000])
+    message = str(caught.value)
+    assert len(message) < 200 and "60,000 characters" in message and "happier" in message
+    with pytest.raises(OptionError, match="'gloomier'"):
+        parse_moods(["gloomier"])  # short words are quoted whole

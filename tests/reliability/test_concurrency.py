@@ -351,3 +351,38 @@ def test_single_flight_shares_failure() -> None:
 
     results = asyncio.run(scenario())
     assert all(isinstance(r, HTTPException) and r.status_code == 422 for r in results), results
+
+
+def test_retry_after_is_about_one_recent_upload() -> None:
+    """Issue 24: with one slot and 16 queued, Retry-After was the whole queue's drain time at a
+    moving average that started at 5 s, so short songs got the 120 s cap. Now: the typical
+    recent slot time over the slots, since one finished upload makes room for a retry."""
+
+    async def scenario() -> tuple[int, int]:
+        gate = UploadGate(concurrency=1, queue_size=16, max_wait_s=30)
+        before = gate.retry_after()  # nothing finished yet: the default estimate
+        for _ in range(3):  # three short uploads, 0.2 s each
+            async with gate.slot():
+                await asyncio.sleep(0.2)
+        release = asyncio.Event()
+
+        async def holder() -> None:
+            async with gate.slot():
+                await release.wait()
+
+        held = [asyncio.create_task(holder()) for _ in range(17)]  # one working, 16 queued
+        await asyncio.sleep(0.05)
+        assert gate.admitted == 17
+        try:
+            with pytest.raises(HTTPException) as caught:
+                async with gate.slot():
+                    pass
+        finally:
+            release.set()
+            await asyncio.gather(*held)
+        assert caught.value.status_code == 429
+        return before, int(caught.value.headers["Retry-After"])
+
+    before, retry = asyncio.run(scenario())
+    assert before == 5
+    assert retry == 1, retry  # ceil(0.2 s / 1 slot); it was 49 (18 waves x a 2.7 s average)

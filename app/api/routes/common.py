@@ -7,7 +7,7 @@ from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import HTTPException, Request, Response, UploadFile, status
+from fastapi import HTTPException, Request, Response, UploadFile, params, status
 from fastapi.routing import APIRoute
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import FormData
@@ -74,11 +74,22 @@ async def read_upload(upload: UploadFile, field: str, limit_bytes: int) -> bytes
 # ------------------------------------------------------------------------ strict form text
 class _StrictMultiPartParser(MultiPartParser):
     """Starlette's parser, except that a text field that is not valid in its charset (UTF-8
-    unless the request says otherwise) is refused instead of silently read as Latin-1."""
+    unless the request says otherwise) is refused instead of silently read as Latin-1, and a
+    route's file field sent as a text field is told it must be a file (issue 24: a binary
+    `audio` text part was told "not valid UTF-8", a text one "Expected UploadFile")."""
+
+    file_fields: frozenset[str] = frozenset()
 
     def on_part_end(self) -> None:
         part = self._current_part
         if part.file is None:
+            if part.field_name in self.file_fields:
+                name = part.field_name
+                raise HTTPException(
+                    status.HTTP_422_UNPROCESSABLE_CONTENT,
+                    f"{name}: must be a file: send it as a file part with a file name "
+                    f'(Content-Disposition: form-data; name="{name}"; filename="..."; with curl: -F {name}=@FILE)',
+                )
             try:
                 bytes(part.data).decode(self._charset)
             except UnicodeDecodeError as exc:
@@ -91,6 +102,8 @@ class _StrictMultiPartParser(MultiPartParser):
 
 
 class _StrictFormRequest(Request):
+    file_fields: frozenset[str] = frozenset()
+
     async def _get_form(
         self, *, max_files: int | float = 1000, max_fields: int | float = 1000, max_part_size: int = 1024 * 1024
     ) -> FormData:
@@ -100,6 +113,7 @@ class _StrictFormRequest(Request):
                     parser = _StrictMultiPartParser(
                         self.headers, stream, max_files=max_files, max_fields=max_fields, max_part_size=max_part_size
                     )
+                    parser.file_fields = self.file_fields
                     self._form = await parser.parse()
             except MultiPartException as exc:
                 raise HTTPException(status.HTTP_400_BAD_REQUEST, exc.message) from exc
@@ -107,14 +121,18 @@ class _StrictFormRequest(Request):
 
 
 class StrictFormRoute(APIRoute):
-    """Routes whose multipart text fields must decode in the declared charset (issue 14, F9):
-    FastAPI's documented custom-Request hook, so nothing global is patched."""
+    """Routes whose multipart text fields must decode in the declared charset (issue 14, F9)
+    and whose file fields must be file parts: FastAPI's documented custom-Request hook, so
+    nothing global is patched."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        file_fields = frozenset(f.alias for f in self.dependant.body_params if isinstance(f.field_info, params.File))
 
         async def strict(request: Request) -> Response:
-            return await handler(_StrictFormRequest(request.scope, request.receive, request._send))
+            strict_request = _StrictFormRequest(request.scope, request.receive, request._send)
+            strict_request.file_fields = file_fields
+            return await handler(strict_request)
 
         return strict
 

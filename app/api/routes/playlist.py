@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, HTTPException, Query, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import RecommenderDep, SettingsDep
-from app.api.routes.common import read_upload
+from app.api.routes.common import StrictFormRoute, read_upload
 from app.api.routes.recommend import (
     SUPPORTED_IMAGES,
     ArousalShiftQ,
@@ -28,7 +28,7 @@ from app.api.security import ReadAuth
 from app.core.ranking import OptionError, target_of
 from model.image import ImageDecodeError
 
-router = APIRouter(tags=["recommend"])
+router = APIRouter(tags=["recommend"], route_class=StrictFormRoute)  # file fields must be files
 
 MIN_PHOTOS = 2
 EXTRA_CANDIDATES = 10  # candidates per photo beyond the number of photos (room for "no song twice")

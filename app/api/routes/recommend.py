@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile, status
 
 from app.api.deps import RecommenderDep, SettingsDep
-from app.api.routes.common import read_upload, single_part, track_out
+from app.api.routes.common import StrictFormRoute, read_upload, single_part, track_out
 from app.api.schemas import VA, RecommendResponse, RecommendResult, Segment, Shift, Why, error_responses
 from app.api.security import ReadAuth
 from app.core.models import Track
@@ -17,7 +17,7 @@ from app.core.ranking import MAX_SHIFT, MOOD_STEP, NEAR_EQUAL, OptionError, mood
 from app.services.recommend import Hit, SearchOptions
 from model.image import ImageDecodeError
 
-router = APIRouter(tags=["recommend"])
+router = APIRouter(tags=["recommend"], route_class=StrictFormRoute)  # file fields must be files
 
 SUPPORTED_IMAGES = "JPEG, PNG, WebP, GIF (first frame), BMP or TIFF"
 
