@@ -46,8 +46,8 @@ How: each photo's candidates are its best songs under the same steering and vari
 maximises the sum of match scores minus `smoothness` times each transition's valence-arousal
 jump beyond the jump between the two photos themselves. A song the best path uses twice stays
 at the photo it suits best where that still leaves every photo a song, and the pass runs again;
-the request is refused only when no playlist of different songs exists among the candidates. `max_per_artist` caps songs per artist over
-the whole playlist (0, the default here: no cap).
+the request is refused only when no playlist of different songs exists among the candidates.
+`max_per_artist` caps songs per artist over the whole playlist (0, the default here: no cap).
 
 One photo that cannot be used fails the whole request with a 4xx naming it (index and file
 name) and why; nothing is stored.
