@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -468,6 +469,39 @@ def checkpoint_counts(session: Session) -> dict[str, int]:
     """Number of tracks per checkpoint hash (to report tracks the current model cannot search)."""
     rows = session.execute(select(Track.checkpoint_hash, func.count(Track.id)).group_by(Track.checkpoint_hash))
     return {h: int(n) for h, n in rows}
+
+
+def library_path(source: str | None, audio_key: str | None) -> Path | None:
+    """The operator's own file a library track streams from (indexed from disk without copying
+    its audio: no stored ``audio_key``, ``source`` a local path), else None."""
+    if audio_key or not source or "://" in source or source.startswith("upload:"):
+        return None
+    return Path(source)
+
+
+def source_missing(track: Track) -> bool:
+    """Whether a library track's audio file is gone (it is then not recommended)."""
+    path = library_path(track.source, track.audio_key)
+    return path is not None and not path.is_file()
+
+
+def library_sources(session: Session, checkpoint_hash: str, track_ids: Sequence[int] | None = None) -> dict[int, Path]:
+    """``track id -> file`` of ``checkpoint_hash``'s library tracks (all, or of ``track_ids``)."""
+    base = select(Track.id, Track.source, Track.audio_key).where(
+        Track.checkpoint_hash == checkpoint_hash, Track.audio_key.is_(None), Track.source.is_not(None)
+    )
+    statements = (
+        [base]
+        if track_ids is None
+        else [base.where(Track.id.in_(c)) for c in _chunks(sorted({int(t) for t in track_ids}))]
+    )
+    out: dict[int, Path] = {}
+    for stmt in statements:
+        for t, source, key in session.execute(stmt).all():
+            path = library_path(source, key)
+            if path is not None:
+                out[int(t)] = path
+    return out
 
 
 def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:

@@ -20,6 +20,8 @@ file, fsync, ``os.replace``), so readers always see a matching set.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import os
 import secrets
@@ -165,6 +167,13 @@ class VectorStore:
             out[in_extra] = self._extra_vecs[epos[in_extra]]
         return out
 
+    def copy(self) -> VectorStore:
+        """An independent store sharing the (read-only, memory-mapped) base rows."""
+        twin = VectorStore(self.dim, self._ids, self._vecs)
+        twin._extra_ids, twin._extra_vecs, twin._dead = self._extra_ids, self._extra_vecs, self._dead
+        twin.files = self.files
+        return twin  # add/remove replace these arrays, never write into them: sharing is safe
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         all_ids = np.concatenate([self._extra_ids, ids])
         order = np.argsort(all_ids, kind="stable")
@@ -241,8 +250,9 @@ class ClipIndex:
         self._index: Any = index
         self.meta = meta
         self._removed: set[int] = {int(i) for i in meta.removed_ids}
-        self._lock = threading.Lock()
+        self._lock: threading.Lock | contextlib.nullcontext[None] = threading.Lock()
         self._store = store
+        self.frozen = False  # see freeze()
 
     # ----------------------------------------------------------------------------- construction
     @classmethod
@@ -505,9 +515,35 @@ class ClipIndex:
             removed = np.fromiter(self._removed, np.int64, len(self._removed))
         return np.sort(np.setdiff1d(all_ids, removed, assume_unique=True))
 
+    # ------------------------------------------------------------------------- read-only sharing
+    def freeze(self) -> ClipIndex:
+        """Make this index read-only, so searches need no lock and run in parallel.
+
+        FAISS searches are safe to run concurrently as long as nothing mutates the index; a frozen
+        index refuses ``add``/``remove`` (change a :meth:`thawed_copy` instead)."""
+        self.frozen = True
+        self._lock = contextlib.nullcontext()
+        return self
+
+    def thawed_copy(self) -> ClipIndex:
+        """A mutable copy (FAISS ``clone_index``; an IVF-PQ store shares its memory-mapped base)."""
+        with self._lock:
+            twin = ClipIndex(
+                faiss.clone_index(self._index),
+                copy.deepcopy(self.meta),
+                None if self._store is None else self._store.copy(),
+            )
+            twin._removed = set(self._removed)
+        return twin
+
+    def _writable(self) -> None:
+        if self.frozen:
+            raise RuntimeError("this index is frozen (shared by readers); change a thawed_copy()")
+
     # --------------------------------------------------------------------------------- mutation
     def add(self, ids: np.ndarray, embeddings: np.ndarray) -> None:
         """Add vectors; raises on an id already present (clip ids are never reused)."""
+        self._writable()
         ids = _as_ids(ids)
         embeddings = _as_vectors(embeddings, self.dim)
         if len(ids) != len(embeddings):
@@ -528,6 +564,7 @@ class ClipIndex:
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove clip ids (unknown ids are ignored); returns how many were live."""
+        self._writable()
         ids = _as_ids(ids)
         if not len(ids):
             return 0

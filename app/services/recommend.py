@@ -26,6 +26,7 @@ hold up another request's embedding.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,7 +37,7 @@ from anyio import to_thread
 from sqlalchemy.orm import Session
 
 from app.core.catalogue import segment_va, tracks_by_id
-from app.core.live_index import LiveIndex
+from app.core.live_index import MAX_K, LiveIndex, Snapshot
 from app.core.models import Track
 from app.core.ranking import (
     STEER_WEIGHT,
@@ -60,6 +61,7 @@ SCORE_DECIMALS = 6  # scores are rounded before ranking so float noise cannot re
 TRACKS_PER_RESULT = 4  # candidate tracks scored per requested result
 CLIP_SECONDS = 2.0  # length of an indexed clip: segments up to this long are the best single clip
 SPARE = 5  # extra results the first page's candidate pool is sized for (as /recommend always did)
+MAX_RANKED = 1000  # paging cap: offset + n may not pass it (the songs a ranking can be paged through)
 
 
 class Scorer(Protocol):
@@ -131,7 +133,8 @@ class Scored:
 class Ranker:
     """Ranks the live index's tracks for a photo embedding with the similarity predictor.
 
-    One per app (it caches each track's query-bank normalisation); thread-safe for reading.
+    One per app; thread-safe for reading. Each request reads one immutable snapshot of the live
+    index throughout (``LiveIndex.snapshot``), so searches never wait for the sync or each other.
     """
 
     def __init__(self, live: LiveIndex, scorer: Scorer) -> None:
@@ -141,18 +144,16 @@ class Ranker:
 
     def recommend(self, image_emb: np.ndarray, n: int, k: int) -> list[Hit]:
         """Top n tracks for one image embedding."""
-        tracks = self._pool(image_emb, n, k)
-        scored = self._score(image_emb, tracks)
-        ranked = sorted(scored.values(), key=lambda t: (-t.rank, t.track_id))
-        return [t.hit() for t in ranked[:n]]
+        snap = self.live.snapshot()
+        tracks = snap.track_pool(image_emb, n, k, max(n, TRACKS_PER_RESULT * n))
+        scored = self._score(image_emb, tracks, snap)
+        missing = self.live.missing_sources
+        ranked = sorted((t for t in scored.values() if t.track_id not in missing), key=lambda t: (-t.rank, t.track_id))
+        return self._with_best_clip(image_emb, [t.hit() for t in ranked[:n]], snap)
 
-    def _pool(self, image_emb: np.ndarray, n: int, k: int) -> list[int]:
-        """Candidate tracks: the first ``TRACKS_PER_RESULT * n`` distinct tracks in FAISS order."""
-        return self.live.track_pool(image_emb, n, k, max(n, TRACKS_PER_RESULT * n))
-
-    def _score(self, image_emb: np.ndarray, tracks: Sequence[int]) -> dict[int, Scored]:
+    def _score(self, image_emb: np.ndarray, tracks: Sequence[int], snap: Snapshot) -> dict[int, Scored]:
         """Each track's score (mean over ``CLIPS_PER_TRACK`` spread clips, bank-normalised)."""
-        keep = self.live.track_clips(tracks, CLIPS_PER_TRACK)
+        keep = snap.track_clips(tracks, CLIPS_PER_TRACK)
         if not keep:
             return {}
         embs = np.concatenate([c.embeddings for c in keep])
@@ -167,7 +168,7 @@ class Ranker:
             score = float(s.mean())
             rank = round(score, SCORE_DECIMALS)  # what orders the tracks: z with a bank, else the score
             if bank is not None:
-                mu, sd = self._bank_norm(bank, tid, embs[at : at + len(cids)])
+                mu, sd = self._bank_norm(bank, tid, embs[at : at + len(cids)], snap)
                 z = (score - mu) / sd
                 rank = round(z, SCORE_DECIMALS)
                 score = 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
@@ -183,20 +184,29 @@ class Ranker:
     def search_page(
         self, image_emb: np.ndarray, image_va: Sequence[float], options: SearchOptions, k: int
     ) -> tuple[list[Hit], bool]:
-        """(page ``offset // n`` of the ranking, whether songs are left for later pages).
+        """(page ``offset // n`` of the ranking, whether the next page holds a song).
 
         Without a shift, ``max_per_artist=0``, ``dedupe=False``, no seed, offset 0 and 2-second
         segments the first page is exactly ``recommend(n + spare)[:n]``. Every track's place in
         the order depends only on the photo and the track; page ``j`` takes the best songs not
-        on an earlier page from the candidate pool sized for ``j * n`` results, under the
-        per-page artist cap. Each request rebuilds the earlier pages the same way, so pages
-        never repeat a song, and a page may hold fewer than ``n`` when the cap leaves too few.
+        on an earlier page from the candidate pool sized for ``(j + 1) * n`` results, under the
+        per-page artist cap, so pages never repeat a song, and a page may hold fewer than ``n``
+        when the cap leaves too few. The pools are prefixes of one FAISS candidate list and each
+        track is scored once, so a page costs one ranking, not a rebuild of the earlier pages
+        (``_Pager``). Only the first ``MAX_RANKED`` songs can be paged through (``ValueError``
+        beyond: the HTTP shell answers 422); the answer says "more" only when the next page,
+        under the same options and inside that cap, is not empty.
         """
-        index = options.offset // max(1, options.n)
-        pages = self.pages(image_emb, image_va, options, k, index + 1)
+        n = max(1, options.n)
+        if options.offset + n > MAX_RANKED:
+            raise ValueError(f"offset + n = {options.offset + n} is past the paging cap of {MAX_RANKED} songs")
+        snap = self.live.snapshot()
+        index = options.offset // n
+        pager = _Pager(self, snap, image_emb, image_va, options, k)
+        pages = pager.pages(index + 1)
         page = pages[index] if index < len(pages) else []
-        more = len(pages) > index and sum(len(p) for p in pages) < self.live.n_tracks
-        return self.segments(image_emb, page, options.segment_seconds), more
+        more = len(pages) > index and options.offset + 2 * n <= MAX_RANKED and pager.next_page_exists()
+        return self.segments(image_emb, page, options.segment_seconds, snap), more
 
     def ranked(self, image_emb: np.ndarray, image_va: Sequence[float], options: SearchOptions, k: int) -> list[Scored]:
         """The first page (``options.n`` songs, offset ignored) as scored entries."""
@@ -212,40 +222,10 @@ class Ranker:
         count: int,
     ) -> list[list[Scored]]:
         """The first ``count`` pages of ``options.n`` songs (fewer when the catalogue runs out)."""
-        n = max(1, options.n)
-        photo = np.asarray(image_va, np.float64).reshape(2)
-        target = np.asarray(target_of(photo.tolist(), options.shift), np.float64)
-        steered = options.steered
-        scored: dict[int, Scored] = {}
-        pages: list[list[Scored]] = []
-        shown_ids: set[int] = set()
-        shown_keys: set[str] = set()
-        total = self.live.n_tracks
-        grown = -1
-        wanted = n
-        while len(pages) < count:
-            pool = self._pool(image_emb, wanted + options.spare, k)
-            if steered:
-                pool += self.live.nearest_va(target, TRACKS_PER_RESULT * (wanted + options.spare))
-            pool = list(dict.fromkeys(pool))
-            fresh = [t for t in pool if t not in scored]
-            if fresh:
-                scored.update(self._score(image_emb, fresh))
-            entries = [scored[t] for t in pool if t in scored]
-            if steered:
-                entries = [self._steer(e, photo, target) for e in entries]
-            entries.sort(key=lambda e: self._order(e, options.seed))
-            taken = self._fill(entries, n, options, shown_ids, shown_keys)
-            if taken:
-                pages.append(taken)
-            elif len(pool) >= total or len(pool) == grown:
-                break  # nothing left that a wider pool could add
-            grown = len(pool)
-            wanted += n
-        return pages
+        return _Pager(self, self.live.snapshot(), image_emb, image_va, options, k).pages(count)
 
-    def _steer(self, entry: Scored, photo: np.ndarray, target: np.ndarray) -> Scored:
-        info = self.live.track_info.get(entry.track_id)
+    def _steer(self, entry: Scored, photo: np.ndarray, target: np.ndarray, snap: Snapshot) -> Scored:
+        info = snap.track_info.get(entry.track_id)
         if info is None or info.valence is None or info.arousal is None:
             return replace(entry, rank=round(entry.score, SCORE_DECIMALS))
         gain = float(steer_gain(np.array([[info.valence, info.arousal]]), photo, target)[0])
@@ -258,59 +238,56 @@ class Ranker:
         value = entry.rank if entry.gain is not None else entry.score
         return (-score_step(value), shuffle_key(seed, entry.track_id), entry.track_id)
 
-    def _fill(
-        self, entries: list[Scored], n: int, options: SearchOptions, shown: set[int], keys: set[str]
-    ) -> list[Scored]:
-        """Up to n entries not shown before, one per near-duplicate group, capped per artist."""
-        taken: list[Scored] = []
-        per_artist: dict[str, int] = {}
-        for e in entries:
-            if len(taken) >= n:
-                break
-            if e.track_id in shown:
-                continue
-            info = self.live.track_info.get(e.track_id)
-            key = duplicate_key(info.title, info.artist) if info is not None else f"#{e.track_id}"
-            if options.dedupe and key in keys:
-                continue
-            artist = normal_artist(info.artist) if info is not None else ""
-            if options.max_per_artist > 0 and artist and per_artist.get(artist, 0) >= options.max_per_artist:
-                continue
-            taken.append(e)
-            shown.add(e.track_id)
-            keys.add(key)
-            if artist:
-                per_artist[artist] = per_artist.get(artist, 0) + 1
-        return taken
-
-    def segments(self, image_emb: np.ndarray, page: list[Scored], seconds: float) -> list[Hit]:
-        """Hits with their segment: the best scored clip, or the best window of ``seconds``."""
+    def segments(
+        self, image_emb: np.ndarray, page: list[Scored], seconds: float, snap: Snapshot | None = None
+    ) -> list[Hit]:
+        """Hits with their segment: the best clip of the whole track (every clip scored, not only
+        the ranking's sample), or the best window of ``seconds``."""
+        snap = snap or self.live.snapshot()
         hits: list[Hit] = []
         for e in page:
             hit = e.hit()
-            if seconds > CLIP_SECONDS + 1e-6:
-                clips = self.live.track_clips([e.track_id])
-                if clips:
-                    cids, embs, starts, ends = clips[0].clip_ids, clips[0].embeddings, clips[0].starts, clips[0].ends
-                    raw = np.asarray(self.scorer.similarity(image_emb, embs), np.float64)
-                    s = np.clip(np.nan_to_num(raw, nan=0.0), 0.0, 1.0)
-                    order = np.lexsort((cids, starts))
-                    w = best_window(starts[order], ends[order], s[order], seconds)
+            clips = snap.track_clips([e.track_id])
+            if clips:
+                c = clips[0]
+                raw = np.asarray(self.scorer.similarity(image_emb, c.embeddings), np.float64)
+                s = np.clip(np.nan_to_num(raw, nan=0.0), 0.0, 1.0)
+                if seconds > CLIP_SECONDS + 1e-6:
+                    order = np.lexsort((c.clip_ids, c.starts))
+                    w = best_window(c.starts[order], c.ends[order], s[order], seconds)
                     hit = replace(hit, start=w.start, end=w.end, segment_score=round(w.score, SCORE_DECIMALS))
-            info = self.live.track_info.get(e.track_id)
+                else:
+                    hit = _best_clip(hit, c.clip_ids, c.starts, c.ends, s)
+            info = snap.track_info.get(e.track_id)
             if info is not None:
                 hit = replace(hit, valence=info.valence, arousal=info.arousal)
             hits.append(replace(hit, rank=e.rank))
         return hits
 
-    def _bank_norm(self, bank: np.ndarray, track_id: int, embs: np.ndarray) -> tuple[float, float]:
+    def _with_best_clip(self, image_emb: np.ndarray, hits: list[Hit], snap: Snapshot) -> list[Hit]:
+        """``recommend``'s hits with the best clip of the whole track as their segment."""
+        out = []
+        for hit in hits:
+            clips = snap.track_clips([hit.track_id])
+            if clips:
+                c = clips[0]
+                raw = np.asarray(self.scorer.similarity(image_emb, c.embeddings), np.float64)
+                s = np.clip(np.nan_to_num(raw, nan=0.0), 0.0, 1.0)
+                hit = _best_clip(hit, c.clip_ids, c.starts, c.ends, s)
+            out.append(hit)
+        return out
+
+    def _bank_norm(
+        self, bank: np.ndarray, track_id: int, embs: np.ndarray, snap: Snapshot | None = None
+    ) -> tuple[float, float]:
         """Mean and spread of a track's score over the query bank: stored with the track when it
         was indexed; computed here (once per track content and process) only for a track stored
         before that and not yet reached by the start-up backfill. ``embs``: the scored sample."""
-        stored = self.live.bank_stats(track_id)
+        snap = snap or self.live.snapshot()
+        stored = self.live.bank_stats(track_id, snap)
         if stored is not None:
             return stored
-        sig = self.live.track_sig.get(track_id, "")
+        sig = snap.track_sig.get(track_id, "")
         cached = self._norms.get(track_id)
         if cached is not None and cached[0] == sig:
             return cached[1], cached[2]
@@ -318,6 +295,169 @@ class Ranker:
         assert stats is not None  # a bank and at least one clip
         self._norms[track_id] = (sig, *stats)
         return stats
+
+
+class _Pager:
+    """The pages of one ranking for one photo, options and snapshot.
+
+    Page ``j`` is the best songs not on an earlier page among the pool sized for ``(j + 1) * n +
+    spare`` results (``_pool``), filled under the per-page artist cap and the dedupe keys of
+    everything shown before. The pools are nested prefixes of one FAISS candidate list, widened
+    only when a page needs more, and every track is scored once and kept in one sorted list of
+    tracks still available; so page 1,000 costs one FAISS search (or a few as the list widens) and
+    one pass, not 1,000 searches.
+    """
+
+    def __init__(
+        self,
+        ranker: Ranker,
+        snap: Snapshot,
+        image_emb: np.ndarray,
+        image_va: Sequence[float],
+        options: SearchOptions,
+        k: int,
+    ) -> None:
+        self.ranker, self.snap, self.emb, self.options, self.k = ranker, snap, image_emb, options, k
+        self.n = max(1, options.n)
+        self.photo = np.asarray(image_va, np.float64).reshape(2)
+        self.target = np.asarray(target_of(self.photo.tolist(), options.shift), np.float64)
+        self.steered = options.steered
+        self.missing = ranker.live.missing_sources  # library tracks whose file is gone: never shown
+        self.scored: dict[int, Scored] = {}
+        self.avail: list[tuple[tuple, int, Scored]] = []  # (order, track, entry): pool tracks left, sorted
+        self.in_pool: set[int] = set()
+        self.shown: set[int] = set()
+        self.keys: set[str] = set()
+        self.wanted = self.n
+        self.grown = -1
+        self.exhausted = False
+        self._ids = np.zeros(0, np.int64)  # the FAISS candidate list searched so far, best first
+        self._tids = np.zeros(0, np.int64)
+        self._firsts = np.zeros(0, np.int64)  # positions where a track first appears in it
+        self._k_have = 0
+
+    # -- the candidate pool ------------------------------------------------------------------------
+    def _prefix(self, m: int) -> None:
+        """Make sure the first ``m`` FAISS candidates are known (searching wider, at least x2)."""
+        if m <= self._k_have:
+            return
+        total = len(self.snap.table)
+        want = min(max(m, 2 * self._k_have), max(total, m))
+        ids = self.snap.search(self.emb, want)
+        ok, tids, _, _ = self.snap.table.lookup(ids)
+        self._ids, self._tids = ids[ok], tids[ok]
+        _, first = np.unique(self._tids, return_index=True)
+        self._firsts = np.sort(first)
+        self._k_have = want
+
+    def _pool(self, w: int) -> list[int]:
+        """``LiveIndex.track_pool(w, k, 4w)`` (+ the tracks nearest the target when steered):
+        the first ``4w`` tracks in FAISS order among the top-K clips, K widened x4 from
+        ``max(k, w)`` until they cover ``w`` tracks (up to ``MAX_K``)."""
+        count = max(w, TRACKS_PER_RESULT * w)
+        total = len(self.snap.table)
+        pool: list[int] = []
+        if total:
+            k_eff = min(max(self.k, w), total)
+            while True:
+                self._prefix(k_eff)
+                covered = int(np.searchsorted(self._firsts, min(k_eff, len(self._ids))))
+                if covered >= w or k_eff >= min(total, MAX_K):
+                    break
+                k_eff = min(k_eff * 4, total, MAX_K)
+            pool = [int(t) for t in self._tids[self._firsts[:covered]][:count]]
+        if self.steered:
+            pool += self.snap.nearest_va(self.target, TRACKS_PER_RESULT * w)
+        return list(dict.fromkeys(pool))
+
+    # -- pages ---------------------------------------------------------------------------------------
+    def pages(self, count: int) -> list[list[Scored]]:
+        """The first ``count`` pages (fewer when nothing is left that a wider pool could add)."""
+        pages: list[list[Scored]] = []
+        total = self.snap.n_tracks
+        while len(pages) < count:
+            pool = self._pool(self.wanted + self.options.spare)
+            new = [t for t in pool if t not in self.in_pool]
+            if new:
+                fresh = [t for t in new if t not in self.scored]
+                if fresh:
+                    self.scored.update(self.ranker._score(self.emb, fresh, self.snap))
+                for t in new:
+                    entry = self.scored.get(t)
+                    if entry is None:
+                        continue
+                    if self.steered:
+                        entry = self.ranker._steer(entry, self.photo, self.target, self.snap)
+                    bisect.insort(self.avail, (Ranker._order(entry, self.options.seed), t, entry))
+                self.in_pool.update(new)
+            taken = self._fill()
+            if taken:
+                pages.append(taken)
+            elif len(pool) >= total or len(pool) == self.grown:
+                self.exhausted = True
+                break  # nothing left that a wider pool could add
+            self.grown = len(pool)
+            self.wanted += self.n
+        return pages
+
+    def _key(self, track_id: int) -> tuple[str, str]:
+        """(near-duplicate key, normalised artist) of a track."""
+        info = self.snap.track_info.get(track_id)
+        if info is None:
+            return f"#{track_id}", ""
+        return duplicate_key(info.title, info.artist), normal_artist(info.artist)
+
+    def _fill(self) -> list[Scored]:
+        """Up to n available entries, best first, one per near-duplicate group, capped per artist."""
+        taken: list[Scored] = []
+        per_artist: dict[str, int] = {}
+        cap = self.options.max_per_artist
+        i = 0
+        while i < len(self.avail) and len(taken) < self.n:
+            _, tid, entry = self.avail[i]
+            key, artist = self._key(tid)
+            if (self.options.dedupe and key in self.keys) or tid in self.missing:
+                del self.avail[i]  # a song like it was shown, or its file is gone: never again
+                continue
+            if cap > 0 and artist and per_artist.get(artist, 0) >= cap:
+                i += 1
+                continue
+            del self.avail[i]
+            taken.append(entry)
+            self.shown.add(tid)
+            self.keys.add(key)
+            if artist:
+                per_artist[artist] = per_artist.get(artist, 0) + 1
+        return taken
+
+    def next_page_exists(self) -> bool:
+        """Whether the page after those built would hold a song: one track not shown (and, with
+        dedupe, unlike every shown one) in the pool that page would be filled from, widened as
+        ``pages`` widens it. Its first such track always fits, since the artist cap is per page."""
+        if self.exhausted:
+            return False
+        total = self.snap.n_tracks
+        w, grown = self.wanted, self.grown
+        checked: set[int] = set()
+        while True:
+            pool = self._pool(w + self.options.spare)
+            for t in pool:
+                if t in checked:
+                    continue
+                checked.add(t)
+                if t in self.shown or t in self.missing:
+                    continue
+                if not (self.options.dedupe and self._key(t)[0] in self.keys):
+                    return True
+            if len(pool) >= total or len(pool) == grown:
+                return False
+            grown, w = len(pool), w + self.n
+
+
+def _best_clip(hit: Hit, clip_ids: np.ndarray, starts: np.ndarray, ends: np.ndarray, scores: np.ndarray) -> Hit:
+    """The hit with its segment at the best clip; among equal scores the earliest, then the lowest id."""
+    best = min(range(len(clip_ids)), key=lambda i: (-round(float(scores[i]), SCORE_DECIMALS), starts[i], clip_ids[i]))
+    return replace(hit, start=float(starts[best]), end=float(ends[best]), clip_id=int(clip_ids[best]))
 
 
 def _bank(scorer: Scorer) -> np.ndarray | None:

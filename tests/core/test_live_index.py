@@ -156,3 +156,52 @@ def test_concurrent_postgres_commits_out_of_id_order(pg_url: str) -> None:
         assert idx.track_sig.keys() == {first.id, second}
     finally:
         engine.dispose()
+
+
+class TestMissingSources:
+    """Issue 24, 7: a library track whose file was removed is not recommended, and says so."""
+
+    def test_a_removed_library_file_is_noticed_reported_and_not_recommended(self, db, tmp_path: Path) -> None:
+        from fastapi import FastAPI
+        from fastapi.testclient import TestClient
+
+        from app.api.routes import health
+        from app.core.db import make_engine
+        from app.services.recommend import Ranker, SearchOptions
+        from tests.support.live_catalogue import DotMatcher
+
+        song = tmp_path / "song.ogg"
+        song.write_bytes(b"audio")
+        batch = catalogue.ClipBatch(np.zeros(1), np.full(1, 2.0), np.full((1, 2), 0.5), direction(0)[None])
+        with db() as s:
+            lib, _ = catalogue.add_track(
+                s, sha256="1" * 64, title="library", artist=None, album=None, duration=2.0, source=str(song),
+                audio_key=None, license=None, checkpoint_hash=CKPT, clips=batch,
+            )  # fmt: skip
+            lib_id = lib.id
+        other = add(db, "uploaded", [direction(1)])
+        idx = live(db, source_check_seconds=0.0)
+        ranker = Ranker(idx, DotMatcher())
+
+        def shown() -> list[int]:
+            return [h.track_id for h in ranker.search(direction(0), (0.5, 0.5), SearchOptions(n=5), 16)]
+
+        assert shown() == [lib_id, other] and idx.missing_sources == frozenset()
+        song.unlink()
+        idx.sync_once()
+        assert idx.missing_sources == {lib_id}
+        assert shown() == [other] and [h.track_id for h in ranker.recommend(direction(0), 5, 16)] == [other]
+        with db() as s:
+            assert catalogue.source_missing(catalogue.get_track(s, lib_id))
+            assert not catalogue.source_missing(catalogue.get_track(s, other))
+
+        app = FastAPI()
+        app.include_router(health.router)
+        app.state.live_index, app.state.engine = idx, make_engine(f"sqlite:///{tmp_path / 'ping.db'}")
+        body = TestClient(app).get("/ready").json()
+        assert body["checks"]["sources"] is False
+        assert f"ids {lib_id}" in body["detail"] and "lost their audio file" in body["detail"]
+
+        song.write_bytes(b"audio")  # restored
+        idx.sync_once()
+        assert idx.missing_sources == frozenset() and shown() == [lib_id, other]

@@ -19,6 +19,7 @@ from tests.support.live_catalogue import (
     add,
     direction,
     live,
+    remove,
     top,
     unit,
 )
@@ -92,7 +93,7 @@ def reference_recommend(idx: LiveIndex, matcher, image_emb: np.ndarray, n: int, 
     from app.core.live_index import _spread
     from app.services.recommend import CLIPS_PER_TRACK, SCORE_DECIMALS, TRACKS_PER_RESULT, _bank
 
-    ids, _ = idx.candidates(image_emb, n, k)
+    ids = idx.candidates(image_emb, n, k)
     if len(ids) == 0:
         return []
     ok, tids, _, _ = idx.table.lookup(ids)
@@ -381,3 +382,114 @@ class TestStoredBankStats:
         counting = CountingBankMatcher(BANK)
         Ranker(idx, counting).recommend(direction(0), 1, 256)
         assert counting.bank_calls == 0
+
+
+# ------------------------------------------------------------------ paging: one ranking, honest "more"
+class TestPaging:
+    def test_a_deep_page_is_a_slice_of_one_ranking_not_a_rebuild(self, db, monkeypatch) -> None:
+        """n=1&offset=150 used to run 151 FAISS searches; now one ranking (a few widenings)."""
+        from app.core.live_index import Snapshot
+
+        random_catalogue(db, 200, artists=50)
+        idx = live(db)
+        q = queries(1)[0]
+        pages = [Ranker(idx, DotMatcher()).search(q, PHOTO, SearchOptions(n=1, offset=o), 16) for o in range(160)]
+        calls = []
+        real = Snapshot.search
+        monkeypatch.setattr(Snapshot, "search", lambda self, *a: calls.append(1) or real(self, *a))
+        deep = Ranker(idx, DotMatcher()).search(q, PHOTO, SearchOptions(n=1, offset=150), 16)
+        assert deep == pages[150]  # the same slice as paging there one page at a time
+        assert len(calls) <= 6
+        seen = [p[0].track_id for p in pages]
+        assert len(set(seen)) == len(seen)
+
+    def test_paging_has_a_cap(self, db) -> None:
+        from app.services.recommend import MAX_RANKED
+
+        random_catalogue(db, 5)
+        idx = live(db)
+        Ranker(idx, DotMatcher()).search(direction(0), PHOTO, SearchOptions(n=10, offset=MAX_RANKED - 10), 16)
+        with pytest.raises(ValueError, match="paging cap"):
+            Ranker(idx, DotMatcher()).search(direction(0), PHOTO, SearchOptions(n=10, offset=MAX_RANKED), 16)
+
+    def test_more_only_when_the_next_page_holds_a_song_under_the_same_options(self, db) -> None:
+        """Issue 24, 2: "Numb" and "Numb (Live)" by one artist plus "Yellow", n=2, dedupe: the
+        next page would be empty, so there is no next page."""
+        add_song(db, "Numb", [direction(0)], artist="Linkin Park")
+        add_song(db, "Numb (Live)", [unit(direction(0) + 0.01 * direction(1))], artist="Linkin Park")
+        add_song(db, "Yellow", [direction(1)], artist="Coldplay")
+        idx = live(db)
+        ranker = Ranker(idx, DotMatcher())
+        page, more = ranker.search_page(direction(0), PHOTO, SearchOptions(n=2, dedupe=True), 256)
+        assert len(page) == 2 and more is False
+        assert ranker.search(direction(0), PHOTO, SearchOptions(n=2, dedupe=True, offset=2), 256) == []
+        page, more = ranker.search_page(direction(0), PHOTO, SearchOptions(n=2), 256)  # no dedupe: one left
+        assert len(page) == 2 and more is True
+        for n in (1, 2, 3):  # walking "more" visits every page that has songs, and no empty one
+            for opts in (SearchOptions(n=n, dedupe=True), SearchOptions(n=n, max_per_artist=1)):
+                offset, more = 0, True
+                while more:
+                    page, more = ranker.search_page(direction(0), PHOTO, replace(opts, offset=offset), 256)
+                    assert page, (n, opts, offset)
+                    offset += n
+                assert ranker.search(direction(0), PHOTO, replace(opts, offset=offset), 256) == []
+
+    def test_more_never_points_past_the_cap(self, db) -> None:
+        from app.services.recommend import MAX_RANKED
+
+        random_catalogue(db, 30)
+        idx = live(db)
+        _, more = Ranker(idx, DotMatcher()).search_page(
+            direction(0), PHOTO, SearchOptions(n=1, offset=MAX_RANKED - 1), 16
+        )
+        assert more is False
+
+
+class TestDefaultSegment:
+    def test_the_default_segment_is_the_best_clip_of_the_whole_track(self, db) -> None:
+        """Issue 24, 3: 100 clips, the best at 2-4 s, which the ranking's 32-clip sample skips."""
+        from app.services.bank_stats import spread
+
+        assert 1 not in spread(100, 32)
+        clips = [direction(1)] * 100
+        clips[1] = direction(0)
+        clips[50] = unit(direction(0) + direction(1))  # in the sample: the best the sample sees
+        track = add_song(db, "long", clips)
+        idx = live(db)
+        for ranker in (Ranker(idx, DotMatcher()), Ranker(idx, BankMatcher(BANK))):
+            hit = ranker.search(direction(0), PHOTO, SearchOptions(n=1), 256)[0]
+            assert (hit.track_id, hit.start, hit.end) == (track, 2.0, 4.0)
+            assert ranker.recommend(direction(0), 1, 256)[0].start == 2.0
+            longer = ranker.search(direction(0), PHOTO, SearchOptions(n=1, segment_seconds=2.5), 256)[0]
+            assert (longer.start, longer.end) == (2.0, 4.0)  # the window agrees with the clip
+
+
+class TestSnapshots:
+    def test_a_request_reads_one_snapshot_while_the_sync_swaps_in_the_next(self, db) -> None:
+        a = add(db, "a", [direction(0)])
+        idx = live(db)
+        before = idx.snapshot()
+        b = add(db, "b", [direction(0)])
+        remove(db, a)
+        idx.sync_once()
+        assert [int(t) for t in before.track_pool(direction(0), 2, 16, 8)] == [a]  # unchanged
+        assert idx.snapshot().track_pool(direction(0), 2, 16, 8) == [b]
+        assert before.base is idx.snapshot().base and before.base.frozen  # delta, no copy yet
+
+    def test_changes_fold_into_a_fresh_index_beyond_the_delta_limit(self, db, monkeypatch) -> None:
+        import app.core.live_index as live_index
+
+        monkeypatch.setattr(live_index, "COMPACT_AT", 3)
+        monkeypatch.setattr(live_index, "COMPACT_FRACTION", 0.0)
+        random_catalogue(db, 10)
+        idx = live(db)
+        first = idx.snapshot().base
+        added = [add_song(db, f"new {i}", [direction(i), direction(i + 1)]) for i in range(3)]
+        remove(db, added[0])
+        idx.sync_once()
+        snap = idx.snapshot()
+        assert snap.base is not first and snap.changes == 0 and first is not None and first.frozen
+        fresh = live(db).snapshot()
+        np.testing.assert_array_equal(snap.ids(), fresh.ids())
+        for q in queries(5):
+            np.testing.assert_array_equal(snap.search(q, 40), fresh.search(q, 40))

@@ -17,6 +17,7 @@ from app.core.metrics import CONTENT_TYPE
 router = APIRouter(tags=["operations"])
 
 DB_CHECK_TIMEOUT_S = 3.0
+MISSING_SHOWN = 20  # track ids named in the detail when library files are missing
 
 
 @router.get(
@@ -34,7 +35,9 @@ async def health() -> HealthResponse:
     response_model=ReadyResponse,
     summary="Readiness",
     description="200 when the model is loaded and warm, the live index is loaded and the "
-    "database answers `SELECT 1`; otherwise 503 with the failing checks and why.",
+    "database answers `SELECT 1`; otherwise 503 with the failing checks and why. `checks.sources` "
+    "is false (and `detail` names the tracks) when library tracks have lost their audio file: "
+    "reported, not a failure; those tracks are not recommended.",
     responses={503: {"model": ReadyResponse, "description": "Not ready; `detail` says why."}},
 )
 async def ready(request: Request) -> Response:
@@ -62,10 +65,17 @@ async def ready(request: Request) -> Response:
             reasons.append(f"database: {first_line(exc)}")
     if live is not None and live.last_sync_error:
         reasons.append(f"index sync: {live.last_sync_error}")
+    missing = sorted(live.missing_sources) if live is not None else []
+    if missing:  # reported, not a failure: the other songs are served as usual
+        shown = ", ".join(map(str, missing[:MISSING_SHOWN])) + (", ..." if len(missing) > MISSING_SHOWN else "")
+        reasons.append(
+            f"sources: {len(missing)} library tracks have lost their audio file and are not recommended "
+            f"(ids {shown}); restore the files, or re-index or delete the tracks"
+        )
     ok = model_ok and index_ok and db_ok
     body = ReadyResponse(
         status="ready" if ok else "unavailable",
-        checks={"model": model_ok, "index": index_ok, "database": db_ok},
+        checks={"model": model_ok, "index": index_ok, "database": db_ok, "sources": not missing},
         detail="; ".join(reasons) or None,
         model_version=str(worker.matcher.version) if worker is not None else None,
         tracks=live.n_tracks if live is not None else 0,

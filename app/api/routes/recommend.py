@@ -14,7 +14,7 @@ from app.api.schemas import VA, RecommendResponse, RecommendResult, Segment, Shi
 from app.api.security import ReadAuth
 from app.core.models import Track
 from app.core.ranking import MAX_SHIFT, MOOD_STEP, NEAR_EQUAL, OptionError, mood_words, parse_moods, total_shift
-from app.services.recommend import Hit, SearchOptions
+from app.services.recommend import MAX_RANKED, Hit, SearchOptions
 from model.image import ImageDecodeError
 
 router = APIRouter(tags=["recommend"], route_class=StrictFormRoute)  # file fields must be files
@@ -43,7 +43,8 @@ Options (all query parameters):
   target than to the photo. No shift: exactly the plain ranking.
 * **Variety**: one entry per track; `max_per_artist` (default 2, 0 = no cap); `dedupe` (default
   on) keeps one of each normalised title + artist; `offset` pages through the same ranking
-  (`next_offset` is the next page; pages never repeat a song); `seed` reshuffles songs whose
+  (`next_offset` is the next page, given only when it holds a song; pages never repeat a song;
+  the first {MAX_RANKED} songs can be paged through: `offset + n` beyond that is a 422); `seed` reshuffles songs whose
   scores fall in the same 0.02-wide step, deterministically per seed.
 * **Segment**: `segment_seconds` (2–60): the best run of consecutive clips of at most that length
   (mean clip score), on clip boundaries, inside the song; a shorter song is returned whole.
@@ -139,6 +140,12 @@ def search_options(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"query parameter 'offset': {offset} is not a multiple of n={n}; pages start at 0, n, 2n, ...",
         )
+    if offset + n > MAX_RANKED:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"query parameter 'offset': offset + n = {offset + n} is past the paging cap; the first "
+            f"{MAX_RANKED} songs of a ranking can be paged through",
+        )
     try:
         shift = total_shift(valence_shift, arousal_shift, parse_moods(mood))
     except OptionError as exc:
@@ -160,8 +167,9 @@ OffsetQ = Annotated[
     Query(
         ge=0,
         le=1000,
-        description="Where the page starts in the ranking: 0, n, 2n, ... (`next_offset` gives the next). "
-        "Pages never repeat a song.",
+        description="Where the page starts in the ranking: 0, n, 2n, ... (`next_offset` gives the next, "
+        f"only when that page holds a song). Pages never repeat a song. Paging cap: offset + n <= {MAX_RANKED} "
+        "(422 beyond).",
         examples=[10],
     ),
 ]
