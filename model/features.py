@@ -53,6 +53,9 @@ MIN_TAIL_SECONDS = 1.0
 DELTA_WIDTH = 9  # librosa.feature.delta default: +-4 frames (~93 ms each side)
 STD_FLOOR = 1e-6
 CLIP_SAMPLES = int(round(CLIP_SECONDS * SAMPLE_RATE))  # 44,100 samples -> 87 centred frames
+# Frames analysed at once by cut_clips (~95 s): a 10-minute song's whole-signal STFT alone took
+# ~400 MB; in blocks the analysis stays near 100 MB whatever the length, with identical features.
+FRAME_BLOCK = 4096
 
 _BLOCKS = (
     ("mfcc", N_MFCC),
@@ -143,9 +146,23 @@ def _signal(y: np.ndarray) -> np.ndarray:
     return y
 
 
-def _parts(y: np.ndarray, sr: int) -> _Parts:
-    # Librosa's defaults: centred frames, zero padding at the edges, Hann window.
-    mag = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP_LENGTH))
+def centred_segment(y: np.ndarray, start: int, stop: int, n_fft: int, hop: int) -> np.ndarray:
+    """The samples that frames [start, stop) of librosa's centred, zero-padded STFT of ``y`` see:
+    an STFT of this segment with ``center=False`` gives exactly those frames, so a long signal
+    can be analysed in blocks of frames with memory bounded by the block, not the signal."""
+    lo = start * hop - n_fft // 2
+    hi = (stop - 1) * hop + n_fft - n_fft // 2
+    seg = y[min(max(lo, 0), len(y)) : max(min(hi, len(y)), 0)]
+    left = max(0, -lo)
+    return np.pad(seg, (left, (hi - lo) - left - len(seg)))
+
+
+def _parts(y: np.ndarray, sr: int, start: int = 0, stop: int | None = None) -> _Parts:
+    """Per-frame quantities of frames [start, stop) (default: all ``1 + len(y) // HOP_LENGTH``),
+    equal to librosa's on the whole signal: centred frames, zero padding at the edges, Hann window."""
+    stop = 1 + len(y) // HOP_LENGTH if stop is None else stop
+    seg = centred_segment(y, start, stop, N_FFT, HOP_LENGTH)
+    mag = np.abs(librosa.stft(seg, n_fft=N_FFT, hop_length=HOP_LENGTH, center=False))
     power = mag**2
     mel = librosa.feature.melspectrogram(S=power, sr=sr, n_fft=N_FFT, n_mels=N_MELS)
     logmel = librosa.power_to_db(mel, top_db=None)
@@ -218,6 +235,18 @@ def clip_frame_starts(n_samples: int, hop_seconds: float = CLIP_SECONDS) -> tupl
     return starts, n_short
 
 
+def _frame_blocks(frames: np.ndarray) -> list[np.ndarray]:
+    """Consecutive clips (by first frame, ascending) grouped so each group spans at most
+    ``FRAME_BLOCK`` frames (a clip longer than that alone)."""
+    groups: list[np.ndarray] = []
+    begin = 0
+    for i in range(1, len(frames) + 1):
+        if i == len(frames) or frames[i] + CLIP_FRAMES - frames[begin] > FRAME_BLOCK:
+            groups.append(np.arange(begin, i))
+            begin = i
+    return groups
+
+
 def cut_clips(
     y: np.ndarray, sr: int = SAMPLE_RATE, hop_seconds: float = CLIP_SECONDS, *, tagger: bool = False
 ) -> ClipSet:
@@ -248,8 +277,11 @@ def cut_clips(
         empty.n_silent = n_silent
         return empty
     frames = np.asarray(starts, dtype=np.int64)[loud]
-    index = frames[:, None] + np.arange(CLIP_FRAMES)[None, :]
-    feats = _assemble(_parts(y, sr), index)
+    feats = np.empty((len(frames), N_FEATURES, CLIP_FRAMES), np.float32)
+    for group in _frame_blocks(frames):  # bounded memory: a block of frames at a time
+        first = int(frames[group[0]])
+        index = frames[group, None] - first + np.arange(CLIP_FRAMES)[None, :]
+        feats[group] = _assemble(_parts(y, sr, first, int(frames[group[-1]]) + CLIP_FRAMES), index)
     begin = frames * HOP_LENGTH / SAMPLE_RATE
     ends = np.minimum(begin + CLIP_SECONDS, n / SAMPLE_RATE)
     tagger_windows = None

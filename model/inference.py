@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 GRAPHS = ("image", "music", "similarity")
 META_CHECKPOINT_SHA256 = "photoscore.checkpoint_sha256"
 META_GRAPH = "photoscore.graph"
-CLIP_BATCH = 16  # clips per music-graph run: bounds memory whatever the song's length
+CLIP_BATCH = 8  # clips per music-graph run: bounds memory (~160 MB) whatever the song's length
 SIMILARITY_PAIRS = 8192  # photo-clip pairs per similarity-graph run (bounded memory for large banks)
 
 

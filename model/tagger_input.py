@@ -11,6 +11,8 @@ from __future__ import annotations
 import librosa
 import numpy as np
 
+from model.features import centred_segment
+
 # musicnn/configuration.py: SR, FFT_SIZE, FFT_HOP, N_MELS. 187 frames = extractor.py's
 # librosa.time_to_frames(3, sr=16000, n_fft=512, hop_length=256) + 1: the 3-s input the models were trained on.
 TAGGER_SR = 16000
@@ -22,23 +24,28 @@ TAGGER_WINDOW_SECONDS = 3.0
 TAGGER_N_TAGS = 50
 TAGGER_EMBED_DIM = 200  # the 'penultimate' layer
 
+TAGGER_FRAME_BLOCK = 8192  # spectrogram frames computed at once (~131 s): memory flat in the song's length
 _WINDOW_SAMPLES = int(TAGGER_WINDOW_SECONDS * TAGGER_SR)
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
-def log_mel(y16: np.ndarray) -> np.ndarray:
-    """musicnn's input representation of a 16-kHz mono signal: float32 [frames, 96], frames = 1 + len // 256.
+def log_mel(y16: np.ndarray, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """musicnn's input representation of a 16-kHz mono signal: float32 [frames, 96], frames = 1 + len // 256
+    (or only frames [start, stop), equal to those rows of the whole: memory bounded by the block).
 
     As musicnn's ``extractor.batch_data``: librosa power mel spectrogram (n_fft 512, hop 256, 96 Slaney mels,
     centred frames), rounded through float16 as musicnn (and its training pipeline) stored it, then
     log10(10000 x + 1) in float32. The clip at float16's maximum only guards against inf on absurd input levels.
     """
+    y16 = np.asarray(y16, dtype=np.float32)
+    stop = 1 + len(y16) // TAGGER_HOP if stop is None else stop
     mel = librosa.feature.melspectrogram(
-        y=np.asarray(y16, dtype=np.float32),
+        y=centred_segment(y16, start, stop, TAGGER_N_FFT, TAGGER_HOP),
         sr=TAGGER_SR,
         n_fft=TAGGER_N_FFT,
         hop_length=TAGGER_HOP,
         n_mels=TAGGER_N_MELS,
+        center=False,
     ).T
     mel = np.minimum(mel, _FLOAT16_MAX).astype(np.float16).astype(np.float32)
     return np.log10(np.float32(10000) * mel + np.float32(1)).astype(np.float32)
@@ -77,6 +84,16 @@ def tagger_input(y: np.ndarray, sr: int, starts: np.ndarray, ends: np.ndarray) -
         y = np.pad(y, (0, _WINDOW_SAMPLES - len(y)))
     if len(starts) == 0:
         return np.zeros((0, TAGGER_FRAMES, TAGGER_N_MELS), np.float32)
-    spec = log_mel(y)
     first = _window_first_frames(len(y), starts, ends)
-    return spec[first[:, None] + np.arange(TAGGER_FRAMES)]
+    out = np.empty((len(first), TAGGER_FRAMES, TAGGER_N_MELS), np.float32)
+    order = np.argsort(first, kind="stable")
+    begin = 0
+    for i in range(1, len(order) + 1):  # windows in blocks of at most TAGGER_FRAME_BLOCK frames
+        if i < len(order) and first[order[i]] + TAGGER_FRAMES - first[order[begin]] <= TAGGER_FRAME_BLOCK:
+            continue
+        group = order[begin:i]
+        lo = int(first[group].min())
+        spec = log_mel(y, lo, int(first[group].max()) + TAGGER_FRAMES)
+        out[group] = spec[first[group, None] - lo + np.arange(TAGGER_FRAMES)]
+        begin = i
+    return out
