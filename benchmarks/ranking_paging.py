@@ -117,7 +117,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--deep-offset", type=int, default=999)
+    ap.add_argument("--omp-threads", type=int, default=1, help="FAISS OpenMP threads (1: parallel across requests)")
     args = ap.parse_args()
+    import faiss
+
+    faiss.omp_set_num_threads(args.omp_threads)  # a loaded 2-core box: OpenMP barriers dominate otherwise
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         try:

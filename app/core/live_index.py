@@ -32,6 +32,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
+import faiss
 import numpy as np
 from sqlalchemy.orm import Session
 
@@ -52,6 +53,7 @@ from app.core.vector_index import ClipIndex, IndexMismatchError, IndexPolicy
 log = logging.getLogger(__name__)
 
 MAX_K = 65_536  # widest FAISS candidate list when tracks are few but long
+SEARCH_THREADS = 1  # OpenMP threads per FAISS search: the parallelism is across requests
 COMPACT_AT = 4_096  # clips added or removed since the snapshot's index was built: fold them in
 COMPACT_FRACTION = 0.02  # ... or this share of the index, whichever is larger
 
@@ -169,6 +171,9 @@ class Snapshot:
         """Clip ids of the top-``k`` inner products with one query, best first."""
         if self.base is None or k <= 0:
             return np.zeros(0, np.int64)
+        # One OpenMP thread per search, set in the calling thread (the setting is per thread):
+        # requests search in parallel now, and a team per request oversubscribes the cores.
+        faiss.omp_set_num_threads(SEARCH_THREADS)
         query = np.asarray(query, np.float32).reshape(1, -1)
         scores, found = self.base.search(query, k + len(self.dead))
         ids, sc = found[0], scores[0]
