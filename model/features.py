@@ -279,9 +279,9 @@ def cut_clips(
     frames = np.asarray(starts, dtype=np.int64)[loud]
     feats = np.empty((len(frames), N_FEATURES, CLIP_FRAMES), np.float32)
     for group in _frame_blocks(frames):  # bounded memory: a block of frames at a time
-        first = int(frames[group[0]])
-        index = frames[group, None] - first + np.arange(CLIP_FRAMES)[None, :]
-        feats[group] = _assemble(_parts(y, sr, first, int(frames[group[-1]]) + CLIP_FRAMES), index)
+        lo = int(frames[group[0]])
+        index = frames[group, None] - lo + np.arange(CLIP_FRAMES)[None, :]
+        feats[group] = _assemble(_parts(y, sr, lo, int(frames[group[-1]]) + CLIP_FRAMES), index)
     begin = frames * HOP_LENGTH / SAMPLE_RATE
     ends = np.minimum(begin + CLIP_SECONDS, n / SAMPLE_RATE)
     tagger_windows = None

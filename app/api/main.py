@@ -40,7 +40,8 @@ from app.core.metrics import Metrics
 from app.core.settings import Settings
 from app.core.storage import AudioStore
 from app.core.vector_index import IndexPolicy
-from app.services.inference import InferenceWorker, WorkerClosedError
+from app.services.bank_stats import backfill_in_background
+from app.services.inference import InferenceWorker, ModelThreadScorer, WorkerClosedError
 from app.services.recommend import Recommender
 
 log = logging.getLogger(__name__)
@@ -273,6 +274,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await run_in_threadpool(live.load)
     state.live_index = live
     state.ranker = Recommender.ranker_for(live, worker)
+    # Tracks stored before query-bank statistics were kept get them once, in the background.
+    backfill = asyncio.create_task(
+        backfill_in_background(live, ModelThreadScorer(worker), state.session_factory), name="photoscore-bank-stats"
+    )
     metrics.bind_catalogue(lambda: live.n_tracks, lambda: live.n_clips)
     state.store = AudioStore(settings.resolved_audio_dir)
     if swept := await run_in_threadpool(state.store.sweep_temporary):
@@ -292,9 +297,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        sync_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sync_task
+        for task in (sync_task, backfill):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await worker.close()
         state.warmed = False
         engine.dispose()

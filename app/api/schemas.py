@@ -72,6 +72,11 @@ class TrackOut(BaseModel):
     audio_url: str | None = Field(
         None, description="Relative URL of the audio (HTTP Range supported); null if none is stored."
     )
+    audio_missing: bool = Field(
+        False,
+        description="A library track whose audio file has been removed: it is not recommended and has no "
+        "audio_url until the file is back (or the track is deleted).",
+    )
     created_at: datetime | None = None
 
     model_config = ConfigDict(json_schema_extra={"examples": [_TRACK_EXAMPLE]})

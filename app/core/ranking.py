@@ -427,10 +427,10 @@ class _Assignment:
         assign = [-1] * n
         holder: dict[int, int] = {}
         used = [0] * len(self._artist)
-        for p, c in enumerate(self.choice):  # keep what is still allowed and consistent
-            if c is None:
+        for p, chosen in enumerate(self.choice):  # keep what is still allowed and consistent
+            if chosen is None:
                 continue
-            s = self._song_of(c)
+            s = self._song_of(chosen)
             a = self.song_artist[s]
             if s in options[p] and s not in holder and (a < 0 or used[a] < self.cap):
                 assign[p], holder[s] = s, p

@@ -332,3 +332,23 @@ def test_real_panda4q_clip(dataset_dir: Path) -> None:
     assert len(clips) >= 5
     assert np.isfinite(clips.features).all()
     assert clips.features.shape[1:] == (193, 87)
+
+
+def test_block_analysis_equals_the_whole_signal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clip features and tagger windows are analysed a block of frames at a time (memory flat in
+    the song's length); blocks must give exactly what one whole-signal analysis gives."""
+    import model.features as features
+    import model.tagger_input as tagger_input
+    from tests.support.songs import real_music
+
+    y = real_music(47.0, 0)
+    y[int(SR * 19.5) : SR * 24] = 0.0  # a silent clip in the middle: kept clips are not contiguous
+    whole = features.cut_clips(y, tagger=True)
+    monkeypatch.setattr(features, "FRAME_BLOCK", 200)  # several clips per block, several blocks
+    monkeypatch.setattr(tagger_input, "TAGGER_FRAME_BLOCK", 400)
+    blocked = features.cut_clips(y, tagger=True)
+    assert whole.n_silent >= 1 and len(whole) >= 20
+    assert np.array_equal(whole.starts, blocked.starts)
+    assert np.array_equal(whole.features, blocked.features)
+    assert whole.tagger is not None and blocked.tagger is not None
+    assert np.array_equal(whole.tagger, blocked.tagger)

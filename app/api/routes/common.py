@@ -14,6 +14,7 @@ from starlette.datastructures import FormData
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from app.api.schemas import TrackOut
+from app.core.catalogue import source_missing
 from app.core.models import Track
 from app.core.text import clean_text
 
@@ -23,7 +24,10 @@ _CHUNK = 1 << 20
 
 
 def audio_url(track: Track) -> str | None:
-    return f"/tracks/{track.id}/audio" if (track.audio_key or track.source) else None
+    """Where to stream the track; None when no audio is stored or its library file is gone."""
+    if not (track.audio_key or track.source) or source_missing(track):
+        return None
+    return f"/tracks/{track.id}/audio"
 
 
 def track_out(track: Track) -> TrackOut:
@@ -38,6 +42,7 @@ def track_out(track: Track) -> TrackOut:
         clip_count=int(track.clip_count or 0),
         license=track.license,
         audio_url=audio_url(track),
+        audio_missing=source_missing(track),
         created_at=_aware(track.created_at),
     )
 

@@ -29,7 +29,7 @@ from app.core.settings import Settings
 from app.core.storage import AudioStore, media_type_for, sniff_audio_extension
 from app.core.tags import read_tags
 from app.services import tracks as tracks_service
-from app.services.inference import InferenceWorker
+from app.services.inference import InferenceWorker, ModelThreadScorer
 from model.audio import DEFAULT_MAX_SAMPLES, SAMPLE_RATE, AudioDecodeError, load_audio, probe_duration
 
 log = logging.getLogger(__name__)
@@ -249,6 +249,7 @@ async def _ingest(
             checkpoint_hash=matcher.checkpoint_hash,
             audio=data,
             store=store,
+            scorer=ModelThreadScorer(worker),  # the track's query-bank statistics, stored with it
         )
     )
     if not created:  # another replica committed the same bytes first
