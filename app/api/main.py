@@ -41,7 +41,7 @@ from app.core.settings import Settings
 from app.core.storage import AudioStore
 from app.core.vector_index import IndexPolicy
 from app.services.bank_stats import backfill_in_background
-from app.services.inference import InferenceWorker, ModelThreadScorer, WorkerClosedError
+from app.services.inference import InferenceWorker, ModelThreadScorer, Priority, WorkerClosedError
 from app.services.recommend import Recommender
 
 log = logging.getLogger(__name__)
@@ -276,7 +276,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.ranker = Recommender.ranker_for(live, worker)
     # Tracks stored before query-bank statistics were kept get them once, in the background.
     backfill = asyncio.create_task(
-        backfill_in_background(live, ModelThreadScorer(worker), state.session_factory), name="photoscore-bank-stats"
+        backfill_in_background(live, ModelThreadScorer(worker, Priority.BACKGROUND), state.session_factory),
+        name="photoscore-bank-stats",
     )
     metrics.bind_catalogue(lambda: live.n_tracks, lambda: live.n_clips)
     state.store = AudioStore(settings.resolved_audio_dir)

@@ -1,7 +1,10 @@
 """Inference worker: the one owner of the model at serving time.
 
-All model calls run on a single dedicated thread, so the event loop never blocks on torch and
-the model is never used from two threads at once. Concurrent `/recommend` requests are
+All model calls run on a single dedicated thread, so the event loop never blocks on inference and
+the model is never used from two threads at once. The thread takes the most urgent call first:
+request-path calls (photo embeddings, the similarity predictor) go ahead of background ones
+(an upload's clips, the query-bank backfill), which come in slices of a few clips, so a long song
+being embedded delays a recommendation by one slice at most. Concurrent `/recommend` requests are
 micro-batched: the first waiting image opens a batch, which closes when it holds
 `max_batch` images or `max_wait_ms` has passed; while a batch runs, new requests queue up and
 form the next batch (dynamic batching). Results come back to each request through its own
@@ -12,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any, TypeVar
 
 import numpy as np
@@ -32,6 +38,59 @@ _THREAD_NAME = "photoscore-model"
 
 class WorkerClosedError(RuntimeError):
     """The worker was shut down (service stopping)."""
+
+
+class Priority(IntEnum):
+    """Which model call the thread takes first (lower first; equal ones in arrival order)."""
+
+    REQUEST = 0  # a person is waiting: photo embeddings, the similarity predictor while ranking
+    BACKGROUND = 1  # an upload's clips, query-bank statistics, the start-up backfill
+
+
+class ModelThread:
+    """One thread that runs submitted calls one at a time, most urgent first."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.PriorityQueue[tuple[int, int, Callable[[], Any] | None, Future | None]] = (
+            queue.PriorityQueue()
+        )
+        self._order = itertools.count()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], T], priority: Priority = Priority.REQUEST) -> Future[T]:
+        if self._closed:
+            raise WorkerClosedError("the service is shutting down")
+        future: Future[T] = Future()
+        self._queue.put((int(priority), next(self._order), fn, future))
+        return future
+
+    def _loop(self) -> None:
+        while True:
+            _, _, fn, future = self._queue.get()
+            if fn is None or future is None:  # shutdown marker: after everything queued before it
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to the caller, never lost on this thread
+                future.set_exception(exc)
+
+    def shutdown(self, cancel_futures: bool = True) -> None:
+        """Stop taking calls; cancel the queued ones (or run them first) and join the thread."""
+        self._closed = True
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item[3] is not None:
+                    item[3].cancel()
+        self._queue.put((len(Priority) + 1, next(self._order), None, None))
+        self._thread.join()
 
 
 @dataclass
@@ -61,7 +120,7 @@ class InferenceWorker:
         self.max_wait = max(0.0, float(max_wait_ms)) / 1000.0
         self.micro_batching = micro_batching
         self.metrics = metrics
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_THREAD_NAME)
+        self._thread = ModelThread(_THREAD_NAME)
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task | None = None
         self._closed = False
@@ -93,24 +152,23 @@ class InferenceWorker:
                 item = self._queue.get_nowait()
                 if not item.future.done():
                     item.future.set_exception(WorkerClosedError("the service is shutting down"))
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._thread.shutdown(cancel_futures=True)
 
     # -- public API --------------------------------------------------------------------------
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, priority: Priority = Priority.REQUEST, **kwargs: Any) -> T:
         """Run any blocking model call on the model thread (serialised with the batches)."""
         if self._closed:
             raise WorkerClosedError("the service is shutting down")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        return await asyncio.wrap_future(self._thread.submit(lambda: fn(*args, **kwargs), priority))
 
-    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def call(self, fn: Callable[..., T], *args: Any, priority: Priority = Priority.REQUEST, **kwargs: Any) -> T:
         """Run a model call on the model thread from a worker thread, blocking it (never call
         this on the event loop: use ``run``)."""
         if self._closed:
             raise WorkerClosedError("the service is shutting down")
         if threading.current_thread().name.startswith(_THREAD_NAME):
             return fn(*args, **kwargs)  # already on the model thread
-        return self._executor.submit(fn, *args, **kwargs).result()
+        return self._thread.submit(lambda: fn(*args, **kwargs), priority).result()
 
     async def embed_image(self, image: Any) -> tuple[np.ndarray, np.ndarray]:
         """(embedding[dim], va[2]) for one image (whatever `batch_fn` takes a list of)."""
@@ -193,20 +251,22 @@ def _settle(future: asyncio.Future, *, value: Any = None, exc: BaseException | N
 
 
 class ModelThreadScorer:
-    """The matcher's similarity predictor, each call run on the worker's model thread.
+    """The matcher's similarity predictor, each call run on the worker's model thread at
+    ``priority`` (the ranking's calls are requests; an upload's statistics are background).
 
     The ranking runs in a worker thread (FAISS and table look-ups there); only these calls take
     the model thread, so they queue with other requests' embeddings instead of blocking them."""
 
-    def __init__(self, worker: InferenceWorker) -> None:
+    def __init__(self, worker: InferenceWorker, priority: Priority = Priority.REQUEST) -> None:
         self.worker = worker
+        self.priority = priority
 
     @property
     def query_bank(self) -> np.ndarray | None:
-        return self.worker.call(getattr, self.worker.matcher, "query_bank", None)  # torch -> numpy
+        return self.worker.call(getattr, self.worker.matcher, "query_bank", None, priority=self.priority)
 
     def similarity(self, image_emb: np.ndarray, clip_embs: np.ndarray) -> np.ndarray:
-        return self.worker.call(self.worker.matcher.similarity, image_emb, clip_embs)
+        return self.worker.call(self.worker.matcher.similarity, image_emb, clip_embs, priority=self.priority)
 
     def similarity_matrix(self, images: np.ndarray, clips: np.ndarray) -> np.ndarray:
-        return self.worker.call(self.worker.matcher.similarity_matrix, images, clips)
+        return self.worker.call(self.worker.matcher.similarity_matrix, images, clips, priority=self.priority)

@@ -199,3 +199,34 @@ def test_real_model_batched_equals_single(tiny_checkpoint: Path) -> None:
         np.testing.assert_allclose(e1, e2, atol=1e-5)
         np.testing.assert_allclose(v1, v2, atol=1e-5)
         assert abs(float(np.linalg.norm(e1)) - 1.0) < 1e-4
+
+
+def test_request_calls_go_ahead_of_background_calls() -> None:
+    """An upload's clip slices are background work: a photo that arrives while they are queued
+    is embedded after the slice that is running, not after all of them (issue 24, reads during writes)."""
+    from app.services.inference import Priority
+
+    matcher = FakeMatcher(delay=0.0)
+    order: list[str] = []
+
+    def slice_of_song(i: int) -> None:
+        time.sleep(0.05)
+        order.append(f"song{i}")
+
+    async def main() -> None:
+        worker = InferenceWorker(matcher, micro_batching=False)
+        await worker.start()
+        try:
+            songs = [
+                asyncio.ensure_future(worker.run(slice_of_song, i, priority=Priority.BACKGROUND)) for i in range(6)
+            ]
+            await asyncio.sleep(0.02)  # the first slice is running, five are queued
+            await worker.embed_image(1.0)
+            order.append("photo")
+            await asyncio.gather(*songs)
+        finally:
+            await worker.close()
+
+    run(main())
+    assert order.index("photo") <= 2, order  # after the running slice, not after all six
+    assert [o for o in order if o != "photo"] == [f"song{i}" for i in range(6)]  # background keeps its order

@@ -29,7 +29,7 @@ from app.core.settings import Settings
 from app.core.storage import AudioStore, media_type_for, sniff_audio_extension
 from app.core.tags import read_tags
 from app.services import tracks as tracks_service
-from app.services.inference import InferenceWorker, ModelThreadScorer
+from app.services.inference import InferenceWorker, ModelThreadScorer, Priority
 from model.audio import DEFAULT_MAX_SAMPLES, SAMPLE_RATE, AudioDecodeError, load_audio, probe_duration
 
 log = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ async def _ingest(
             checkpoint_hash=matcher.checkpoint_hash,
             audio=data,
             store=store,
-            scorer=ModelThreadScorer(worker),  # the track's query-bank statistics, stored with it
+            scorer=ModelThreadScorer(worker, Priority.BACKGROUND),  # query-bank statistics, stored with it
         )
     )
     if not created:  # another replica committed the same bytes first
@@ -262,14 +262,15 @@ async def _ingest(
 
 
 async def _embed(worker: InferenceWorker, features: Any, tagger: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Clip embeddings in chunks, so `/recommend` batches run between the chunks of a long song
-    instead of waiting for all of it (the model thread is shared and first come, first served)."""
+    """Clip embeddings in chunks at background priority, so `/recommend` batches go ahead of the
+    rest of a long song instead of waiting for all of it (the model thread is shared)."""
     matcher = worker.matcher
     step = max(1, int(getattr(matcher, "batch_size", _EMBED_CHUNK) or _EMBED_CHUNK))
     embs, vas = [], []
     for start in range(0, len(features), step):
         part = slice(start, start + step)
-        e, v = await worker.run(matcher.embed_clip_features, features[part], None if tagger is None else tagger[part])
+        windows = None if tagger is None else tagger[part]
+        e, v = await worker.run(matcher.embed_clip_features, features[part], windows, priority=Priority.BACKGROUND)
         embs.append(e)
         vas.append(v)
     return np.concatenate(embs), np.concatenate(vas)
