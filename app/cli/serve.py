@@ -53,7 +53,7 @@ def _settings_from(args: argparse.Namespace):  # -> Settings (import kept lazy f
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.api.admission_connections import HEADER_TIMEOUT_S, RequestGuard, guarded_h11
+    from app.api.admission_connections import RequestGuard, guarded_h11
     from app.api.main import create_app
 
     try:
@@ -90,7 +90,7 @@ def run_serve(args: argparse.Namespace) -> int:
         # accepted, issue 14 F7); h11 refuses a request head over this many bytes with 400. The
         # guarded protocol adds a header timeout and closes the oldest of the connections that
         # wait for a request head beyond `waiting` (issue 24, point 5).
-        http=guarded_h11(header_timeout_s=HEADER_TIMEOUT_S, max_waiting=waiting),
+        http=guarded_h11(header_timeout_s=settings.header_timeout_seconds, max_waiting=waiting),
         h11_max_incomplete_event_size=head_limit,
     )
     server = uvicorn.Server(config)

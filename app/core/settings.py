@@ -70,8 +70,14 @@ class Settings(BaseSettings):
     max_header_kb: int = Field(
         64, ge=1, description="Largest request line + headers `photoscore serve` reads; larger gets 400."
     )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="A request head (line + headers) must arrive within this; else 408 and closed."
+    )
     max_connections: int = Field(
-        1000, ge=1, description="Open connections `photoscore serve` accepts; beyond it new ones get 503."
+        1000,
+        ge=1,
+        description="Requests in flight `photoscore serve` takes (beyond: 503), and connections waiting for a "
+        "request head it keeps (beyond: the oldest is closed).",
     )
     host: str = "127.0.0.1"
     port: int = 8000
