@@ -5,8 +5,8 @@ uvicorn alone let three kinds of client hold or trick the server:
 - A request head trickled at 1 byte/s stayed open for ever: uvicorn's keep-alive timer is reset
   by every byte and no timer covers a head in progress. `guarded_h11` adds a header timeout (like
   nginx's `client_header_timeout`): from the moment a connection waits for a request head (new,
-  or idle after a response) the whole head must arrive within `header_timeout_s` (`PHOTOSCORE_HEADER_TIMEOUT_SECONDS`), else 408 (when
-  some of it came) and the connection is closed.
+  or idle after a response) the whole head must arrive within `header_timeout_s`
+  (`PHOTOSCORE_HEADER_TIMEOUT_SECONDS`), else 408 (when some of it came) and the connection is closed.
 - 1,010 half-sent heads made every request 503: uvicorn's `limit_concurrency` counts open
   connections, including those that have not sent a request. Now only requests in flight are
   counted (`RequestGuard`), and connections waiting for a head (half-open or idle keep-alive)
