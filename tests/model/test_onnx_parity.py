@@ -113,3 +113,11 @@ def test_grey_photo_features_do_not_depend_on_rounding_noise() -> None:
     grey = Image.fromarray(np.repeat(rng.integers(0, 256, (64, 64, 1), dtype=np.uint8), 3, axis=2))
     x = torch.from_numpy(image_tensor(grey, 64)[None])
     assert torch.equal(image_affect_features(x), image_affect_features(torch.nextafter(x, x + 1)))
+
+
+def test_model_card_names_the_shipped_graphs_and_their_sha256() -> None:
+    from app.core.files import file_sha256
+
+    card = (DEFAULT_CHECKPOINT.parent / "MODEL_CARD.md").read_text()
+    for path in onnx_paths(DEFAULT_CHECKPOINT).values():
+        assert f"`{path.name}`" in card and file_sha256(path) in card, f"MODEL_CARD.md is stale for {path.name}"
