@@ -3,7 +3,7 @@
 # (SQLite, an on-disk FAISS index, the shipped model) with a catalogue of real, freely licensed
 # music. Run it again at any time: every step is idempotent.
 #
-#   1. scripts/install.sh (Debian packages when root, .venv, the project)
+#   1. scripts/install.sh (Debian packages when root, .venv, the project without PyTorch)
 #   2. an API key for writes, generated once into $PHOTOSCORE_DATA_DIR/api-key (mode 600)
 #   3. database migrations
 #   4. the demo catalogue (scripts/demo_catalogue.sh; indexed tracks are skipped)
@@ -20,7 +20,8 @@ cd "$ROOT"
 say() { printf 'quickstart: %s\n' "$*"; }
 
 if [[ "${PHOTOSCORE_SKIP_INSTALL:-0}" != 1 ]]; then
-  "$ROOT/scripts/install.sh"
+  # Serving and indexing need no PyTorch (ONNX Runtime): no extras unless PHOTOSCORE_EXTRAS asks.
+  "$ROOT/scripts/install.sh" --extras "${PHOTOSCORE_EXTRAS-}"
 fi
 VENV="${PHOTOSCORE_VENV:-$ROOT/.venv}"
 if [[ "$VENV" != none ]]; then
