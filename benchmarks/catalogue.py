@@ -67,6 +67,7 @@ def write_synthetic(
     *,
     checkpoint_hash: str,
     exact_threshold: int = 200_000,
+    compressed_threshold: int | None = None,
     spec: SyntheticSpec = SyntheticSpec(),
 ) -> tuple[Catalogue, np.ndarray, np.ndarray, Any]:
     """A fresh synthetic catalogue; returns it with (clip ids, embeddings, built ClipIndex)."""
@@ -145,7 +146,9 @@ def write_synthetic(
         embs,
         checkpoint_hash=checkpoint_hash,
         dim=spec.dim,
-        policy=IndexPolicy(exact_threshold=exact_threshold),
+        policy=IndexPolicy(exact_threshold=exact_threshold)
+        if compressed_threshold is None
+        else IndexPolicy(exact_threshold=exact_threshold, compressed_threshold=compressed_threshold),
     )
     build_s = time.perf_counter() - t0
     trim_memory()
