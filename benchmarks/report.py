@@ -1182,6 +1182,14 @@ def _scale(res: RunRecord) -> list[str]:
     return lines
 
 
+def marked_section(doc: Path, begin: str, end: str) -> list[str]:
+    """The lines of ``doc`` from ``begin`` to ``end`` (markers included), or [] when absent."""
+    text = doc.read_text() if doc.is_file() else ""
+    if begin not in text or end not in text:
+        return []
+    return (begin + text.split(begin, 1)[1].split(end, 1)[0] + end).splitlines()
+
+
 def update_marked_section(doc: Path, section: list[str]) -> None:
     """Replace (or append) the section between ``section``'s first and last line (its markers) in
     ``doc``, leaving the rest of the document as it is."""

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from benchmarks import bench_floor, bench_indexer, bench_model, bench_recommend, bench_search, report
+from benchmarks import bench_floor, bench_indexer, bench_model, bench_recommend, bench_runtime, bench_search, report
 from benchmarks.catalogue import Catalogue
 from benchmarks.common import (
     DEFAULT_DOC,
@@ -172,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     save_json(args.workdir / "results.json", results)  # first: a report that fails can be re-rendered
     text = report.render(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    kept = report.marked_section(args.out, bench_runtime.BEGIN, bench_runtime.END)  # its own script's
     args.out.write_text(text)
+    if kept:
+        report.update_marked_section(args.out, kept)
     log(f"wrote {args.out} and {args.workdir / 'results.json'} in {results.total_seconds / 60:.1f} min")
     if not args.keep:
         for cat in catalogues:
