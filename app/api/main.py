@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.admission import BodyTimeoutMiddleware, UploadGate
+from app.api.docs import add_offline_docs
 from app.api.metrics_middleware import MetricsMiddleware
 from app.api.routes import health, playlist, recommend, tracks
 from app.core.catalogue import referenced_audio_keys
@@ -329,7 +330,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         openapi_tags=TAGS,
         generate_unique_id_function=lambda route: route.name,  # operationId "recommend", "add_track"...
+        docs_url=None,  # the stock pages load Swagger UI and ReDoc from a CDN: served locally instead
+        redoc_url=None,
     )
+    add_offline_docs(app)
     app.state.settings = settings
     app.state.metrics = Metrics()
     for name in ("engine", "session_factory", "worker", "live_index", "ranker", "store", "upload_gate"):
