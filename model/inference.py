@@ -81,7 +81,9 @@ def _gpu_visible() -> bool:
         return False
 
 
-def _session(path: Path, checkpoint_hash: str, kind: str, providers: list[Any], threads: int) -> ort.InferenceSession:
+def _session(
+    path: Path, checkpoint_hash: str, kind: str, providers: list[Any], threads: int, spinning: bool
+) -> ort.InferenceSession:
     if not path.is_file():
         raise CheckpointError(
             f"{path.name} is missing beside the checkpoint: export it with "
@@ -91,6 +93,9 @@ def _session(path: Path, checkpoint_hash: str, kind: str, providers: list[Any], 
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # warnings about unused initialisers are noise to an operator
+    # Idle intra-op threads spin for work by default: fastest for a server's bursts, but it takes
+    # CPU from the indexer's decoding processes on a small machine.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     meta = session.get_modelmeta().custom_metadata_map
     if meta.get(META_GRAPH) != kind:
@@ -115,16 +120,16 @@ class Matcher:
     batch_size: int = CLIP_BATCH
 
     @classmethod
-    def load(cls, path: Path, device: str = "auto", threads: int = 0) -> Matcher:
+    def load(cls, path: Path, device: str = "auto", threads: int = 0, spinning: bool = True) -> Matcher:
         """Load the checkpoint's metadata and its graphs. ``threads``: ONNX Runtime's intra-op
-        threads (0: one per physical core)."""
+        threads (0: one per physical core); ``spinning``: whether idle ones spin for work."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
         meta = read_meta(path)
         sha = file_sha256(path)
         providers = providers_for(device)
-        sessions = {kind: _session(p, sha, kind, providers, threads) for kind, p in onnx_paths(path).items()}
+        sessions = {kind: _session(p, sha, kind, providers, threads, spinning) for kind, p in onnx_paths(path).items()}
         used = sessions["image"].get_providers()[0]
         return cls(
             meta=meta,
