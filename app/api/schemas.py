@@ -223,6 +223,119 @@ class PlaylistResponse(BaseModel):
     )
 
 
+# ---------------------------------------------------------------- playlist exports (issue 26)
+class CuePhoto(BaseModel):
+    """The photo a cue belongs to."""
+
+    filename: str | None = Field(None, description="The photo's file name as uploaded.")
+    valence: float = Field(ge=0.0, le=1.0)
+    arousal: float = Field(ge=0.0, le=1.0)
+
+
+class CueSong(BaseModel):
+    """The song a photo gets, with an absolute URL a player or editor can open."""
+
+    id: int
+    title: str
+    artist: str | None = None
+    album: str | None = None
+    license: str | None = Field(None, description="Licence / attribution text, when known: keep it with the song.")
+    url: str | None = Field(None, description="Absolute URL of the audio (HTTP Range supported); null if none.")
+    duration: float = Field(ge=0.0, description="Seconds, the whole song.")
+
+
+class Cue(BaseModel):
+    """Photo -> song: which segment of the song, where it falls on the album's timeline, and why."""
+
+    index: int = Field(ge=0, description="The photo's position in the album (0-based).")
+    photo: CuePhoto
+    song: CueSong
+    segment: Segment = Field(description="Seconds into the song: the best-matching window to play.")
+    timeline: Segment = Field(description="Seconds into the album: the segments played back to back.")
+    score: float = Field(ge=0.0, le=1.0)
+    why: Why
+
+
+class CueSheet(BaseModel):
+    """The album as a JSON cue sheet (`format=cue`), for video editors and scripts."""
+
+    format: Literal["photoscore-cue-sheet"] = "photoscore-cue-sheet"
+    version: Literal[1] = 1
+    title: str
+    model_version: str
+    total_duration: float = Field(ge=0.0, description="Seconds: the album's timeline.")
+    total_score: float
+    cues: list[Cue]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "format": "photoscore-cue-sheet",
+                    "version": 1,
+                    "title": "PhotoScore album",
+                    "model_version": "photoscore-default@ab12cd34",
+                    "total_duration": 10.0,
+                    "total_score": 0.87,
+                    "cues": [
+                        {
+                            "index": 0,
+                            "photo": {"filename": "beach.jpg", "valence": 0.61, "arousal": 0.42},
+                            "song": {
+                                "id": 3,
+                                "title": "Elvish Theme",
+                                "artist": "Wesnoth",
+                                "album": "The Battle for Wesnoth",
+                                "license": "GPL-2.0-or-later, from The Battle for Wesnoth",
+                                "url": "http://localhost:8000/tracks/3/audio",
+                                "duration": 183.2,
+                            },
+                            "segment": {"start": 24.0, "end": 34.0},
+                            "timeline": {"start": 0.0, "end": 10.0},
+                            "score": 0.87,
+                            "why": _WHY_EXAMPLE,
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+
+M3U8_EXAMPLE = """#EXTM3U
+#PLAYLIST:PhotoScore album
+#EXTINF:10,Wesnoth - Elvish Theme
+#EXTVLCOPT:start-time=24
+#EXTVLCOPT:stop-time=34
+http://localhost:8000/tracks/3/audio
+"""
+
+XSPF_EXAMPLE = """<?xml version="1.0" encoding="UTF-8"?>
+<playlist xmlns="http://xspf.org/ns/0/" xmlns:vlc="http://www.videolan.org/vlc/playlist/ns/0/" version="1">
+  <title>PhotoScore album</title>
+  <creator>PhotoScore</creator>
+  <trackList>
+    <track>
+      <location>http://localhost:8000/tracks/3/audio</location>
+      <title>Elvish Theme</title>
+      <creator>Wesnoth</creator>
+      <annotation>photo 1 (beach.jpg): photo relaxed · gentle (0.61, 0.42) · song ...</annotation>
+      <album>The Battle for Wesnoth</album>
+      <trackNum>1</trackNum>
+      <duration>10000</duration>
+      <meta rel="urn:photoscore:segment-start">24</meta>
+      <meta rel="urn:photoscore:segment-end">34</meta>
+      <extension application="http://www.videolan.org/vlc/playlist/0">
+        <vlc:id>0</vlc:id>
+        <vlc:option>start-time=24</vlc:option>
+        <vlc:option>stop-time=34</vlc:option>
+      </extension>
+    </track>
+  </trackList>
+</playlist>
+"""
+
+
 class TrackList(BaseModel):
     """One page of the catalogue."""
 

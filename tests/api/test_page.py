@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+from xml.etree import ElementTree
 
 import pytest
 from playwright.sync_api import expect
@@ -529,4 +530,37 @@ def test_album_mode_builds_and_plays_a_playlist(page, live_server, tmp_path):
     page.get_by_test_id("album-play").click()  # stop
     assert audio.evaluate("a => a.paused")
     shot(page, "album-1280")
+    assert not page.console_errors, page.console_errors
+
+
+def test_album_downloads_the_playlist_in_each_format(page, live_server, tmp_path):
+    """Issue 26: one button per format; each saves the plan the page shows, as that file."""
+    paths = [photo_file(tmp_path, kind, name=f"{i}-{kind}.jpg") for i, kind in enumerate(["warm", "cold"])]
+    page.goto(live_server.url + "/#album")
+    page.get_by_test_id("album-input").set_input_files([str(p) for p in paths])
+    with page.expect_response(lambda r: r.url.split("?")[0].endswith("/playlist")) as info:
+        page.get_by_test_id("album-build").click()
+    plan = info.value.json()
+    expect(page.get_by_test_id("album-entry")).to_have_count(2)
+    saved = {}
+    for fmt, name in [("m3u8", "photoscore-album.m3u8"), ("xspf", "photoscore-album.xspf"),
+                      ("cue", "photoscore-album.cue.json")]:  # fmt: skip
+        button = page.get_by_test_id(f"album-export-{fmt}")
+        assert button.get_attribute("aria-describedby") == "album-export-hint"
+        with page.expect_download() as download:
+            button.click()
+        assert download.value.suggested_filename == name
+        saved[fmt] = download.value.path().read_text(encoding="utf-8")
+        expect(page.get_by_test_id("album-status")).to_contain_text(f"Saved {name}")
+    urls = [live_server.url + e["track"]["audio_url"] for e in plan["entries"]]
+    lines = saved["m3u8"].splitlines()
+    assert lines[0] == "#EXTM3U" and [x for x in lines if not x.startswith("#")] == urls
+    starts = [x for x in lines if x.startswith("#EXTVLCOPT:start-time=")]
+    assert [float(x.split("=")[1]) for x in starts] == [e["segment"]["start"] for e in plan["entries"]]
+    xspf = ElementTree.fromstring(saved["xspf"].encode())
+    ns = "{http://xspf.org/ns/0/}"
+    assert [t.findtext(f"{ns}location") for t in xspf.iter(f"{ns}track")] == urls
+    sheet = json.loads(saved["cue"])
+    assert [c["song"]["id"] for c in sheet["cues"]] == [e["track"]["id"] for e in plan["entries"]]
+    assert [c["photo"]["filename"] for c in sheet["cues"]] == [p.name for p in paths]
     assert not page.console_errors, page.console_errors

@@ -143,6 +143,30 @@ export function playlist(files, options = {}, signal) {
   return request(`playlist?${optionParams(options)}`, { method: "POST", body: form, signal });
 }
 
+/** The plan POST /playlist answered, as a file: {blob, filename} (format: m3u8, xspf or cue). */
+export async function exportPlaylist(plan, format, title) {
+  const params = new URLSearchParams({ format });
+  if (title) params.set("title", title);
+  let response;
+  try {
+    response = await fetch(apiUrl(`playlist/export?${params}`), {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(plan),
+    });
+  } catch {
+    throw new ApiError("Could not reach the PhotoScore service. Check that it is running and that you are online.", 0);
+  }
+  if (!response.ok) {
+    let data = null;
+    try { data = await response.json(); } catch { data = null; }
+    throw new ApiError(messageFromBody(response.status, data, response.statusText), response.status);
+  }
+  const disposition = response.headers.get("content-disposition") || "";
+  const match = disposition.match(/filename="([^"]+)"/);
+  return { blob: await response.blob(), filename: match ? match[1] : `photoscore-album.${format}` };
+}
+
 export function listTracks({ q = "", offset = 0, limit = 20 } = {}, signal) {
   const params = new URLSearchParams({ offset: String(offset), limit: String(limit) });
   if (q) params.set("q", q);

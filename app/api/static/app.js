@@ -502,10 +502,12 @@ const albumView = (() => {
   const sequence = $("#album-sequence");
   const playButton = $("#album-play");
   const audio = $("#album-audio");
+  const exportButtons = [...document.querySelectorAll("[data-export]")];
   const MAX = 50;
   let files = [];
   let urls = [];
   let entries = [];
+  let plan = null; // the last answer of POST /playlist, as is: what the downloads export
   let playing = -1;
 
   function setFiles(list) {
@@ -535,6 +537,7 @@ const albumView = (() => {
     try {
       const data = await api.playlist(files, { segmentSeconds: Number(segment.value) || 6 });
       entries = data.entries;
+      plan = data;
       render(data);
       statusLine.textContent = `Playlist of ${entries.length} songs, ${fmt.duration(data.total_duration)} in all.`;
     } catch (err) {
@@ -608,6 +611,28 @@ const albumView = (() => {
     playButton.textContent = "■ Stop";
     playAt(0);
   });
+
+  /** Save the plan as M3U8, XSPF or the JSON cue sheet (the service writes the file). */
+  async function download(button) {
+    if (!plan) return;
+    const label = button.textContent.trim();
+    button.disabled = true;
+    showAlert(alertBox, "");
+    try {
+      const { blob, filename } = await api.exportPlaylist(plan, button.dataset.export);
+      const link = h("a", { href: URL.createObjectURL(blob), download: filename, hidden: true });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
+      statusLine.textContent = `Saved ${filename} (${label}).`;
+    } catch (err) {
+      showAlert(alertBox, errorText(err));
+    } finally {
+      button.disabled = false;
+    }
+  }
+  for (const button of exportButtons) button.addEventListener("click", () => download(button));
 
   input.addEventListener("change", () => {
     setFiles([...(input.files || [])]);
