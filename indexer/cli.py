@@ -15,11 +15,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.core.errors import first_line
+from app.core.progress import ProgressWriter, State, default_path
+
+if TYPE_CHECKING:
+    from indexer.pipeline import ProgressHook
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +112,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="show the progress bar (default: only on a terminal)",
     )
     progress.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument(
+        "--progress-file",
+        metavar="PATH",
+        help="JSON status file rewritten after every track, which the service shows on /ready and "
+        "its page (default: <PHOTOSCORE_DATA_DIR>/indexing.json; 'none' to write none)",
+    )
+    parser.add_argument(
+        "--progress-label",
+        default="the library",
+        metavar="TEXT",
+        help="what the status says is indexed: 'indexing TEXT: 12 of 73 songs' (default: %(default)s)",
+    )
 
 
 def run_index(args: argparse.Namespace) -> int:
-    """Run ``photoscore index`` for parsed ``args``; returns the exit status."""
+    """Run ``photoscore index`` for parsed ``args``; returns the exit status.
+
+    SIGTERM stops the run as Ctrl+C does (committed tracks kept, the status file says
+    "interrupted"): what `docker stop`, systemd and the quickstart send, and the one signal a
+    background job started by a script can receive (bash makes those ignore SIGINT)."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return _run(args)
     except UsageError as exc:
@@ -121,6 +146,13 @@ def run_index(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -192,8 +224,10 @@ def _run(args: argparse.Namespace) -> int:
         )
 
     checkpoint_hash, dim, embedder = _model(checkpoint, settings.device, need_model=bool(args.paths))
+    reporter = _progress_writer(args, settings.data_dir, len(sources))
     engine = make_engine(url)
     session_factory = make_session_factory(engine)
+    state: State = "failed"  # unless the run gets to the end
     try:
         if args.paths:
             store = None
@@ -231,6 +265,7 @@ def _run(args: argparse.Namespace) -> int:
                         session_factory=session_factory,
                         embedder=embedder,
                         options=options,
+                        on_progress=None if reporter is None else _hook(reporter),
                     )
             except _RayFailed as exc:
                 print(
@@ -265,10 +300,34 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_FAILED
+        state = "done"
+    except KeyboardInterrupt:
+        state = "interrupted"
+        raise
     finally:
         engine.dispose()
+        if reporter is not None:
+            reporter.finish(state)
     print(summary.format())
     return EXIT_OK
+
+
+def _progress_writer(args: argparse.Namespace, data_dir: Path, total: int) -> ProgressWriter | None:
+    """The status file's writer for a run that indexes files (None: --rebuild alone, or 'none')."""
+    target = getattr(args, "progress_file", None)
+    if not args.paths or (target or "").lower() == "none":
+        return None
+    path = Path(target) if target else default_path(data_dir)
+    writer = ProgressWriter(path, getattr(args, "progress_label", None) or "the library")
+    writer.update(total=total)
+    return writer
+
+
+def _hook(writer: ProgressWriter) -> ProgressHook:
+    def report(done: int, total: int, failed: int, current: str | None) -> None:
+        writer.update(done=done, total=total, failed=failed, current=current)
+
+    return report
 
 
 class _RayFailed(Exception):

@@ -73,6 +73,9 @@ def track_stats(embedder: object, embeddings: np.ndarray) -> BankStats | None:
     return track_bank_stats(cast(BankScorer, embedder), embeddings)
 
 
+ProgressHook = Callable[[int, int, int, str | None], None]  # done, total, failed, current file
+
+
 @dataclass
 class RunOptions:
     hop_seconds: float = 2.0
@@ -159,14 +162,22 @@ def index_files(
     session_factory: Callable[[], Session],
     embedder: Embedder,
     options: RunOptions,
+    on_progress: ProgressHook | None = None,
 ) -> RunSummary:
-    """Index ``sources`` into the catalogue (not the FAISS file: see ``indexer.build``)."""
+    """Index ``sources`` into the catalogue (not the FAISS file: see ``indexer.build``).
+
+    ``on_progress(done, total, failed, current)`` after planning and after every track, for the
+    service's progress display; ``done`` counts the tracks skipped as already indexed, so a
+    resumed run continues the count where the stopped one left it."""
     summary = RunSummary(failed=[Outcome(r.path, r.reason) for r in rejected])
     options = replace(options, tagger_input=embedder.needs_tagger_input)
     t0 = time.perf_counter()
     jobs = _plan(sources, summary, session_factory, embedder.checkpoint_hash, options.reembed)
+    total = len(sources)
+    report = on_progress or (lambda *_: None)
+    report(total - len(jobs), total, 0, None)
     if jobs:
-        _process(jobs, summary, session_factory, embedder, options, t0)
+        _process(jobs, summary, session_factory, embedder, options, t0, report, total - len(jobs))
     summary.wall_seconds = time.perf_counter() - t0
     return summary
 
@@ -232,8 +243,12 @@ def _process(
     embedder: Embedder,
     options: RunOptions,
     t0: float,
+    report: ProgressHook,
+    done_before: int,
 ) -> None:
     licenses = LicenseFinder()
+    done = done_before
+    failed_before = len(summary.failed)
     bar = tqdm(
         total=len(jobs),
         unit="track",
@@ -254,6 +269,9 @@ def _process(
             refresh=False,
         )
         bar.update(1)
+        nonlocal done
+        done += 1
+        report(done, done_before + len(jobs), len(summary.failed) - failed_before, job.source.path.name)
 
     try:
         if options.workers <= 0:

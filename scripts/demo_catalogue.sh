@@ -21,6 +21,9 @@ MUSIC_DIR="${PHOTOSCORE_DEMO_MUSIC:-/usr/share/games/wesnoth/1.16/data/core/musi
 COPYRIGHT="/usr/share/doc/$PACKAGE/copyright"
 
 EXTRA_PACKAGES=(hyperrogue-music singularity-music)
+# What the service's /ready and page say while this runs ("indexing the demo library: 12 of 73
+# songs"): `photoscore index` rewrites <PHOTOSCORE_DATA_DIR>/indexing.json after every track.
+LABEL="the demo library"
 
 PHOTOSCORE="photoscore"
 PYTHON="python3"
@@ -53,20 +56,24 @@ fi
 
 if [[ -n "${PHOTOSCORE_DEMO_MUSIC:-}" ]]; then
   echo "demo_catalogue: indexing $MUSIC_DIR (already indexed tracks are skipped)"
-  exec "$PHOTOSCORE" index "$MUSIC_DIR" --reembed --license "$PHOTOSCORE_DEMO_LICENSE" "${args[@]}" "$@"
+  exec "$PHOTOSCORE" index "$MUSIC_DIR" --reembed --license "$PHOTOSCORE_DEMO_LICENSE" \
+    --progress-label "$LABEL" "${args[@]}" "$@"
 fi
 
-# The other packages: one manifest each (per-file composer, title, licence and attribution).
+# The other packages: one manifest each (per-file composer, title, licence and attribution),
+# written beside the catalogue (rewritten on every run) so that the indexer can replace this
+# script (exec): a signal to the process group then reaches `photoscore index` itself.
 manifests=()
-manifest_dir="$(mktemp -d)"
-trap 'rm -rf "$manifest_dir"' EXIT
+manifest_dir="${PHOTOSCORE_DATA_DIR:-var}/demo-manifests"
+mkdir -p "$manifest_dir"
 for package in "${EXTRA_PACKAGES[@]}"; do
   "$PYTHON" "$ROOT/scripts/demo_manifest.py" "$package" "$manifest_dir/$package.csv" >/dev/null ||
     { echo "demo_catalogue: apt-get install ${EXTRA_PACKAGES[*]} (scripts/install.sh does)" >&2; exit 1; }
   manifests+=("$manifest_dir/$package.csv")
 done
 
-echo "demo_catalogue: indexing $MUSIC_DIR (already indexed tracks are skipped)"
-"$PHOTOSCORE" index "$MUSIC_DIR" --reembed --license "$PHOTOSCORE_DEMO_LICENSE" "${args[@]}" "$@"
-echo "demo_catalogue: indexing ${EXTRA_PACKAGES[*]} (already indexed tracks are skipped)"
-"$PHOTOSCORE" index "${manifests[@]}" --reembed "${args[@]}" "$@"
+# One run for the whole library, so its progress counts every song ("12 of 73 songs"); the
+# manifests carry each file's own licence, --license is Wesnoth's.
+echo "demo_catalogue: indexing ${EXTRA_PACKAGES[*]} $MUSIC_DIR (already indexed tracks are skipped)"
+exec "$PHOTOSCORE" index "${manifests[@]}" "$MUSIC_DIR" --reembed --license "$PHOTOSCORE_DEMO_LICENSE" \
+  --progress-label "$LABEL" "${args[@]}" "$@"

@@ -6,8 +6,13 @@
 #   1. scripts/install.sh (Debian packages when root, .venv, the project without PyTorch)
 #   2. an API key for writes, generated once into $PHOTOSCORE_DATA_DIR/api-key (mode 600)
 #   3. database migrations
-#   4. the demo catalogue (scripts/demo_catalogue.sh; indexed tracks are skipped)
-#   5. `photoscore serve`, then it prints the page URL, the API docs URL and the API key
+#   4. `photoscore serve`, and at the same time the demo catalogue in the background
+#      (scripts/demo_catalogue.sh; indexed tracks are skipped, so a re-run resumes)
+#   5. once the service answers, it prints the page URL, the API docs URL and the API key
+#
+# The service answers from the tracks indexed so far (its live index follows the database);
+# /ready and the page show the indexer's progress, which `photoscore index` writes to
+# $PHOTOSCORE_DATA_DIR/indexing.json. Ctrl+C stops the service and the indexer.
 #
 # Environment: PHOTOSCORE_HOST (127.0.0.1), PHOTOSCORE_PORT (8000), PHOTOSCORE_DATA_DIR (var),
 # PHOTOSCORE_API_KEYS (use these keys instead of the stored one), and every other PHOTOSCORE_
@@ -62,8 +67,6 @@ upgrade_database(url)
 print(f"quickstart: database ready ({url})")
 PY
 
-"$ROOT/scripts/demo_catalogue.sh"
-
 # ------------------------------------------------------------------------------------ serve
 url_host="$PHOTOSCORE_HOST"
 case "$url_host" in
@@ -86,11 +89,25 @@ PY
   exit 1
 fi
 
-# Own session: Ctrl+C reaches this script, which stops the server once (cleanly) via TERM.
+# Each in its own session: Ctrl+C reaches this script alone, which stops both once, cleanly, by
+# TERM: the server (uvicorn shuts down) and the indexer's whole process group (`photoscore index`
+# keeps its committed tracks and its status file says "interrupted"; its decoding workers end).
+# Then it waits for both. (TERM, not INT: bash starts background jobs with SIGINT ignored.)
 setsid photoscore serve &
 server=$!
-stop() { kill -TERM "$server" 2>/dev/null || true; }
+indexer=
+stop() {
+  trap - INT TERM HUP
+  kill -TERM "$server" 2>/dev/null || true
+  if [[ -n "$indexer" ]]; then
+    kill -TERM -- "-$indexer" 2>/dev/null || true
+  fi
+}
 trap stop INT TERM HUP
+
+say "indexing the demo catalogue in the background (progress on the page and at /ready)"
+setsid "$ROOT/scripts/demo_catalogue.sh" --no-progress &
+indexer=$!
 
 say "starting the service (loading the model and the index)..."
 if ! python3 - "$base_url/health" "$server" <<'PY'; then
@@ -117,6 +134,7 @@ sys.exit(1)
 PY
   say "the service did not start (see the messages above)"
   stop
+  wait "$indexer"
   wait "$server" || exit $?
   exit 1
 fi
@@ -140,6 +158,13 @@ status=$?
 if kill -0 "$server" 2>/dev/null; then
   wait "$server"
   status=$?
+fi
+# The service has stopped: so does the indexer (a re-run resumes it).
+stop
+wait "$indexer"
+indexed=$?
+if [[ $indexed -ne 0 && $indexed -ne 130 ]]; then
+  say "indexing the demo catalogue failed (exit status $indexed, see above); run command 1 again to resume"
 fi
 # Stopped by Ctrl+C or TERM: uvicorn shuts down cleanly; report success.
 [[ $status -eq 130 || $status -eq 143 ]] && status=0

@@ -580,6 +580,33 @@ class TestOperations:
         assert f"photoscore_catalogue_tracks {float(len(api.tracks))}" in text
         assert "photoscore_inference_batch_size_count" in text
 
+    def test_ready_reports_indexing_progress_without_becoming_unready(self, api: Api) -> None:
+        """An indexer's status file (as `photoscore index` writes it) shows on /ready while it
+        runs, and is information only: the service stays ready and keeps answering."""
+        from app.core.progress import ProgressWriter, default_path
+
+        path = default_path(api.app.state.settings.data_dir)
+        writer = ProgressWriter(path, "the demo library")
+        try:
+            writer.update(done=12, total=73, current="sad.ogg")
+            r = api.client.get("/ready")
+            body = api.check("/ready", "GET", r)
+            assert r.status_code == 200 and body["status"] == "ready" and all(body["checks"].values())
+            assert body["detail"] == "indexing the demo library: 12 of 73 songs"
+            progress = body["indexing"]
+            assert progress["state"] == "running" and (progress["done"], progress["total"]) == (12, 73)
+            assert progress["message"] == body["detail"] and progress["current"] == "sad.ogg"
+            assert api.recommend(photo_bytes()).status_code == 200
+
+            writer.update(done=73)
+            writer.finish("done")
+            body = api.check("/ready", "GET", api.client.get("/ready"))
+            assert body["detail"] is None and body["indexing"]["state"] == "done"
+            assert body["indexing"]["message"] == "indexed the demo library: 73 of 73 songs"
+        finally:
+            path.unlink(missing_ok=True)
+        assert api.client.get("/ready").json()["indexing"] is None
+
     def test_database_down_is_503_fast(self, api: Api) -> None:
         state = api.app.state
         saved = state.session_factory, state.engine

@@ -465,15 +465,24 @@ class Quickstart:
             raise
 
 
+QUICKSTART_MUSIC = (
+    *("sad.ogg", "transience.ogg"),
+    *("frantic.ogg", "into_the_shadows.ogg", "journeys_end.ogg", "wanderer.ogg", "knolls.ogg", "vengeful.ogg"),
+    *("the_dangerous_symphony.ogg", "knalgan_theme.ogg", "suspense.ogg", "casualties_of_war.ogg"),
+)
+
+
 @pytest.fixture
 def quickstart_env(tmp_path: Path, tiny_checkpoint: Path) -> Iterator[dict[str, str]]:
-    """A quickstart on a private data dir and port, with two short real tracks as the catalogue."""
+    """A quickstart on a private data dir and port, with six real tracks as the catalogue."""
     if not WESNOTH_MUSIC.is_dir():
         pytest.fail(f"{WESNOTH_MUSIC} missing: apt-get install wesnoth-1.16-music (scripts/install.sh does)")
     music = tmp_path / "music"
     music.mkdir()
-    for name in ("sad.ogg", "transience.ogg"):  # 44 s and 48 s
-        shutil.copy(WESNOTH_MUSIC / name, music / name)
+    # Two short tracks indexed first (44 s and 48 s), then long ones that keep the indexer busy
+    # while the service already answers.
+    for i, name in enumerate(QUICKSTART_MUSIC):
+        shutil.copy(WESNOTH_MUSIC / name, music / f"{i:02d}-{name}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSCORE_")}
     env.update(
         PHOTOSCORE_SKIP_INSTALL="1",
@@ -488,11 +497,37 @@ def quickstart_env(tmp_path: Path, tiny_checkpoint: Path) -> Iterator[dict[str, 
     yield env
 
 
+def _progress(base: str) -> dict[str, Any]:
+    """/ready's report of the background indexer (the page polls the same field)."""
+    status, body = _get(f"{base}/ready")
+    assert status == 200, body
+    progress = json.loads(body)["indexing"]
+    assert progress is not None, body
+    return progress
+
+
+def _recommend(base: str, photo: Path, n: int) -> list[dict[str, Any]]:
+    body, ctype = _multipart("image", "photo.png", photo.read_bytes(), "image/png")
+    status, answer = _get(
+        f"{base}/recommend?n={n}&max_per_artist=0", data=body, headers={"Content-Type": ctype}, method="POST"
+    )
+    assert status == 200, answer
+    return json.loads(answer)["results"]
+
+
 def test_quickstart_end_to_end(quickstart_env: dict[str, str], tmp_path: Path) -> None:
-    """Command 1 ends with a working service: page, docs, real songs with their licence, a key."""
+    """Command 1 serves while it indexes: page, docs, a key, and songs recommended from what is
+    indexed so far while /ready shows the progress; Ctrl+C stops the service and the indexer; a
+    re-run resumes where it stopped and finishes the library, nothing indexed twice."""
     from PIL import Image
 
+    from app.core.progress import read_progress
+
     env = quickstart_env
+    total = len(QUICKSTART_MUSIC)
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(photo)
+    status_file = Path(env["PHOTOSCORE_DATA_DIR"]) / "indexing.json"
     run = Quickstart(env)
     try:
         base = run.wait_for(r"^\s+Web page\s+(http://\S+)/$", timeout=300).group(1)
@@ -503,21 +538,57 @@ def test_quickstart_end_to_end(quickstart_env: dict[str, str], tmp_path: Path) -
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
 
         status, body = _get(f"{base}/")
-        assert status == 200 and b"<html" in body.lower()
+        assert status == 200 and b"<html" in body.lower() and b'id="indexing-status"' in body
         assert _get(f"{base}/docs")[0] == 200
-        status, body = _get(f"{base}/tracks")
-        tracks = json.loads(body)
-        assert status == 200 and tracks["total"] == 2
+
+        # The first songs are served while the rest are still being indexed.
+        deadline = time.monotonic() + 240
+        while True:
+            ready = json.loads(_get(f"{base}/ready")[1])
+            progress = ready["indexing"] or {"state": "running", "done": 0}
+            if ready["tracks"] >= 1 and progress["state"] == "running":  # songs in the live index
+                break
+            assert progress["state"] == "running", f"indexing ended before the service answered: {progress}"
+            assert time.monotonic() < deadline, run.output[-4000:]
+            time.sleep(0.2)
+        results = _recommend(base, photo, n=total)
+        progress = _progress(base)
+        assert progress["state"] == "running" and progress["done"] < progress["total"] == total, progress
+        assert 1 <= len(results) < total  # what is indexed so far: part of the library
+        assert progress["message"] == f"indexing the demo library: {progress['done']} of {total} songs"
+        ready = json.loads(_get(f"{base}/ready")[1])
+        assert ready["status"] == "ready" and "indexing the demo library:" in ready["detail"]
+        tracks = json.loads(_get(f"{base}/tracks")[1])
         for track in tracks["items"]:
             assert "GNU General Public License version 2" in track["license"]
             assert track["artist"] and track["clip_count"] > 0
 
-        photo = tmp_path / "photo.png"
-        Image.new("RGB", (64, 48), (200, 120, 40)).save(photo)
-        body, ctype = _multipart("image", "photo.png", photo.read_bytes(), "image/png")
-        status, answer = _get(f"{base}/recommend?n=2", data=body, headers={"Content-Type": ctype}, method="POST")
-        assert status == 200, answer
-        assert len(json.loads(answer)["results"]) == 2
+        indexer_pid = _progress(base)["pid"]
+    finally:
+        code = run.stop()  # Ctrl+C while the indexer runs
+    assert code == 0, run.output[-4000:]
+    # Both stopped: the indexer's whole group said it was interrupted, the port is free.
+    stopped = read_progress(status_file)
+    assert stopped is not None and stopped.state == "interrupted" and stopped.pid == indexer_pid, stopped
+    assert stopped.done < total and not _alive(indexer_pid)
+    with pytest.raises(OSError):
+        _get(f"{base}/health")
+
+    # Command 1 again: same key, the indexed tracks skipped, the rest indexed, serving again.
+    again = Quickstart(env)
+    try:
+        base = again.wait_for(r"^\s+Web page\s+(http://\S+)/$", timeout=300).group(1)
+        assert again.wait_for(r"^\s+API key\s+(\S+)\s+\(", timeout=5).group(1) == key
+        again.wait_for(r"tracks added\s+\d+", timeout=600)
+        assert f"({stopped.done} already indexed)" in again.output
+        final = _progress(base)
+        assert final["state"] == "done" and final["done"] == final["total"] == total, final
+        deadline = time.monotonic() + 30  # the live index follows the catalogue within seconds
+        while json.loads(_get(f"{base}/ready")[1])["tracks"] < total:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert json.loads(_get(f"{base}/tracks")[1])["total"] == total
+        assert len(_recommend(base, photo, n=total)) == total
 
         # The printed key is the one the server accepts: a bad upload with it gets past auth.
         body, ctype = _multipart("audio", "x.ogg", b"not audio at all", "audio/ogg")
@@ -526,17 +597,15 @@ def test_quickstart_end_to_end(quickstart_env: dict[str, str], tmp_path: Path) -
         headers["Authorization"] = f"Bearer {key}"
         assert _get(f"{base}/tracks", data=body, headers=headers, method="POST")[0] in (400, 415, 422)
     finally:
-        code = run.stop()
-    assert code == 0, run.output[-4000:]
-
-    # Command 1 again: same key, nothing re-indexed, serving again.
-    again = Quickstart(env)
-    try:
-        again.wait_for(r"^\s+Web page\s+http://", timeout=300)
-        assert again.wait_for(r"^\s+API key\s+(\S+)\s+\(", timeout=5).group(1) == key
-        assert "already indexed" in again.output
-    finally:
         assert again.stop() == 0, again.output[-4000:]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------- README

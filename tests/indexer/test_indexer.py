@@ -255,3 +255,104 @@ def test_kill_9_mid_run_then_rerun(
     assert "(" in out and "already indexed" in out and "updated" in out
     cat = assert_consistent(db_url, index_dir, file_hash(tiny_checkpoint))
     assert len(cat["tracks"]) == 8
+
+
+def test_progress_file_counts_every_track_and_resumes(
+    db_url: str,
+    eight_tracks: Path,
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The status file the service shows: written while the run goes (seen mid-run by a reader
+    polling it), "interrupted" after TERM (Ctrl+C in the quickstart), and a re-run counts the tracks already indexed."""
+    import json
+
+    from app.core.progress import read_progress
+
+    status = tmp_path / "status" / "indexing.json"
+    common = ["--database-url", db_url, "--index-dir", tmp_path / "index", "--checkpoint", tiny_checkpoint]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "indexer", eight_tracks, *common, "--workers", "0", "--no-progress"]
+        + ["--progress-file", str(status), "--progress-label", "the test library"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    seen: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and (not seen or seen[-1] < 3):
+            progress = read_progress(status)
+            if progress is not None and progress.running:
+                assert progress.total == 8 and progress.pid == proc.pid and progress.label == "the test library"
+                seen.append(progress.done)
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGTERM)  # what the quickstart sends the indexer on Ctrl+C
+        _, err = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert seen and seen[0] < seen[-1] and 3 <= seen[-1] < 8, seen  # it moved while running
+    stopped = read_progress(status)
+    assert stopped is not None and stopped.state == "interrupted" and stopped.finished is not None
+    assert 3 <= stopped.done < 8 and "run it again to resume" in stopped.describe()
+
+    code, out, err = index(capsys, eight_tracks, *common, "--workers", "0", "--progress-file", status)
+    assert code == 0, err
+    raw = json.loads(status.read_text())
+    assert raw["state"] == "done" and raw["done"] == raw["total"] == 8 and raw["failed"] == 0
+    assert raw["label"] == "the library" and raw["current"].startswith("track")
+    assert f"({stopped.done} already indexed)" in out
+    assert not list(status.parent.glob(".*.tmp"))  # replaced atomically, nothing left behind
+
+
+def test_progress_file_defaults_to_the_data_dir_and_a_dead_run_is_stale(
+    db_url: str,
+    eight_tracks: Path,
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without --progress-file the run reports where the service looks; a run killed with no
+    chance to say so (kill -9) is reported stale, not running for ever."""
+    from dataclasses import replace
+
+    from app.core.progress import default_path, read_progress, write_progress
+
+    monkeypatch.setenv("PHOTOSCORE_DATA_DIR", str(tmp_path / "data"))
+    one = sorted(eight_tracks.iterdir())[0]
+    code, _, err = index(
+        capsys, one, "--database-url", db_url, "--index-dir", tmp_path / "i", "--checkpoint", tiny_checkpoint
+    )
+    assert code == 0, err
+    path = default_path(tmp_path / "data")
+    done = read_progress(path)
+    assert done is not None and (done.state, done.done, done.total) == ("done", 1, 1)
+    assert done.describe() == "indexed the library: 1 of 1 songs"
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    write_progress(path, replace(done, state="running", finished=None, pid=int(dead.stdout)))
+    stale = read_progress(path)
+    assert stale is not None and stale.state == "stale"
+    write_progress(path, replace(done, state="running", finished=None))  # this process: alive
+    assert read_progress(path).running  # type: ignore[union-attr]
+    path.write_text("{not json")
+    assert read_progress(path) is None
+
+    code, _, _ = index(
+        capsys,
+        one,
+        "--database-url",
+        db_url,
+        "--index-dir",
+        tmp_path / "i",
+        "--checkpoint",
+        tiny_checkpoint,
+        "--progress-file",
+        "none",
+    )
+    assert code == 0 and path.read_text() == "{not json"

@@ -13,6 +13,7 @@ from app.api.schemas import HealthResponse, ReadyResponse
 from app.core.db import ping
 from app.core.errors import first_line
 from app.core.metrics import CONTENT_TYPE
+from app.core.progress import default_path, read_progress
 
 router = APIRouter(tags=["operations"])
 
@@ -37,7 +38,12 @@ async def health() -> HealthResponse:
     description="200 when the model is loaded and warm, the live index is loaded and the "
     "database answers `SELECT 1`; otherwise 503 with the failing checks and why. `checks.sources` "
     "is false (and `detail` names the tracks) when library tracks have lost their audio file: "
-    "reported, not a failure; those tracks are not recommended.",
+    "reported, not a failure; those tracks are not recommended. `indexing` is the status of the "
+    "last `photoscore index` run from its progress file (`<PHOTOSCORE_DATA_DIR>/indexing.json`: "
+    "label, done, total, failed, current, state, started, updated, finished, message), null when "
+    'there is none; while it runs `detail` says so too ("indexing the demo library: 12 of 73 '
+    'songs"). Information only: it never makes the service unready, and recommendations come '
+    "from the tracks indexed so far.",
     responses={503: {"model": ReadyResponse, "description": "Not ready; `detail` says why."}},
 )
 async def ready(request: Request) -> Response:
@@ -72,6 +78,10 @@ async def ready(request: Request) -> Response:
             f"sources: {len(missing)} library tracks have lost their audio file and are not recommended "
             f"(ids {shown}); restore the files, or re-index or delete the tracks"
         )
+    settings = getattr(state, "settings", None)
+    progress = None if settings is None else await run_in_threadpool(read_progress, default_path(settings.data_dir))
+    if progress is not None and progress.state in ("running", "stale"):  # reported, not a failure
+        reasons.append(progress.describe())
     ok = model_ok and index_ok and db_ok
     body = ReadyResponse(
         status="ready" if ok else "unavailable",
@@ -82,7 +92,7 @@ async def ready(request: Request) -> Response:
         clips=live.n_clips if live is not None else 0,
     )
     return JSONResponse(
-        body.model_dump(mode="json"),
+        body.model_dump(mode="json") | {"indexing": None if progress is None else progress.to_json()},
         status_code=status.HTTP_200_OK if ok else status.HTTP_503_SERVICE_UNAVAILABLE,
     )
 

@@ -941,7 +941,33 @@ const keyField = (() => {
   });
 })();
 
+// ───────────────────────────── indexing progress ─────────────────────────────
+
+/**
+ * While a `photoscore index` run adds songs (the quickstart's demo library), say how far it is:
+ * /ready's `indexing` ("indexing the demo library: 12 of 73 songs"). Songs already indexed are
+ * recommended meanwhile. /ready answers 503 while the service warms up, with the same body.
+ */
+async function pollIndexing(shown = false) {
+  const line = $("#indexing-status");
+  let progress = null;
+  try {
+    const response = await fetch(api.apiUrl("ready"), { headers: { Accept: "application/json" } });
+    progress = (await response.json()).indexing;
+  } catch {
+    progress = shown ? { state: "running", message: line.textContent } : null; // try again
+  }
+  const running = Boolean(progress && progress.state === "running");
+  if (running || shown) {
+    line.textContent = progress ? progress.message : "";
+    line.hidden = !progress;
+  }
+  if (running) setTimeout(() => pollIndexing(true), 2000);
+  else if (shown) setTimeout(() => { line.hidden = true; }, 10000); // "indexed …: 73 of 73 songs"
+}
+
 // ───────────────────────────── start ─────────────────────────────
 
 showView(currentView() || "recommend");
 document.documentElement.classList.add("js");
+pollIndexing();
