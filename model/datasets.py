@@ -616,6 +616,13 @@ _LOADERS: dict[str, tuple[Modality, Callable[[Path], tuple[list, LoadReport]]]] 
 }
 
 
+def _has_columns(csv_path: Path, columns: tuple[str, ...]) -> bool:
+    """Whether the CSV's header row names all of ``columns``."""
+    with open(csv_path, newline="", encoding="utf-8", errors="replace") as fh:
+        header = next(csv.reader(fh), [])
+    return all(c in header for c in columns)
+
+
 def detect_format(folder: str | Path) -> str | None:
     """Name of the known data-set format stored in ``folder``, or ``None``."""
     folder = Path(folder)
@@ -628,7 +635,9 @@ def detect_format(folder: str | Path) -> str | None:
         return "vgmidi"
     if (folder / _DEAM_AVG / "song_level").is_dir():
         return "deam"
-    if (folder / "annotations.csv").is_file() and (folder / "audio").is_dir():
+    if (folder / "annotations.csv").is_file() and (folder / "audio").is_dir() and _has_columns(
+        folder / "annotations.csv", ("Song", "Quadrant")
+    ):  # Emotify has an annotations.csv and audio/ too, with other columns (GEMS votes)
         return "panda4q"
     midi_dir = folder / "midis" if (folder / "midis").is_dir() else folder
     if any(_EMOPIA_NAME.match(p.stem) for p in midi_dir.glob("Q[1-4]_*.mid*")):

@@ -161,6 +161,10 @@ class Snapshot:
     def n_clips(self) -> int:
         return len(self.table)
 
+    def __len__(self) -> int:
+        """Vectors searchable: the frozen base's, less those removed since, plus the delta."""
+        return (len(self.base) if self.base is not None else 0) - len(self.dead) + len(self.delta_ids)
+
     @property
     def changes(self) -> int:
         """Clips added or removed since ``base`` was built."""
