@@ -351,7 +351,8 @@ const recommendView = (() => {
       type: "button",
       class: "button play-match",
       "data-testid": "play-match",
-      "aria-label": `Play ${label} from ${fmt.timestamp(start)}`,
+      // The name starts with the visible words (WCAG 2.5.3, axe's label-content-name-mismatch).
+      "aria-label": `Play from ${fmt.timestamp(start)}: ${label}`,
     }, `▶ Play from ${fmt.timestamp(start)}`);
     button.addEventListener("click", () => {
       if (!audio.paused) {
@@ -365,11 +366,11 @@ const recommendView = (() => {
     });
     audio.addEventListener("play", () => {
       button.textContent = "❚❚ Pause";
-      button.setAttribute("aria-label", `Pause ${label}`);
+      button.setAttribute("aria-label", `Pause: ${label}`);
     });
     audio.addEventListener("pause", () => {
       button.textContent = `▶ Play from ${fmt.timestamp(start)}`;
-      button.setAttribute("aria-label", `Play ${label} from ${fmt.timestamp(start)}`);
+      button.setAttribute("aria-label", `Play from ${fmt.timestamp(start)}: ${label}`);
     });
     audio.addEventListener("error", () => {
       const code = audio.error?.code;
