@@ -202,6 +202,7 @@ def test_xspf_from_the_service_follows_the_schema(live_server, planned):
         ("format=mp3", "query parameter 'format'"),
         ("audio_url", "is not a path on this service"),
         ("segment", "is before start"),
+        ("huge", "must be finite seconds"),
         ("empty", "entries: 0 sent"),
         ("title", "query parameter 'title'"),
     ],
@@ -215,6 +216,8 @@ def test_bad_exports_are_refused_with_a_message(live_server, planned, how, fragm
         body["entries"][1]["track"]["audio_url"] = "https://elsewhere.example/evil.mp3"
     elif how == "segment":
         body["entries"][0]["segment"] = {"start": 9.0, "end": 3.0}
+    elif how == "huge":
+        body["entries"][0]["segment"] = {"start": 1e300, "end": 1e308}
     elif how == "empty":
         body["entries"] = []
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Annotated, Any, Literal
 from urllib.parse import urljoin
@@ -80,6 +81,7 @@ Example:
 DownloadFormat = Literal["json", "m3u8", "xspf", "cue"]
 DOWNLOAD_NAME = "photoscore-album"
 MAX_TITLE = 200
+MAX_SECONDS = 1e6  # a segment or song in an exported plan: beyond this a plan was not ours
 
 _DOWNLOADS: dict[int | str, dict[str, Any]] = {
     200: {
@@ -126,6 +128,12 @@ def export_plan(response: PlaylistResponse, base_url: str, title: str) -> Plan:
     """The API's plan as the exporters' plain `Plan` (absolute song URLs on `base_url`)."""
     cues = []
     for i, e in enumerate(response.entries):
+        times = (e.segment.start, e.segment.end, e.track.duration)
+        if not all(math.isfinite(t) and t <= MAX_SECONDS for t in times):
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"entries[{i}]: segment and duration must be finite seconds up to {MAX_SECONDS:g}",
+            )
         if e.segment.end < e.segment.start:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
