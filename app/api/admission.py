@@ -17,11 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import statistics
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from fastapi import HTTPException, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,15 +36,29 @@ _MAX_RETRY_AFTER_S = 120
 _RECENT = 20  # uploads whose slot times give the typical one
 
 
+UPLOAD_NICE = 10  # the scheduler's niceness of the threads that decode and featurise uploads
+
+
+def _lower_priority() -> None:
+    """Run this thread at a lower CPU priority (Linux: niceness is per thread)."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed: keep running
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), UPLOAD_NICE)
+
+
 class UploadGate:
     """At most `concurrency` uploads do expensive work at once; `queue_size` more may wait.
 
     Per process and per event loop (create it in the app's lifespan). Counters are only touched
-    from the event loop, so no lock is needed.
+    from the event loop, so no lock is needed. An upload's CPU work (decoding, clip features)
+    runs on the gate's own threads at lower CPU priority (:meth:`run`), so on a small machine
+    reads keep their share of the cores while songs are ingested.
     """
 
     def __init__(self, concurrency: int, queue_size: int, max_wait_s: float) -> None:
         self.concurrency = max(1, int(concurrency))
+        self._executor = ThreadPoolExecutor(
+            self.concurrency, thread_name_prefix="photoscore-upload", initializer=_lower_priority
+        )
         self.queue_size = max(0, int(queue_size))
         self.max_wait_s = max(0.0, float(max_wait_s))
         self._slots = asyncio.Semaphore(self.concurrency)
@@ -54,6 +71,13 @@ class UploadGate:
     def admitted(self) -> int:
         """Uploads working or waiting now."""
         return self._admitted
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run an upload's blocking CPU work on the gate's low-priority threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def retry_after(self) -> int:
         """Seconds until a refused upload is likely to be admitted: until the next upload now

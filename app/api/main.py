@@ -304,6 +304,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await worker.close()
+        state.upload_gate.close()
         state.warmed = False
         engine.dispose()
 

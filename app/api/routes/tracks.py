@@ -194,7 +194,7 @@ async def add_track(
         async with gate.slot():
             await audio.seek(0)
             data = await read_upload(audio, "audio", limit)
-            return await _ingest(data, sha, meta, settings, worker, live, store, factory)
+            return await _ingest(data, sha, meta, settings, worker, live, store, factory, gate)
 
     # Identical uploads in flight here share one decode and one outcome; across replicas the
     # unique sha256 constraint decides (catalogue.add_track).
@@ -215,8 +215,10 @@ async def _ingest(
     live: LiveIndex,
     store: AudioStore,
     factory: sessionmaker[Session],
+    gate: UploadGate,
 ) -> tuple[Track, bool]:
-    """Decode, featurise, embed, store and commit one upload (inside an upload slot).
+    """Decode, featurise, embed, store and commit one upload (inside an upload slot; the CPU
+    work on the gate's low-priority threads, the embedding at background priority).
 
     Returns `(track, created)`; `created` is False when the same bytes were committed meanwhile.
     The stored file is removed again on any failure before the commit.
@@ -224,11 +226,11 @@ async def _ingest(
     existing = await run_in_threadpool(_find_track, factory, sha)  # committed while we queued
     if existing is not None:
         return existing, False
-    y, duration = await run_in_threadpool(
+    y, duration = await gate.run(
         _decode, data, settings.max_audio_seconds, settings.min_audio_seconds, settings.max_audio_samples
     )
     matcher = worker.matcher
-    clips = await run_in_threadpool(matcher.featurize, y, settings.clip_hop_seconds)
+    clips = await gate.run(matcher.featurize, y, settings.clip_hop_seconds)
     del y
     if len(clips) == 0:
         raise HTTPException(
