@@ -38,7 +38,7 @@ from model.inference import (
     Matcher,
     onnx_paths,
 )
-from model.meta import CheckpointMeta
+from model.meta import CheckpointFacts, CheckpointMeta
 from model.networks import CDCML
 from model.tagger_input import TAGGER_FRAMES, TAGGER_N_MELS
 from model.transforms import image_batch
@@ -88,7 +88,7 @@ class _SimilarityGraph(nn.Module):
 
 
 @dataclass
-class TorchMatcher:
+class TorchMatcher(CheckpointFacts):
     """The PyTorch model behind the runtime's interface: the reference ONNX is held to."""
 
     model: CDCML
@@ -100,18 +100,6 @@ class TorchMatcher:
     def load(cls, path: Path) -> TorchMatcher:
         model, meta = load_checkpoint(Path(path), "cpu")
         return cls(model=model, meta=meta, checkpoint_hash=file_sha256(Path(path)))
-
-    @property
-    def dim(self) -> int:
-        return self.meta.config.embed_dim
-
-    @property
-    def image_size(self) -> int:
-        return self.meta.config.image_size
-
-    @property
-    def needs_tagger_input(self) -> bool:
-        return self.meta.config.uses_tagger
 
     @torch.inference_mode()
     def embed_image_tensor(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

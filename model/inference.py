@@ -28,7 +28,7 @@ from safetensors import safe_open
 
 from app.core.files import file_sha256
 from model.features import ClipSet, cut_clips
-from model.meta import CheckpointError, CheckpointMeta, read_meta
+from model.meta import CheckpointError, CheckpointFacts, CheckpointMeta, read_meta
 from model.transforms import image_batch
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def _session(
 
 
 @dataclass
-class Matcher:
+class Matcher(CheckpointFacts):
     """A checkpoint's ONNX graphs plus its preprocessing, identified by the checkpoint's hash."""
 
     meta: CheckpointMeta
@@ -139,18 +139,6 @@ class Matcher:
             device="cuda" if used == "CUDAExecutionProvider" else "cpu",
         )
 
-    @property
-    def dim(self) -> int:
-        return self.meta.config.embed_dim
-
-    @property
-    def image_size(self) -> int:
-        return self.meta.config.image_size
-
-    @property
-    def version(self) -> str:
-        return f"{self.meta.name}@{self.checkpoint_hash[:12]}"
-
     def embed_image_tensor(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings [n, dim] and VA [n, 2] of preprocessed photos [n, 3, S, S]
         (``model.transforms.image_tensor``)."""
@@ -163,11 +151,6 @@ class Matcher:
     def embed_images(self, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         """L2-normalised embeddings [n,dim] and VA [n,2] in [0,1] for decoded RGB images."""
         return self.embed_image_tensor(image_batch(images, self.image_size))
-
-    @property
-    def needs_tagger_input(self) -> bool:
-        """Whether clips must carry the pretrained tagger's spectrograms (``cut_clips(tagger=True)``)."""
-        return self.meta.config.uses_tagger
 
     def featurize(self, y: np.ndarray, hop_seconds: float = 2.0) -> ClipSet:
         return cut_clips(y, hop_seconds=hop_seconds, tagger=self.needs_tagger_input)

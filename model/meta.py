@@ -119,3 +119,28 @@ def read_meta(path: Path) -> CheckpointMeta:
     if raw is None:
         raise CheckpointError(f"{path}: safetensors file without PhotoScore metadata")
     return CheckpointMeta.from_json(raw)
+
+
+class CheckpointFacts:
+    """What every runtime of a checkpoint says about it, from its metadata and file hash
+    (``model.inference.Matcher`` on ONNX Runtime, ``model.export.TorchMatcher`` in PyTorch)."""
+
+    meta: CheckpointMeta
+    checkpoint_hash: str
+
+    @property
+    def dim(self) -> int:
+        return self.meta.config.embed_dim
+
+    @property
+    def image_size(self) -> int:
+        return self.meta.config.image_size
+
+    @property
+    def needs_tagger_input(self) -> bool:
+        """Whether clips must carry the pretrained tagger's spectrograms (``cut_clips(tagger=True)``)."""
+        return self.meta.config.uses_tagger
+
+    @property
+    def version(self) -> str:
+        return f"{self.meta.name}@{self.checkpoint_hash[:12]}"
