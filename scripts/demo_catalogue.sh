@@ -4,6 +4,10 @@
 #   wesnoth-1.16-music   The Battle for Wesnoth: 40 orchestral tracks, epic and sombre (GPL-2+)
 #   hyperrogue-music     HyperRogue: 17 tracks by three composers, light to eerie (CC BY-SA 3.0)
 #   singularity-music    Endgame: Singularity: 16 electronic/ambient tracks by Maxstack (CC BY-SA 3.0)
+#   warzone2100-music    Warzone 2100: 29 tense electronic/rock tracks, LupusMechanicus, Martin Severn (GPL-2+)
+#   extremetuxracer-data Extreme Tux Racer: 10 bright tracks by four composers (GPL-2+)
+#   xmoto-data           X-Moto: 7 energetic tracks, mostly by Jens Erler (GPL-2+)
+#   frozen-bubble-data   Frozen Bubble: 3 tracks by Matthias Le Bidan (GPL-2)
 # The extra packages go through CSV manifests (scripts/demo_manifest.py) because their tags and
 # licences differ per file. Idempotent: tracks already indexed with the current checkpoint are
 # skipped; tracks embedded by an older checkpoint are re-embedded (--reembed).
@@ -20,7 +24,10 @@ PACKAGE=wesnoth-1.16-music
 MUSIC_DIR="${PHOTOSCORE_DEMO_MUSIC:-/usr/share/games/wesnoth/1.16/data/core/music}"
 COPYRIGHT="/usr/share/doc/$PACKAGE/copyright"
 
-EXTRA_PACKAGES=(hyperrogue-music singularity-music)
+EXTRA_PACKAGES=(
+  hyperrogue-music singularity-music
+  warzone2100-music extremetuxracer-data xmoto-data frozen-bubble-data
+)
 # What the service's /ready and page say while this runs ("indexing the demo library: 12 of 73
 # songs"): `photoscore index` rewrites <PHOTOSCORE_DATA_DIR>/indexing.json after every track.
 LABEL="the demo library"

@@ -5,18 +5,22 @@ licence and attribution that the package's Debian copyright file gives for that 
     python scripts/demo_manifest.py PACKAGE OUT.csv
 
 Why a manifest rather than a folder: one package can hold music by several composers under
-different licences (hyperrogue-music), and some files carry broken or no tags (titles that
-accumulated every earlier track's title, no artist); the manifest records what is right per file.
+different licences (hyperrogue-music), some files carry broken or no tags (titles that
+accumulated every earlier track's title, no artist), some packages name their composers beside
+the music rather than in tags (Warzone 2100's album.json, Extreme Tux Racer's music readme), and
+some mix music with sound effects (Frozen Bubble); the manifest records what is right per file.
 """
 
 from __future__ import annotations
 
 import csv
 import fnmatch
+import json
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 AUDIO = (".ogg", ".opus", ".flac", ".mp3")
@@ -31,10 +35,61 @@ class Package:
     project: str
     homepage: str
     licence_names: dict[str, str]  # DEP-5 short name -> full name
+    only: tuple[str, ...] = ()  # file name patterns that are music (the rest: sound effects)
+    # per-file facts the package states outside the tags: title, artist, album, holder
+    facts: Callable[[Path], dict[str, str]] = field(default=lambda path: {})
+    team: str | None = None  # the artist of untagged files when the copyright lists many holders
 
 
 CC_BY_SA_3 = "Creative Commons Attribution-ShareAlike 3.0 (https://creativecommons.org/licenses/by-sa/3.0/)"
 GPL_2_PLUS = "GNU General Public License version 2 or (at your option) any later version"
+
+
+def warzone_facts(path: Path) -> dict[str, str]:
+    """Warzone 2100 lists each album's tracks, titles and composer in album.json, and its
+    license.txt opens with the album's copyright line."""
+    album = json.loads((path.parent / "album.json").read_text(encoding="utf-8"))
+    track = next((t for t in album["tracks"] if t["filename"] == path.name), None)
+    if track is None:
+        return {}
+    facts = {"title": track["title"], "artist": track["author"], "album": f"Warzone 2100: {album['title']}"}
+    licence_txt = path.parent / "license.txt"
+    if licence_txt.is_file():
+        found = re.search(r"Copyright \(C\) ([^\n]+)", licence_txt.read_text(encoding="utf-8", errors="replace"))
+        if found and path.name != "track3_enhanced.opus":  # derived from Martin Severn's track 3
+            facts["holder"] = found.group(1).strip()
+    return facts
+
+
+def etr_facts(path: Path) -> dict[str, str]:
+    """Extreme Tux Racer names each file's composer in music/readme ("X composed:" + files)."""
+    composer = None
+    for line in (path.parent / "readme").read_text(encoding="utf-8", errors="replace").splitlines():
+        if found := re.match(r"(\S.*?)\s*<[^>]*>\s*composed:", line):
+            composer = found.group(1)
+        elif composer and line.strip() == path.name:
+            return {"artist": composer} | ({"title": ETR_TITLES[path.stem]} if path.stem in ETR_TITLES else {})
+    return {}
+
+
+ETR_TITLES = {  # file names run words together: "spunkyrace-ks"
+    "calmrace-ks": "Calm Race",
+    "lostrace-ks": "Lost Race",
+    "options1-jt": "Options",
+    "race1-jt": "Race",
+    "raceintro-ks": "Race Intro",
+    "spunkyrace-ks": "Spunky Race",
+    "start1-jt": "Start",
+    "wonrace1-jt": "Won Race",
+}
+
+
+def frozen_bubble_facts(path: Path) -> dict[str, str]:
+    """Frozen Bubble's files carry no tags; its music is Matthias Le Bidan's (the game's credits)."""
+    titles = {"introzik.ogg": "Intro", "frozen-mainzik-1p.ogg": "Main Theme (1 player)"}
+    return {"artist": "Matthias Le Bidan", "title": titles.get(path.name, "Main Theme (2 players)")}
+
+
 PACKAGES = {
     "singularity-music": Package(
         Path("/usr/share/games/singularity/music"),
@@ -49,6 +104,41 @@ PACKAGES = {
         "HyperRogue",
         "https://roguetemple.com/z/hyper/",
         {"CC-BY-SA-3.0": CC_BY_SA_3, "GPL-2+": GPL_2_PLUS},
+    ),
+    # Energetic, tense and joyful music for the quadrants the three above leave thin.
+    "warzone2100-music": Package(
+        Path("/usr/share/games/warzone2100/music/albums"),
+        "",
+        "Warzone 2100",
+        "https://wz2100.net/",
+        {"GPL-2+": GPL_2_PLUS},
+        only=("*.opus",),
+        facts=warzone_facts,
+    ),
+    "extremetuxracer-data": Package(
+        Path("/usr/share/games/etr/music"),
+        "",
+        "Extreme Tux Racer",
+        "https://sourceforge.net/projects/extremetuxracer/",
+        {"GPL-2+": GPL_2_PLUS},
+        facts=etr_facts,
+    ),
+    "xmoto-data": Package(
+        Path("/usr/share/games/xmoto/Textures/Musics"),
+        "",
+        "X-Moto",
+        "https://xmoto.tuxfamily.org/",
+        {"GPL-2+": GPL_2_PLUS},
+        team="X-Moto Development Team",
+    ),
+    "frozen-bubble-data": Package(
+        Path("/usr/share/games/frozen-bubble/snd"),
+        "",
+        "Frozen Bubble",
+        "https://www.frozen-bubble.org/",
+        {"GPL-2": "GNU General Public License version 2"},
+        only=("introzik.ogg", "frozen-mainzik-*.ogg"),
+        facts=frozen_bubble_facts,
     ),
 }
 
@@ -112,28 +202,42 @@ def rows(package: str) -> list[dict[str, str]]:
     stanzas = copyright_stanzas(text)
     out = []
     for path in sorted(p for p in spec.music_dir.rglob("*") if p.suffix.lower() in AUDIO):
+        if spec.only and not any(fnmatch.fnmatchcase(path.name, pattern) for pattern in spec.only):
+            continue
+        facts = spec.facts(path)
+        if spec.only == ("*.opus",) and not facts:  # not a track of an album (warzone's menu.opus)
+            continue
         audio = mutagen.File(path, easy=True)
         tags = dict(audio.tags or {}) if audio is not None else {}
         stanza = stanza_for(stanzas, spec.prefix + path.name) if stanzas else None
         if stanza is not None:
-            holder = stanza.copyright
+            holder = facts.get("holder") or stanza.copyright
             licence = spec.licence_names.get(stanza.licence, stanza.licence)
         else:  # not machine-readable: one licence for the whole package (checked below)
             holder = re.search(r"Copyright \(C\) ([^\n]+)", text).group(1).strip()
             licence = CC_BY_SA_3 if "Attribution-ShareAlike" in text and "3.0" in text else ""
         if not licence:
             raise SystemExit(f"demo_manifest: no licence found for {path} in {copyright_file}")
-        artist = tag(tags, "artist") or re.sub(r"\s*\(.*?\)", "", holder).strip()
-        title = tag(tags, "title", path) or path.stem.split("-")[-1].replace("_", " ").title()
+        artist = facts.get("artist") or tag(tags, "artist") or spec.team or re.sub(r"\s*\(.*?\)", "", holder).strip()
+        title = facts.get("title") or tag(tags, "title", path) or _title(path)
         attribution = (
             f"{title} by {artist}, from {spec.project} ({spec.homepage}); Copyright {holder}. "
             f"Licence: {licence}. Debian package {package} {version}; see {copyright_file}."
         )
         out.append(
-            {"path": str(path), "title": title, "artist": artist, "album": tag(tags, "album") or spec.project}
+            {"path": str(path), "title": title, "artist": artist}
+            | {"album": facts.get("album") or tag(tags, "album") or spec.project}
             | {"license": attribution}
         )
     return out
+
+
+def _title(path: Path) -> str:
+    """A title from a file name: "lostrace-ks.ogg" -> "Lostrace", "hr3-desert.ogg" -> "Desert"."""
+    stem = path.stem
+    if re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)+", stem) and len(stem.split("-")[-1]) <= 2:
+        stem = stem.rsplit("-", 1)[0]  # a composer's initials (Extreme Tux Racer: "-ks", "-jt")
+    return stem.split("-")[-1].replace("_", " ").title()
 
 
 def main(argv: list[str]) -> int:

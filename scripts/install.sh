@@ -59,6 +59,7 @@ APT_DEV=(
   chromium                      # browser tests (Playwright drives /usr/bin/chromium)
   wesnoth-1.16-music            # the demo catalogue: 41 GPL-2+ Ogg Vorbis tracks
   hyperrogue-music singularity-music # ... and 33 CC BY-SA 3.0 tracks of other moods
+  warzone2100-music extremetuxracer-data xmoto-data frozen-bubble-data # ... 49 GPL tracks, energetic and tense
   mate-backgrounds              # GPL-2+ photos for the page screenshot and demos
   shellcheck                    # lints the shell scripts in tests/deploy/test_deploy.py
   postgresql                    # the replica tests share one PostgreSQL

@@ -96,7 +96,11 @@ fi
 setsid photoscore serve &
 server=$!
 indexer=
+stopped=0
 stop() {
+  # Once: a second TERM would cut short the indexer's own clean stop.
+  [[ $stopped -eq 1 ]] && return 0
+  stopped=1
   trap - INT TERM HUP
   kill -TERM "$server" 2>/dev/null || true
   if [[ -n "$indexer" ]]; then
@@ -163,7 +167,7 @@ fi
 stop
 wait "$indexer"
 indexed=$?
-if [[ $indexed -ne 0 && $indexed -ne 130 ]]; then
+if [[ $indexed -ne 0 && $indexed -ne 130 && $indexed -ne 143 ]]; then
   say "indexing the demo catalogue failed (exit status $indexed, see above); run command 1 again to resume"
 fi
 # Stopped by Ctrl+C or TERM: uvicorn shuts down cleanly; report success.

@@ -359,7 +359,15 @@ class TestScripts:
 
 
 # ---------------------------------------------------------------------- demo catalogue
-DEMO_PACKAGES = {"hyperrogue-music": 17, "singularity-music": 16}
+DEMO_PACKAGES = {
+    "hyperrogue-music": 17,
+    "singularity-music": 16,
+    "warzone2100-music": 29,
+    "extremetuxracer-data": 10,
+    "xmoto-data": 7,
+    "frozen-bubble-data": 3,
+}
+CC_BY_SA = {"hyperrogue-music", "singularity-music"}  # the others are GPL
 
 
 @pytest.mark.parametrize("package", sorted(DEMO_PACKAGES))
@@ -380,7 +388,8 @@ def test_demo_manifest_records_composer_title_and_licence(package: str, tmp_path
     assert len(rows) == DEMO_PACKAGES[package]
     for row in rows:
         assert Path(row["path"]).is_file() and row["title"] and row["artist"]
-        assert "Creative Commons Attribution-ShareAlike 3.0" in row["license"]
+        licence = "Creative Commons Attribution-ShareAlike 3.0" if package in CC_BY_SA else "GNU General Public License"
+        assert licence in row["license"]
         assert f"Debian package {package}" in row["license"] and row["artist"] in row["license"]
     by_file = {Path(r["path"]).name: r for r in rows}
     if package == "hyperrogue-music":  # three composers; one file without tags, some with many
@@ -388,6 +397,23 @@ def test_demo_manifest_records_composer_title_and_licence(package: str, tmp_path
         assert "Copyright Will Savino" in by_file["hr-savino-ocean.ogg"]["license"]
         assert by_file["hr3-icyland.ogg"]["title"] == "Icy Lands"
         assert "Shawn Parrotte" in by_file["hr3-desert.ogg"]["license"]
+    elif package == "warzone2100-music":  # titles and composers from each album's album.json
+        assert (by_file["track17.opus"]["title"], by_file["track17.opus"]["artist"]) == (
+            "Nuclear Heartbeat",
+            "LupusMechanicus",
+        )
+        assert "Copyright 2021-2022 LupusMechanicus" in by_file["track17.opus"]["license"]
+        assert by_file["track1.opus"]["artist"] == "Martin Severn" and "menu.opus" not in by_file
+    elif package == "extremetuxracer-data":  # composers from music/readme
+        assert (by_file["spunkyrace-ks.ogg"]["title"], by_file["spunkyrace-ks.ogg"]["artist"]) == (
+            "Spunky Race",
+            "K. Schroeder",
+        )
+    elif package == "xmoto-data":
+        assert by_file["ridealong.ogg"]["artist"] == "Jens Erler"
+        assert by_file["batcave.ogg"]["artist"] == "X-Moto Development Team"
+    elif package == "frozen-bubble-data":  # music only, not the game's sound effects
+        assert set(by_file) == {"introzik.ogg", "frozen-mainzik-1p.ogg", "frozen-mainzik-2p.ogg"}
     else:
         assert by_file["Nebula.ogg"]["artist"] == "Maxstack" and "Max McCracken" in by_file["Nebula.ogg"]["license"]
 
