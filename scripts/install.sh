@@ -62,6 +62,8 @@ APT_DEV=(
   warzone2100-music extremetuxracer-data xmoto-data frozen-bubble-data # ... 49 GPL tracks, energetic and tense
   mate-backgrounds              # GPL-2+ photos for the page screenshot and demos
   shellcheck                    # lints the shell scripts in tests/deploy/test_deploy.py
+  vlc-bin vlc-plugin-base       # the playlist export test: VLC plays the exported M3U8/XSPF
+  npm                           # the page's accessibility test installs axe-core (npm) into a test cache
   postgresql                    # the replica tests share one PostgreSQL
 )
 

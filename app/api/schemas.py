@@ -355,6 +355,23 @@ class HealthResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
 
 
+class IndexingProgress(BaseModel):
+    """The last `photoscore index` run, from its progress file (`app.core.progress`)."""
+
+    label: str = Field(description="What is indexed, e.g. 'the demo library'.")
+    done: int = Field(ge=0, description="Songs handled so far (added, skipped as indexed, or failed).")
+    total: int = Field(ge=0, description="Songs in the run.")
+    failed: int = Field(0, ge=0)
+    current: str | None = Field(None, description="The file being indexed now.")
+    state: str = Field(description="running, done, interrupted, failed, or stale (its process is gone).")
+    started: float = Field(description="Unix time.")
+    updated: float = Field(description="Unix time of the last update.")
+    finished: float | None = None
+    pid: int
+    host: str
+    message: str = Field(description='The sentence the page shows: "indexing the demo library: 12 of 73 songs".')
+
+
 class ReadyResponse(BaseModel):
     """Readiness: every check must pass before a load balancer sends traffic."""
 
@@ -364,6 +381,9 @@ class ReadyResponse(BaseModel):
     model_version: str | None = None
     tracks: int = Field(0, ge=0, description="Tracks in this replica's live index.")
     clips: int = Field(0, ge=0, description="Clips in this replica's live index.")
+    indexing: IndexingProgress | None = Field(
+        None, description="The last `photoscore index` run (information only: never makes the service unready)."
+    )
 
     model_config = ConfigDict(
         json_schema_extra={

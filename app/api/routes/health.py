@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import MetricsDep
-from app.api.schemas import HealthResponse, ReadyResponse
+from app.api.schemas import HealthResponse, IndexingProgress, ReadyResponse
 from app.core.db import ping
 from app.core.errors import first_line
 from app.core.metrics import CONTENT_TYPE
@@ -90,9 +90,10 @@ async def ready(request: Request) -> Response:
         model_version=str(worker.matcher.version) if worker is not None else None,
         tracks=live.n_tracks if live is not None else 0,
         clips=live.n_clips if live is not None else 0,
+        indexing=None if progress is None else IndexingProgress(**progress.to_json()),
     )
     return JSONResponse(
-        body.model_dump(mode="json") | {"indexing": None if progress is None else progress.to_json()},
+        body.model_dump(mode="json"),
         status_code=status.HTTP_200_OK if ok else status.HTTP_503_SERVICE_UNAVAILABLE,
     )
 
