@@ -378,9 +378,9 @@ def _model(checkpoint: Path, device: str, *, need_model: bool) -> tuple[str, int
 
     try:
         if need_model:
-            from model.inference import Matcher
+            from model.inference import INDEX_CLIP_BATCH, Matcher
 
-            matcher = Matcher.load(checkpoint, device)
+            matcher = Matcher.load(checkpoint, device, spinning=False, batch_size=INDEX_CLIP_BATCH)
             return matcher.checkpoint_hash, matcher.dim, matcher
         return file_sha256(checkpoint), int(read_meta(checkpoint).config.embed_dim), None
     except (CheckpointError, OSError, ValueError, RuntimeError) as exc:

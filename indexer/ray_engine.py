@@ -231,9 +231,9 @@ class _EmbedActor:
     track's query-bank statistics (computed here, where the model is)."""
 
     def __init__(self, checkpoint: str, device: str) -> None:
-        from model.inference import Matcher
+        from model.inference import INDEX_CLIP_BATCH, Matcher
 
-        self.matcher = Matcher.load(Path(checkpoint), device)
+        self.matcher = Matcher.load(Path(checkpoint), device, spinning=False, batch_size=INDEX_CLIP_BATCH)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         out = []
