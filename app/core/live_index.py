@@ -241,16 +241,24 @@ class Snapshot:
 
     def track_clips(self, track_ids: Sequence[int], limit: int | None = None) -> list[TrackClips]:
         """Each track's clips (at most ``limit``, evenly spaced in time) with embeddings and bounds."""
-        out: list[TrackClips] = []
+        per_track = []
         for t in track_ids:
             cids = self.table.clips_of(int(t))
             if limit is not None:
                 cids = _spread(cids, limit)
-            if not len(cids):
-                continue
-            embs = np.asarray(self.reconstruct(cids), np.float32)
-            _, _, starts, ends = self.table.lookup(cids)
-            out.append(TrackClips(int(t), cids, embs, starts, ends))
+            if len(cids):
+                per_track.append((int(t), cids))
+        if not per_track:
+            return []
+        every = np.concatenate([cids for _, cids in per_track])  # one look-up for all the tracks
+        embs = np.asarray(self.reconstruct(every), np.float32)
+        _, _, starts, ends = self.table.lookup(every)
+        out: list[TrackClips] = []
+        at = 0
+        for t, cids in per_track:
+            sl = slice(at, at + len(cids))
+            out.append(TrackClips(t, cids, embs[sl], starts[sl], ends[sl]))
+            at += len(cids)
         return out
 
     @cached_property

@@ -37,7 +37,7 @@ from anyio import to_thread
 from sqlalchemy.orm import Session
 
 from app.core.catalogue import segment_va, tracks_by_id
-from app.core.live_index import MAX_K, LiveIndex, Snapshot
+from app.core.live_index import MAX_K, LiveIndex, Snapshot, TrackClips
 from app.core.models import Track
 from app.core.ranking import (
     STEER_WEIGHT,
@@ -123,8 +123,8 @@ class Scored:
 
     def hit(self) -> Hit:
         """Segment = the best scored clip; among equal scores the earliest, then the lowest id."""
-        s, cids = self.clip_scores, self.clip_ids
-        best = min(range(len(cids)), key=lambda i: (-round(float(s[i]), SCORE_DECIMALS), self.starts[i], cids[i]))
+        best = best_clip_index(self.clip_scores, self.starts, self.clip_ids)
+        cids = self.clip_ids
         return Hit(
             self.track_id, self.score, float(self.starts[best]), float(self.ends[best]), int(cids[best]), self.rank
         )
@@ -244,14 +244,12 @@ class Ranker:
         """Hits with their segment: the best clip of the whole track (every clip scored, not only
         the ranking's sample), or the best window of ``seconds``."""
         snap = snap or self.live.snapshot()
+        scored = self._all_clips(image_emb, [e.track_id for e in page], snap)
         hits: list[Hit] = []
         for e in page:
             hit = e.hit()
-            clips = snap.track_clips([e.track_id])
-            if clips:
-                c = clips[0]
-                raw = np.asarray(self.scorer.similarity(image_emb, c.embeddings), np.float64)
-                s = np.clip(np.nan_to_num(raw, nan=0.0), 0.0, 1.0)
+            if e.track_id in scored:
+                c, s = scored[e.track_id]
                 if seconds > CLIP_SECONDS + 1e-6:
                     order = np.lexsort((c.clip_ids, c.starts))
                     w = best_window(c.starts[order], c.ends[order], s[order], seconds)
@@ -266,15 +264,29 @@ class Ranker:
 
     def _with_best_clip(self, image_emb: np.ndarray, hits: list[Hit], snap: Snapshot) -> list[Hit]:
         """``recommend``'s hits with the best clip of the whole track as their segment."""
+        scored = self._all_clips(image_emb, [h.track_id for h in hits], snap)
         out = []
         for hit in hits:
-            clips = snap.track_clips([hit.track_id])
-            if clips:
-                c = clips[0]
-                raw = np.asarray(self.scorer.similarity(image_emb, c.embeddings), np.float64)
-                s = np.clip(np.nan_to_num(raw, nan=0.0), 0.0, 1.0)
+            if hit.track_id in scored:
+                c, s = scored[hit.track_id]
                 hit = _best_clip(hit, c.clip_ids, c.starts, c.ends, s)
             out.append(hit)
+        return out
+
+    def _all_clips(
+        self, image_emb: np.ndarray, track_ids: Sequence[int], snap: Snapshot
+    ) -> dict[int, tuple[TrackClips, np.ndarray]]:
+        """Every clip of each track with its predicted similarity in [0, 1]: one predictor call
+        for the whole page (one hop onto the model thread, not one per song)."""
+        clips = snap.track_clips(track_ids)
+        if not clips:
+            return {}
+        raw = np.asarray(self.scorer.similarity(image_emb, np.concatenate([c.embeddings for c in clips])), np.float64)
+        scores = np.clip(np.nan_to_num(raw, nan=0.0), 0.0, 1.0)
+        out, at = {}, 0
+        for c in clips:
+            out[c.track_id] = (c, scores[at : at + len(c.clip_ids)])
+            at += len(c.clip_ids)
         return out
 
     def _bank_norm(
@@ -454,9 +466,20 @@ class _Pager:
             grown, w = len(pool), w + self.n
 
 
+def best_clip_index(scores: np.ndarray, starts: np.ndarray, clip_ids: np.ndarray) -> int:
+    """Index of the best clip: highest score rounded to ``SCORE_DECIMALS`` (so float noise cannot
+    reorder ties), then the earliest start, then the lowest id. Rounding is monotonic, so only
+    the clips within one rounding step of the top can tie; Python's ``round`` decides among those."""
+    scores = np.asarray(scores, np.float64)
+    top = round(float(scores.max()), SCORE_DECIMALS)
+    near = np.flatnonzero(scores >= top - 10.0**-SCORE_DECIMALS)
+    tied = near[[round(float(scores[i]), SCORE_DECIMALS) == top for i in near]]
+    return int(tied[np.lexsort((np.asarray(clip_ids)[tied], np.asarray(starts)[tied]))[0]])
+
+
 def _best_clip(hit: Hit, clip_ids: np.ndarray, starts: np.ndarray, ends: np.ndarray, scores: np.ndarray) -> Hit:
     """The hit with its segment at the best clip; among equal scores the earliest, then the lowest id."""
-    best = min(range(len(clip_ids)), key=lambda i: (-round(float(scores[i]), SCORE_DECIMALS), starts[i], clip_ids[i]))
+    best = best_clip_index(scores, starts, clip_ids)
     return replace(hit, start=float(starts[best]), end=float(ends[best]), clip_id=int(clip_ids[best]))
 
 

@@ -493,3 +493,17 @@ class TestSnapshots:
         np.testing.assert_array_equal(snap.ids(), fresh.ids())
         for q in queries(5):
             np.testing.assert_array_equal(snap.search(q, 40), fresh.search(q, 40))
+
+
+def test_best_clip_index_is_the_rounded_best_then_earliest_then_lowest_id() -> None:
+    """The vectorised pick equals the plain definition, ties by rounding included."""
+    from app.services.recommend import SCORE_DECIMALS, best_clip_index
+
+    rng = np.random.default_rng(7)
+    for _ in range(500):
+        n = int(rng.integers(1, 40))
+        scores = np.round(rng.random(n), int(rng.integers(1, 8))) + rng.choice([0.0, 1e-9, -1e-9, 4e-7], n)
+        starts = rng.integers(0, 10, n).astype(float) * 2.0
+        ids = rng.permutation(1000)[:n]
+        plain = min(range(n), key=lambda i: (-round(float(scores[i]), SCORE_DECIMALS), starts[i], ids[i]))
+        assert best_clip_index(scores, starts, ids) == plain
