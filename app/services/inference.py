@@ -126,6 +126,7 @@ class InferenceWorker:
         self._closed = False
         self.batches = 0
         self.images = 0
+        self._last_batch = 0  # images in the last batch: whether the next one waits to fill
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -190,13 +191,18 @@ class InferenceWorker:
             self.metrics.inference_seconds.observe(time.perf_counter() - start)
         self.batches += 1
         self.images += len(images)
+        self._last_batch = len(images)
         return np.asarray(embs, dtype=np.float32), np.asarray(vas, dtype=np.float32)
 
     async def _collect(self) -> list[_Item]:
+        """The next batch: what is queued now, plus what arrives within ``max_wait`` when the
+        last batch held more than one image. A lone request on a quiet service does not wait
+        for company it will not get (at c = 1 that wait was pure latency); under load requests
+        queue while a batch runs, and the wait lets the next batch fill."""
         assert self._queue is not None
         batch = [await self._queue.get()]
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_wait
+        deadline = loop.time() + (self.max_wait if self._last_batch > 1 else 0.0)
         while len(batch) < self.max_batch:
             try:
                 batch.append(self._queue.get_nowait())

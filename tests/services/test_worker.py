@@ -230,3 +230,20 @@ def test_request_calls_go_ahead_of_background_calls() -> None:
     run(main())
     assert order.index("photo") <= 2, order  # after the running slice, not after all six
     assert [o for o in order if o != "photo"] == [f"song{i}" for i in range(6)]  # background keeps its order
+
+
+def test_a_lone_request_does_not_wait_for_a_batch_to_fill() -> None:
+    """With nobody else waiting, an image is embedded at once, not after ``max_wait``: here the
+    wait is 30 s and the request must be answered long before (it waited the full 30 s before)."""
+    matcher = FakeMatcher(delay=0.0)
+
+    async def main() -> tuple:
+        worker = InferenceWorker(matcher, max_batch=8, max_wait_ms=30_000)
+        await worker.start()
+        try:
+            return await asyncio.wait_for(worker.embed_image(2.0), timeout=10)
+        finally:
+            await worker.close()
+
+    emb, _ = run(main())
+    assert emb[0] == 2.0 and matcher.batches == [1]
