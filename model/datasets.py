@@ -635,8 +635,10 @@ def detect_format(folder: str | Path) -> str | None:
         return "vgmidi"
     if (folder / _DEAM_AVG / "song_level").is_dir():
         return "deam"
-    if (folder / "annotations.csv").is_file() and (folder / "audio").is_dir() and _has_columns(
-        folder / "annotations.csv", ("Song", "Quadrant")
+    if (
+        (folder / "annotations.csv").is_file()
+        and (folder / "audio").is_dir()
+        and _has_columns(folder / "annotations.csv", ("Song", "Quadrant"))
     ):  # Emotify has an annotations.csv and audio/ too, with other columns (GEMS votes)
         return "panda4q"
     midi_dir = folder / "midis" if (folder / "midis").is_dir() else folder
