@@ -305,7 +305,8 @@ def test_progress_file_counts_every_track_and_resumes(
     raw = json.loads(status.read_text())
     assert raw["state"] == "done" and raw["done"] == raw["total"] == 8 and raw["failed"] == 0
     assert raw["label"] == "the library" and raw["current"].startswith("track")
-    assert f"({stopped.done} already indexed)" in out
+    # The TERM may land between a track's commit and the progress write that counts it.
+    assert any(f"({n} already indexed)" in out for n in (stopped.done, stopped.done + 1)), out
     assert not list(status.parent.glob(".*.tmp"))  # replaced atomically, nothing left behind
 
 
