@@ -281,7 +281,7 @@ def bench_live(ctx: Context, cat: Any, matcher: Any, queries: np.ndarray, n_resu
     k = settings.search_k
     ranker = Ranker(live, matcher)  # the service's ranking with the model called in this thread
     ranker.recommend(queries[0], n_results, k)  # warm
-    cand = [len(live.candidates(q, n_results, k)[0]) for q in queries[:n_q]]
+    cand = [len(live.candidates(q, n_results, k)) for q in queries[:n_q]]
     timings: dict[str, dict[str, Stats]] = {}
     for label, n_threads in (("default", None), ("1 thread", 1)):
         times, search_t = [], []

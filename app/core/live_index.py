@@ -232,12 +232,7 @@ class Snapshot:
 
     def track_pool(self, image_emb: np.ndarray, n: int, k: int, count: int) -> list[int]:
         """The first ``count`` distinct tracks in FAISS order among candidates covering ``n`` tracks."""
-        ids = self.candidates(image_emb, n, k)
-        if len(ids) == 0:
-            return []
-        _, tids, _, _ = self.table.lookup(ids)
-        _, first = np.unique(tids, return_index=True)
-        return [int(t) for t in tids[np.sort(first)][:count]]
+        return CandidateList(self, image_emb).track_pool(n, k, count)
 
     def track_clips(self, track_ids: Sequence[int], limit: int | None = None) -> list[TrackClips]:
         """Each track's clips (at most ``limit``, evenly spaced in time) with embeddings and bounds."""
@@ -335,6 +330,47 @@ class Snapshot:
         return Snapshot(
             base, table, track_sig, track_info, dim=self.dim, dead=dead, delta_ids=delta_ids, delta_embs=delta_embs
         )
+
+
+class CandidateList:
+    """One query's FAISS candidates in one snapshot, searched wider only when a pool needs more
+    (at least x2 each time), with the tracks they name in first-seen order. A single pool
+    (``Snapshot.track_pool``) and the pages of one ranking (``app.services.recommend``) share it,
+    so a deep page re-uses the searches of the pages before it."""
+
+    def __init__(self, snap: Snapshot, query: np.ndarray) -> None:
+        self.snap, self.query = snap, query
+        self._ids = np.zeros(0, np.int64)  # the candidates searched so far, best first
+        self._tids = np.zeros(0, np.int64)
+        self._firsts = np.zeros(0, np.int64)  # positions where a track first appears
+        self._k_have = 0
+
+    def _prefix(self, m: int) -> None:
+        """Make sure the first ``m`` candidates are known."""
+        if m <= self._k_have:
+            return
+        want = min(max(m, 2 * self._k_have), max(len(self.snap.table), m))
+        ids = self.snap.search(self.query, want)
+        ok, tids, _, _ = self.snap.table.lookup(ids)
+        self._ids, self._tids = ids[ok], tids[ok]
+        _, first = np.unique(self._tids, return_index=True)
+        self._firsts = np.sort(first)
+        self._k_have = want
+
+    def track_pool(self, n: int, k: int, count: int) -> list[int]:
+        """The first ``count`` distinct tracks in FAISS order among the top-K candidates, K
+        widened x4 from ``max(k, n)`` until they cover ``n`` tracks (up to ``MAX_K``)."""
+        total = len(self.snap.table)
+        if self.snap.base is None or total == 0:
+            return []
+        k_eff = min(max(k, n), total)
+        while True:
+            self._prefix(k_eff)
+            covered = int(np.searchsorted(self._firsts, min(k_eff, len(self._ids))))
+            if covered >= n or k_eff >= min(total, MAX_K):
+                break
+            k_eff = min(k_eff * 4, total, MAX_K)
+        return [int(t) for t in self._tids[self._firsts[:covered]][:count]]
 
 
 class LiveIndex:

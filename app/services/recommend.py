@@ -37,7 +37,7 @@ from anyio import to_thread
 from sqlalchemy.orm import Session
 
 from app.core.catalogue import segment_va, tracks_by_id
-from app.core.live_index import MAX_K, LiveIndex, Snapshot, TrackClips
+from app.core.live_index import CandidateList, LiveIndex, Snapshot, TrackClips
 from app.core.models import Track
 from app.core.ranking import (
     STEER_WEIGHT,
@@ -343,41 +343,13 @@ class _Pager:
         self.wanted = self.n
         self.grown = -1
         self.exhausted = False
-        self._ids = np.zeros(0, np.int64)  # the FAISS candidate list searched so far, best first
-        self._tids = np.zeros(0, np.int64)
-        self._firsts = np.zeros(0, np.int64)  # positions where a track first appears in it
-        self._k_have = 0
+        self.candidates = CandidateList(snap, image_emb)
 
     # -- the candidate pool ------------------------------------------------------------------------
-    def _prefix(self, m: int) -> None:
-        """Make sure the first ``m`` FAISS candidates are known (searching wider, at least x2)."""
-        if m <= self._k_have:
-            return
-        total = len(self.snap.table)
-        want = min(max(m, 2 * self._k_have), max(total, m))
-        ids = self.snap.search(self.emb, want)
-        ok, tids, _, _ = self.snap.table.lookup(ids)
-        self._ids, self._tids = ids[ok], tids[ok]
-        _, first = np.unique(self._tids, return_index=True)
-        self._firsts = np.sort(first)
-        self._k_have = want
-
     def _pool(self, w: int) -> list[int]:
-        """``LiveIndex.track_pool(w, k, 4w)`` (+ the tracks nearest the target when steered):
-        the first ``4w`` tracks in FAISS order among the top-K clips, K widened x4 from
-        ``max(k, w)`` until they cover ``w`` tracks (up to ``MAX_K``)."""
-        count = max(w, TRACKS_PER_RESULT * w)
-        total = len(self.snap.table)
-        pool: list[int] = []
-        if total:
-            k_eff = min(max(self.k, w), total)
-            while True:
-                self._prefix(k_eff)
-                covered = int(np.searchsorted(self._firsts, min(k_eff, len(self._ids))))
-                if covered >= w or k_eff >= min(total, MAX_K):
-                    break
-                k_eff = min(k_eff * 4, total, MAX_K)
-            pool = [int(t) for t in self._tids[self._firsts[:covered]][:count]]
+        """``Snapshot.track_pool(w, k, 4w)`` on this ranking's candidate list (+ the tracks
+        nearest the target when steered)."""
+        pool = self.candidates.track_pool(w, self.k, max(w, TRACKS_PER_RESULT * w))
         if self.steered:
             pool += self.snap.nearest_va(self.target, TRACKS_PER_RESULT * w)
         return list(dict.fromkeys(pool))
