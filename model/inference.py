@@ -89,9 +89,10 @@ def _session(
     path: Path, checkpoint_hash: str, kind: str, providers: list[Any], threads: int, spinning: bool
 ) -> ort.InferenceSession:
     if not path.is_file():
+        checkpoint = path.with_name(path.name.removesuffix(f".{kind}.onnx") + ".safetensors")
         raise CheckpointError(
-            f"{path.name} is missing beside the checkpoint: export it with "
-            f"`photoscore export --checkpoint {path.parent / path.name.split('.')[0]}.safetensors`"
+            f"{path.name} is missing beside the checkpoint: "
+            f"export it with `photoscore export --checkpoint {checkpoint}`"
         )
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

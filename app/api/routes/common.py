@@ -23,14 +23,15 @@ __all__ = ["StrictFormRoute", "audio_url", "clean_text", "read_upload", "single_
 _CHUNK = 1 << 20
 
 
-def audio_url(track: Track) -> str | None:
+def audio_url(track: Track, missing: bool) -> str | None:
     """Where to stream the track; None when no audio is stored or its library file is gone."""
-    if not (track.audio_key or track.source) or source_missing(track):
+    if not (track.audio_key or track.source) or missing:
         return None
     return f"/tracks/{track.id}/audio"
 
 
 def track_out(track: Track) -> TrackOut:
+    missing = source_missing(track)  # one look at the file system per track
     return TrackOut(
         id=track.id,
         title=track.title,
@@ -41,8 +42,8 @@ def track_out(track: Track) -> TrackOut:
         arousal=_unit(track.arousal),
         clip_count=int(track.clip_count or 0),
         license=track.license,
-        audio_url=audio_url(track),
-        audio_missing=source_missing(track),
+        audio_url=audio_url(track, missing),
+        audio_missing=missing,
         created_at=_aware(track.created_at),
     )
 
