@@ -442,6 +442,93 @@ def _panda_item(path: Path) -> MusicItem:
     return MusicItem(path, v, a, "panda4q", f"panda4q:{path.stem}", "audio", None, None, True)
 
 
+#: Where each GEMS category sits in valence-arousal space ([0, 1] each), after the circumplex
+#: placements of the GEMS terms (Zentner et al. 2008; Aljanaki et al. 2016, Fig. 3): a modelling
+#: choice, stated in the model card. Emotify has no VA ratings, only these induced-emotion votes.
+GEMS_VA: dict[str, tuple[float, float]] = {
+    "amazement": (0.70, 0.75),
+    "solemnity": (0.45, 0.40),
+    "tenderness": (0.75, 0.30),
+    "nostalgia": (0.45, 0.30),
+    "calmness": (0.65, 0.15),
+    "power": (0.60, 0.85),
+    "joyful_activation": (0.85, 0.80),
+    "tension": (0.20, 0.80),
+    "sadness": (0.15, 0.25),
+}
+#: A song's VA is the vote-weighted centroid of its categories' places. Listeners tick up to three
+#: categories, so centroids crowd the centre; they are standardised over every listed song and
+#: spread at this standard deviation around 0.5 (about the spread of the photos' human ratings).
+GEMS_SPREAD = 0.18
+
+
+def _gems_centroids(shares: np.ndarray) -> np.ndarray:
+    """[n, 9] vote shares (GEMS_VA order) -> [n, 2] VA, standardised and spread (see GEMS_SPREAD)."""
+    places = np.array(list(GEMS_VA.values()), np.float64)
+    weight = shares.sum(axis=1, keepdims=True)
+    centroid = shares @ places / np.where(weight > 0, weight, 1.0)
+    mean, std = centroid.mean(axis=0), centroid.std(axis=0)
+    return np.clip(0.5 + GEMS_SPREAD * (centroid - mean) / np.where(std > 0, std, 1.0), 0.02, 0.98)
+
+
+def load_emotify(root: str | Path) -> tuple[list[MusicItem], LoadReport]:
+    """Emotify: ``annotations.csv`` (per-song GEMS vote shares ``p_<category>`` and ``file``),
+    1-minute real recordings under ``audio/<genre>/``. VA from the votes by :data:`GEMS_VA`."""
+    root = Path(root)
+    label_file = _require_file(root / "annotations.csv", "Emotify annotations")
+    rows = _csv_rows(label_file)
+    try:
+        _, header = next(rows)
+    except StopIteration:
+        raise DatasetFormatError(f"{label_file}: empty file") from None
+    cats = [f"p_{c}" for c in GEMS_VA]
+    col = _header_index(label_file, header, ["track_id", "file", *cats])
+    listed: list[tuple[str, Path]] = []
+    shares: list[list[float]] = []
+    for lineno, row in rows:
+        _check_width(label_file, lineno, row, len(header))
+        shares.append([_rating(row[col[c]], (0.0, 1.0), c, label_file, lineno) for c in cats])
+        listed.append((row[col["track_id"]].strip(), root / row[col["file"]].strip()))
+    if not listed:
+        raise DatasetFormatError(f"{label_file}: no songs listed")
+    va = _gems_centroids(np.array(shares, np.float64))
+    items: list[MusicItem] = []
+    missing: list[str] = []
+    for (track, path), (v, a) in zip(listed, va, strict=True):
+        if not path.is_file():
+            missing.append(track)
+            continue
+        items.append(MusicItem(path, float(v), float(a), "emotify", f"emotify:{track}", "audio"))
+    return items, _finish("emotify", len(items), missing)
+
+
+def load_eimg(root: str | Path) -> tuple[list[MusicItem], LoadReport]:
+    """EIMG MIDI pieces: ``labels.csv`` (``file``, ``valence_mean``, ``arousal_mean`` on 1-9, the
+    mean of 6 annotators), files under ``midi/``."""
+    root = Path(root)
+    label_file = _require_file(root / "labels.csv", "EIMG labels")
+    midi_dir = root / "midi" if (root / "midi").is_dir() else root
+    rows = _csv_rows(label_file)
+    try:
+        _, header = next(rows)
+    except StopIteration:
+        raise DatasetFormatError(f"{label_file}: empty file") from None
+    col = _header_index(label_file, header, ["file", "valence_mean", "arousal_mean"])
+    items: list[MusicItem] = []
+    missing: list[str] = []
+    for lineno, row in rows:
+        _check_width(label_file, lineno, row, len(header))
+        name = row[col["file"]].strip()
+        v = _rating(row[col["valence_mean"]], (1.0, 9.0), "valence_mean", label_file, lineno)
+        a = _rating(row[col["arousal_mean"]], (1.0, 9.0), "arousal_mean", label_file, lineno)
+        path = midi_dir / name
+        if not path.is_file():
+            missing.append(name)
+            continue
+        items.append(MusicItem(path, v, a, "eimg", f"eimg:{Path(name).stem}", "midi"))
+    return items, _finish("eimg", len(items), missing)
+
+
 _DEAM_AVG = Path("annotations") / "annotations averaged per song"
 _DEAM_SAMPLE = re.compile(r"^sample_(\d+)ms$")
 
@@ -613,6 +700,8 @@ _LOADERS: dict[str, tuple[Modality, Callable[[Path], tuple[list, LoadReport]]]] 
     "emopia": ("music", load_emopia),
     "panda4q": ("music", load_panda4q),
     "deam": ("music", load_deam),
+    "emotify": ("music", load_emotify),
+    "eimg": ("music", load_eimg),
 }
 
 
@@ -641,6 +730,12 @@ def detect_format(folder: str | Path) -> str | None:
         and _has_columns(folder / "annotations.csv", ("Song", "Quadrant"))
     ):  # Emotify has an annotations.csv and audio/ too, with other columns (GEMS votes)
         return "panda4q"
+    if (folder / "annotations.csv").is_file() and _has_columns(folder / "annotations.csv", ("track_id", "p_tension")):
+        return "emotify"
+    if (folder / "labels.csv").is_file() and _has_columns(
+        folder / "labels.csv", ("file", "valence_mean", "arousal_mean")
+    ):
+        return "eimg"
     midi_dir = folder / "midis" if (folder / "midis").is_dir() else folder
     if any(_EMOPIA_NAME.match(p.stem) for p in midi_dir.glob("Q[1-4]_*.mid*")):
         return "emopia"

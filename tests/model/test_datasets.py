@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -21,7 +22,9 @@ from model.datasets import (
     clips_va,
     detect_format,
     load_deam,
+    load_eimg,
     load_emopia,
+    load_emotify,
     load_emotion6,
     load_manifest,
     load_oasis,
@@ -39,6 +42,8 @@ REAL = {
     "vgmidi": (168, 32),  # 171 MIDI files; 3 have no per-measure labels in the json
     "emopia": (1078, 0),  # no label list, so nothing can be reported missing
     "panda4q": (452, 448),
+    "emotify": (200, 200),
+    "eimg": (2394, 600),  # 2,400 MIDI files; 6 have no row in labels.csv (dropped in the source)
 }
 
 
@@ -250,6 +255,73 @@ def test_panda4q_folder_quadrant_and_missing(tmp_path: Path) -> None:
         load_panda4q(tmp_path)
 
 
+# --------------------------------------------------------------------------- Emotify and EIMG
+
+EMOTIFY_HEADER = (
+    "track_id,genre,file,listeners,p_amazement,p_solemnity,p_tenderness,p_nostalgia,p_calmness,"
+    "p_power,p_joyful_activation,p_tension,p_sadness,p_liked,p_disliked"
+)
+
+
+class TestEmotify:
+    def test_gems_votes_place_songs_in_va(self, tmp_path: Path) -> None:
+        rows = [  # amaz solem tender nostal calm power joyful tension sad
+            "1,rock,audio/rock/1.ogg,40,0,0,0,0,0,0.6,0.5,0.5,0,0.5,0.1",  # tense and powerful
+            "2,classical,audio/classical/2.ogg,40,0,0,0.2,0.3,0.6,0,0,0,0.7,0.5,0.1",  # sad, calm
+            "3,pop,audio/pop/3.ogg,40,0,0,0.1,0,0,0.3,0.9,0,0,0.5,0.1",  # joyful
+            "4,pop,audio/pop/4.ogg,40,0,0,0.1,0,0.5,0,0,0,0,0.5,0.1",  # absent file
+        ]
+        (tmp_path / "annotations.csv").write_text("\n".join([EMOTIFY_HEADER, *rows]) + "\n")
+        for f in ("rock/1", "classical/2", "pop/3"):
+            _touch(tmp_path / "audio" / f"{f}.ogg", b"OggS")
+        assert detect_format(tmp_path) == "emotify"
+        items, report = load_emotify(tmp_path)
+        assert (report.loaded, report.missing, report.missing_examples) == (3, 1, ["4"])
+        by = {i.song_id: i for i in items}
+        tense, sad, joy = by["emotify:1"], by["emotify:2"], by["emotify:3"]
+        assert tense.valence < 0.5 < tense.arousal and tense.arousal > sad.arousal
+        assert joy.valence > tense.valence and joy.valence > sad.valence
+        assert sad.arousal < 0.5 < joy.arousal and sad.valence < 0.5
+        assert all(i.kind == "audio" and not i.weak and i.source == "emotify" for i in items)
+        (tmp_path / "annotations.csv").write_text(
+            EMOTIFY_HEADER + "\n1,rock,audio/rock/1.ogg,40,0,0,0,0,0,1.7,0,0,0,0,0\n"
+        )
+        with pytest.raises(DatasetFormatError, match=r"annotations.csv, line 2: p_power"):
+            load_emotify(tmp_path)
+
+    def test_real_gems_va_follows_the_votes(self, data_root: Path) -> None:
+        items, _ = load_emotify(data_root / "emotify")
+        with open(data_root / "emotify" / "annotations.csv", newline="") as fh:
+            votes = {f"emotify:{r['track_id']}": r for r in csv.DictReader(fh)}
+        aroused = [
+            sum(float(votes[i.song_id][f"p_{c}"]) for c in ("power", "tension", "joyful_activation")) for i in items
+        ]
+        positive = [
+            float(votes[i.song_id]["p_joyful_activation"]) - float(votes[i.song_id]["p_sadness"]) for i in items
+        ]
+        assert np.corrcoef(aroused, [i.arousal for i in items])[0, 1] > 0.8
+        assert np.corrcoef(positive, [i.valence for i in items])[0, 1] > 0.6
+        va = np.array([(i.valence, i.arousal) for i in items])
+        assert va.std(axis=0).min() > 0.12 and va.std(axis=0).max() < 0.25
+
+
+class TestEimg:
+    def test_mean_ratings_on_one_to_nine(self, tmp_path: Path) -> None:
+        (tmp_path / "labels.csv").write_text(
+            "file,a1_valence,a1_arousal,valence_mean,arousal_mean\n0001.mid,9,1,9,1\n0002.mid,5,5,5,5\n0003.mid,1,9,1,9\n"
+        )
+        _midi(tmp_path / "midi" / "0001.mid")
+        _midi(tmp_path / "midi" / "0003.mid")
+        assert detect_format(tmp_path) == "eimg"
+        items, report = load_eimg(tmp_path)
+        assert (report.loaded, report.missing, report.missing_examples) == (2, 1, ["0002.mid"])
+        assert [(i.song_id, i.valence, i.arousal) for i in items] == [("eimg:0001", 1.0, 0.0), ("eimg:0003", 0.0, 1.0)]
+        assert all(i.kind == "midi" and not i.weak for i in items)
+        (tmp_path / "labels.csv").write_text("file,valence_mean,arousal_mean\n0001.mid,10,1\n")
+        with pytest.raises(DatasetFormatError, match=r"labels.csv, line 2: valence_mean"):
+            load_eimg(tmp_path)
+
+
 # --------------------------------------------------------------------------- DEAM
 
 
@@ -364,6 +436,8 @@ class TestRealData:
             ("vgmidi", load_vgmidi),
             ("emopia", load_emopia),
             ("panda4q", load_panda4q),
+            ("emotify", load_emotify),
+            ("eimg", load_eimg),
         ],
     )
     def test_counts_and_ranges(self, data_root: Path, name: str, loader) -> None:
@@ -402,8 +476,14 @@ class TestRealData:
         assert len(images) == REAL["oasis"][0] + REAL["emotion6"][0]
         assert {r.source for r in reports} == {"oasis", "emotion6"}
         music, reports = load_source(data_root, "music")
-        assert len(music) == sum(REAL[k][0] for k in ("vgmidi", "emopia", "panda4q"))
-        assert {r.source: r.missing for r in reports} == {"vgmidi": 32, "emopia": 0, "panda4q": 448}
+        assert len(music) == sum(REAL[k][0] for k in ("vgmidi", "emopia", "panda4q", "emotify", "eimg"))
+        assert {r.source: r.missing for r in reports} == {
+            "vgmidi": 32,
+            "emopia": 0,
+            "panda4q": 448,
+            "emotify": 200,
+            "eimg": 600,
+        }
         assert {m.kind for m in music if m.source == "panda4q"} == {"audio"}
 
 
