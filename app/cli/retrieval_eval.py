@@ -9,6 +9,12 @@ Baselines rank the same catalogue by predicted valence-arousal (per track and pe
 random. Every figure has a paired bootstrap 95 % interval over photos (the same resamples for every
 method), so methods are compared on the same draws.
 
+Beside the pooled figures: per method, the photo-quadrant x music-quadrant mix of the top 10
+(where a quadrant's misses go); per checkpoint, an ablation that ranks every catalogue track by
+one signal alone (embedding cosine, the learned predictor without query-bank normalisation) next
+to VA distance and the shipped path; and an Emotify check (reported, never selected on) that
+correlates each unseen Emotify song's mean predicted clip VA with sums of its raw GEMS votes.
+
 The split is recomputed with ``model.prepare.assign_split`` from each checkpoint's stored seed and
 fractions; with several checkpoints only items held out by all of them are used, so no compared
 model is tested on what it was trained on.
@@ -62,6 +68,10 @@ MATCH_METRICS = (f"quadrant@{K}", f"quadrant_chance@{K}", f"valence_side@{K}", f
 CORR_METRICS = ("spearman_valence", "spearman_arousal", "spearman_valence_pred", "spearman_arousal_pred")
 HUB_METRICS = ("distinct_first", "top_first_share", f"coverage@{K}", f"jaccard@{K}")
 METRICS = MATCH_METRICS + CORR_METRICS + HUB_METRICS
+#: The ablation's rows: VA distance (the va-track baseline), one signal alone each, the shipped path.
+ABLATION_SIGNALS = ("embedding_cosine", "learned_predictor")
+ABLATION_ROWS = ("va_distance", *ABLATION_SIGNALS, "shipped")
+Q2_TARGET = 0.35  # issue 28: Q2 photos' Q2 share of their top 10
 
 
 class RetrievalEvalError(ValueError):
@@ -215,6 +225,156 @@ def load_eval_data(
         "missing_media_skipped": {r.source: r.missing for r in reports},
     }
     return EvalData(photos, songs, counts)
+
+
+# ------------------------------------------------------------------------------------- Emotify
+EMOTIFY = "emotify"
+EMOTIFY_MAX_SONGS = 200
+#: Emotify has no VA ratings; the check correlates predictions with these sums of raw vote shares.
+EMOTIFY_AROUSAL = ("p_power", "p_tension", "p_joyful_activation")
+EMOTIFY_VALENCE = (("p_joyful_activation", 1.0), ("p_sadness", -1.0))
+
+
+@dataclass
+class EmotifySet:
+    """The Emotify songs to check (a seeded sample) and their vote targets [n, 2] (valence, arousal)."""
+
+    directory: Path
+    songs: list[Song]
+    targets: np.ndarray
+    info: dict[str, Any]
+
+
+def resolve_emotify(choice: Path | bool, data_root: Path) -> tuple[Path | None, str | None]:
+    """``(folder, None)`` to check, or ``(None, why skipped)``; a folder named explicitly must exist.
+
+    ``True`` is the default: ``<data_root>/emotify`` when present, so a data root without it still runs.
+    """
+    if choice is False:
+        return None, "--no-emotify"
+    folder = Path(data_root) / EMOTIFY if choice is True else Path(choice)
+    if folder.is_dir():
+        return folder, None
+    if choice is True:
+        return None, f"no folder {folder}"
+    raise RetrievalEvalError(f"Emotify folder not found: {folder}")
+
+
+def trains_on(train_config: dict | None, source: str, data_root: Path) -> bool:
+    """Whether a stored train config lists ``source`` among its music sources.
+
+    A source counts by its folder's name or by the format ``detect_format`` finds there; songs
+    named only in a manifest are not seen (the shipped configs name folders).
+    """
+    from model.config import TrainConfig
+    from model.datasets import detect_format
+
+    data = (train_config or {}).get("data") or {}
+    names = data.get("music") or TrainConfig().data.music
+    if isinstance(names, str):
+        names = [n for n in names.split(",") if n.strip()]
+    for spec in resolve_sources(data_root, [str(n).strip() for n in names]):
+        path = Path(spec)
+        if path.name.lower() == source or (path.is_dir() and detect_format(path) == source):
+            return True
+    return False
+
+
+def emotify_targets(annotations: Path) -> dict[str, tuple[float, float]]:
+    """``track_id -> (valence, arousal)`` targets from the raw vote shares, not the loader's VA.
+
+    The loader's VA places GEMS categories by a modelling choice (and trains on it); these
+    sums use no placement: arousal = power + tension + joyful activation, valence = joyful
+    activation - sadness.
+    """
+    columns = {c for c, _ in EMOTIFY_VALENCE} | set(EMOTIFY_AROUSAL) | {"track_id"}
+    with open(annotations, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = columns - set(reader.fieldnames or ())
+        if missing:
+            raise RetrievalEvalError(f"{annotations}: no column {', '.join(sorted(missing))}")
+        out: dict[str, tuple[float, float]] = {}
+        for row in reader:
+            try:
+                valence = sum(w * float(row[c]) for c, w in EMOTIFY_VALENCE)
+                arousal = sum(float(row[c]) for c in EMOTIFY_AROUSAL)
+            except (TypeError, ValueError) as exc:
+                raise RetrievalEvalError(f"{annotations}: track {row.get('track_id')}: {exc}") from None
+            out[str(row["track_id"]).strip()] = (valence, arousal)
+    return out
+
+
+def load_emotify_set(
+    directory: Path,
+    trained_specs: Sequence[SplitSpec],
+    split: str = "test",
+    max_songs: int = EMOTIFY_MAX_SONGS,
+    seed: int = 0,
+) -> EmotifySet:
+    """Emotify songs no compared checkpoint trained on, a seeded genre-stratified sample of them.
+
+    With ``trained_specs`` (the checkpoints whose config lists Emotify) only songs in ``split``
+    under each of them are kept, grouped as training groups songs (``source:song_id``); without,
+    every song is unseen and eligible.
+    """
+    from model.datasets import load_emotify
+    from model.prepare import quadrant
+
+    directory = Path(directory)
+    items, report = load_emotify(directory)
+    targets = emotify_targets(directory / "annotations.csv")
+    groups = [f"{it.source}:{it.song_id}" for it in items]
+    keep = held_out_mask(groups, trained_specs, split) if trained_specs else np.ones(len(items), bool)
+    eligible: dict[str, Any] = {}
+    for g, it, k in zip(groups, items, keep, strict=True):
+        if k and g not in eligible:
+            eligible[g] = it
+    chosen = list(eligible.items())
+    chosen = [
+        chosen[i] for i in stratified_sample([Path(it.path).parent.name for _, it in chosen], max_songs, seed + 2)
+    ]
+    va = np.array([[it.valence, it.arousal] for _, it in chosen], float).reshape(-1, 2)
+    songs = [
+        Song(g, Path(it.path), it.source, int(q))
+        for (g, it), q in zip(chosen, quadrant(va) if len(va) else [], strict=True)
+    ]
+    rows = [targets.get(str(it.song_id).split(":", 1)[-1]) for _, it in chosen]
+    if any(r is None for r in rows):
+        raise RetrievalEvalError(f"{directory / 'annotations.csv'}: a loaded song has no vote row")
+    if not songs:
+        raise RetrievalEvalError(f"no Emotify song in {directory} is held out ({split} split)")
+    info = {
+        "dir": str(directory),
+        "held_out_by": "split" if trained_specs else "not trained on",
+        "split": split if trained_specs else None,
+        "listed": len(items) + report.missing,
+        "missing_media_skipped": report.missing,
+        "eligible": len(eligible),
+        "max_songs": max_songs,
+        "sampled": len(songs),
+        "targets": {"arousal": " + ".join(EMOTIFY_AROUSAL), "valence": "p_joyful_activation - p_sadness"},
+    }
+    return EmotifySet(directory, songs, np.array(rows, float).reshape(-1, 2), info)
+
+
+def song_mean_va(clip_va: np.ndarray, clip_song: np.ndarray, n_songs: int) -> np.ndarray:
+    """[n_songs, 2] mean of each song's clip VA (NaN for a song without clips)."""
+    clip_song = np.asarray(clip_song, int)
+    counts = np.bincount(clip_song, minlength=n_songs).astype(np.float64)[:, None]
+    sums = np.zeros((n_songs, 2))
+    np.add.at(sums, clip_song, np.asarray(clip_va, np.float64).reshape(-1, 2))
+    return np.divide(sums, counts, out=np.full_like(sums, np.nan), where=counts > 0)
+
+
+def emotify_figures(pred_va: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+    """Pearson and Spearman of predicted valence and arousal with the vote targets (songs with a prediction)."""
+    pred, tgt = np.asarray(pred_va, float).reshape(-1, 2), np.asarray(targets, float).reshape(-1, 2)
+    ok = np.isfinite(pred).all(axis=1) & np.isfinite(tgt).all(axis=1)
+    out: dict[str, Any] = {"n": int(ok.sum())}
+    for j, dim in enumerate(("valence", "arousal")):
+        x, y = pred[ok, j], tgt[ok, j]
+        out[dim] = {"pearson": pearson_r(x, y), "spearman": spearman(x, y)}
+    return out
 
 
 # ------------------------------------------------------------------------------------ catalogue
@@ -380,6 +540,34 @@ def random_rankings(n_photos: int, items: Sequence[int], seed: int, k: int = K) 
     return [[int(x) for x in items[rng.permutation(len(items))[:k]]] for _ in range(n_photos)]
 
 
+def cosine_scores(photo_embs: np.ndarray, clip_embs: np.ndarray) -> np.ndarray:
+    """[photos, clips] cosine similarity (both sides L2-normalised here, whatever the graphs return)."""
+    a = np.asarray(photo_embs, np.float64)
+    b = np.asarray(clip_embs, np.float64)
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return a @ b.T
+
+
+def rank_by_track_score(scores: np.ndarray, clip_item: np.ndarray, n_items: int, k: int = K) -> list[list[int]]:
+    """Per photo (row of ``scores`` [photos, clips]), the k items with the highest mean clip score.
+
+    As the service orders tracks: the mean is rounded to ``SCORE_DECIMALS`` so float noise cannot
+    reorder ties, and ties go to the lower position (the catalogue lists tracks by id). An item
+    without clips is never ranked.
+    """
+    from app.services.recommend import SCORE_DECIMALS
+
+    clip_item = np.asarray(clip_item, int)
+    counts = np.bincount(clip_item, minlength=n_items).astype(np.float64)
+    member = np.zeros((len(clip_item), n_items))
+    member[np.arange(len(clip_item)), clip_item] = 1.0
+    sums = np.asarray(scores, np.float64).reshape(-1, len(clip_item)) @ member
+    means = np.round(np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0), SCORE_DECIMALS)
+    held = np.flatnonzero(counts > 0)
+    return [[int(held[j]) for j in np.argsort(-row[held], kind="stable")[:k]] for row in means]
+
+
 # ------------------------------------------------------------------------------------- metrics
 def quadrant_at_k(
     top: Sequence[Sequence[int]], photo_q: Sequence[int], song_q: Sequence[int], k: int = K
@@ -394,6 +582,27 @@ def quadrant_chance(photo_q: Sequence[int], catalogue_q: Sequence[int]) -> np.nd
     catalogue_q = np.asarray(catalogue_q)
     share = {q: float(np.mean(catalogue_q == q)) if len(catalogue_q) else math.nan for q in QUADRANTS}
     return np.array([share.get(int(q), 0.0) for q in photo_q], float)
+
+
+def quadrant_mix(
+    top: Sequence[Sequence[int]], photo_q: Sequence[int] | np.ndarray, song_q: Sequence[int] | np.ndarray, k: int = K
+) -> dict[str, dict[str, float]]:
+    """Photo quadrant -> its photos' mean share of each music quadrant in their top k, and ``n``.
+
+    Shows where a quadrant's misses go (the issue's target: Q2 photos' Q2 share >= 0.35). Each
+    photo weighs the same, as in ``quadrant@k``, so rows sum to 1 and the diagonal weighted by
+    ``n`` is ``quadrant@k``. A row without photos is NaN.
+    """
+    sq, pq = np.asarray(song_q), np.asarray(photo_q)
+    out: dict[str, dict[str, float]] = {}
+    for q in QUADRANTS:
+        rows = [list(t[:k]) for t, p in zip(top, pq, strict=True) if p == q]
+        shares = np.zeros((len(rows), len(QUADRANTS)))
+        for i, t in enumerate(rows):
+            shares[i] = [_share(sq[t] == m) for m in QUADRANTS]
+        mean = shares.mean(axis=0) if len(rows) else np.full(len(QUADRANTS), math.nan)
+        out[f"Q{q}"] = {"n": len(rows), **{f"Q{m}": float(v) for m, v in zip(QUADRANTS, mean, strict=True)}}
+    return out
 
 
 def side_at_k(
@@ -421,6 +630,14 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     if rx.std() == 0 or ry.std() == 0:
         return math.nan
     return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def pearson_r(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
+    """Pearson's r; NaN (as ``spearman``, not ``model.metrics.pearson``'s 0) when constant or too short."""
+    a, b = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(a) < 3 or a.std() == 0 or b.std() == 0:
+        return math.nan
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def distinct_first(top: Sequence[Sequence[int]]) -> int:
@@ -592,6 +809,8 @@ class CheckpointRun:
     ok: np.ndarray  # [photos] bool: the service could decode the photo
     rankings: dict[str, list[list[int]]]  # method -> per photo, song positions best first
     seconds: float
+    ablation: dict[str, list[list[int]]] = field(default_factory=dict)  # single-signal rankings, as above
+    emotify: dict[str, Any] | None = None  # emotify_figures and what was not indexed
 
 
 def run_checkpoint(
@@ -604,8 +823,12 @@ def run_checkpoint(
     device: str = "auto",
     workers: int = 1,
     progress: bool | None = None,
+    emotify: EmotifySet | None = None,
 ) -> CheckpointRun:
-    """Index the songs with this checkpoint, then rank them for every photo by each of its methods."""
+    """Index the songs with this checkpoint, then rank them for every photo by each of its methods.
+
+    With ``emotify``, those songs are indexed too, into a sibling folder ``<directory>-emotify``.
+    """
     from app.services.recommend import Ranker
     from model.inference import Matcher
 
@@ -629,8 +852,19 @@ def run_checkpoint(
             va_track[i] = [int(cat[j]) for j in rank_by_va(pred_va[i], catalogue.track_va)]
             nearest = rank_by_clip_va(pred_va[i], catalogue.clip_va, catalogue.clip_song, len(cat))
             va_clip[i] = [int(cat[j]) for j in nearest]
+        ablation = ablation_rankings(matcher, catalogue, embs, ok)
     finally:
         catalogue.close()
+    emotify_result = None
+    if emotify is not None:
+        emotify_result = emotify_check(
+            matcher,
+            emotify,
+            directory.with_name(f"{directory.name}-emotify"),
+            settings,
+            workers=workers,
+            progress=progress,
+        )
     return CheckpointRun(
         label=label,
         path=Path(path),
@@ -641,7 +875,60 @@ def run_checkpoint(
         ok=ok,
         rankings={f"cdcml:{label}": cdcml, f"va-track:{label}": va_track, f"va-clip:{label}": va_clip},
         seconds=time.perf_counter() - t0,
+        ablation=ablation,
+        emotify=emotify_result,
     )
+
+
+def ablation_rankings(
+    matcher: Matcher, catalogue: Catalogue, embs: np.ndarray, ok: np.ndarray
+) -> dict[str, list[list[int]]]:
+    """Rank every catalogue track by one signal alone, to see what each part of the shipped score adds.
+
+    A track's clips are the ones the service scores (``Snapshot.track_clips`` with
+    ``CLIPS_PER_TRACK`` evenly spread clips, their stored index vectors), over all tracks rather
+    than the FAISS candidate pool. ``embedding_cosine``: mean cosine of photo and clip
+    embeddings; ``learned_predictor``: mean ``Matcher.similarity_matrix`` score, clipped to
+    [0, 1] as the service clips it, without the query-bank normalisation. Song positions per
+    photo, best first; a photo the service refuses keeps [].
+    """
+    from app.services.bank_stats import CLIPS_PER_TRACK
+
+    cat = catalogue.songs
+    out: dict[str, list[list[int]]] = {name: [[] for _ in range(len(embs))] for name in ABLATION_SIGNALS}
+    track_ids = [catalogue.track_of_song[int(s)] for s in cat]
+    clips = catalogue.live.track_clips(track_ids, CLIPS_PER_TRACK)
+    rows = np.flatnonzero(ok)
+    if not clips or not len(rows):
+        return out
+    at = {t: j for j, t in enumerate(track_ids)}
+    clip_embs = np.concatenate([c.embeddings for c in clips])
+    clip_item = np.concatenate([np.full(len(c.clip_ids), at[c.track_id]) for c in clips])
+    raw = np.asarray(matcher.similarity_matrix(embs[rows], clip_embs), np.float64)
+    scores = {
+        "embedding_cosine": cosine_scores(embs[rows], clip_embs),
+        "learned_predictor": np.clip(np.nan_to_num(raw, nan=0.0), 0.0, 1.0),
+    }
+    for name, matrix in scores.items():
+        for i, top in zip(rows, rank_by_track_score(matrix, clip_item, len(cat)), strict=True):
+            out[name][i] = [int(cat[j]) for j in top]
+    return out
+
+
+def emotify_check(
+    matcher: Matcher,
+    data: EmotifySet,
+    directory: Path,
+    settings: Settings,
+    *,
+    workers: int = 1,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Index the Emotify songs as the catalogue is indexed; correlate each song's mean clip VA with its votes."""
+    catalogue = build_catalogue(matcher, data.songs, directory, settings, workers=workers, progress=progress)
+    catalogue.close()
+    pred = song_mean_va(catalogue.clip_va, catalogue.clip_song, len(catalogue.songs))
+    return {**emotify_figures(pred, data.targets[catalogue.songs]), "not_indexed": catalogue.failed}
 
 
 def evaluate_retrieval(
@@ -660,13 +947,19 @@ def evaluate_retrieval(
     workdir: Path | None = None,
     settings: Settings | None = None,
     progress: bool | None = None,
+    emotify: Path | bool = False,
+    emotify_max_songs: int = EMOTIFY_MAX_SONGS,
 ) -> dict[str, Any]:
     """Index, query and score each checkpoint end to end; returns a JSON-ready dict.
 
     Rankings in the result are song ids (``photos[i]`` gets ``methods[m]["top10"][i]``); each
     checkpoint's ``catalogue.track_of_song`` maps them to its track ids. The first checkpoint's
     catalogue and predicted photo VA also serve the random baseline. ``workdir`` keeps the
-    catalogues (one empty sub-folder per checkpoint); by default a temporary folder is removed.
+    catalogues (one empty sub-folder per checkpoint, and ``checkpoint-<i>-emotify`` for the
+    Emotify check); by default a temporary folder is removed. ``emotify``: ``True`` checks
+    ``<data_root>/emotify`` when that folder exists (the CLI's default), a path checks that
+    folder, ``False`` (the default here, so callers do not pay for indexing it) skips. The
+    Emotify check is reported, never part of any ranking figure.
     """
     from app.core.files import file_sha256
     from app.core.settings import Settings
@@ -683,6 +976,8 @@ def evaluate_retrieval(
             raise RetrievalEvalError(f"{name} must be at least 1")
     if n_boot < 1:
         raise RetrievalEvalError("--bootstrap must be at least 1")
+    if emotify_max_songs < 1:
+        raise RetrievalEvalError("--emotify-max-songs must be at least 1")
     paths = [Path(p) for p in checkpoints]
     for path in paths:
         if not path.is_file():
@@ -690,13 +985,21 @@ def evaluate_retrieval(
     hashes = [file_sha256(p) for p in paths]
     if len(set(hashes)) < len(hashes):
         raise RetrievalEvalError("the same checkpoint was given twice")
-    specs = [split_spec(read_meta(p).train_config) for p in paths]
+    configs = [read_meta(p).train_config for p in paths]
+    specs = [split_spec(c) for c in configs]
+    emotify_dir, emotify_skipped = resolve_emotify(emotify, data_root)
     started = time.perf_counter()
     data = load_eval_data(
         data_root, images, music, specs, split, limit_images=limit_images, limit_songs=limit_songs, seed=seed
     )
     photos, songs = data.photos, data.songs
     log.info("evaluating on %d photos and %d songs (%s split)", len(photos), len(songs), split)
+    emotify_set: EmotifySet | None = None
+    emotify_out: dict[str, Any] = {"skipped": emotify_skipped}
+    if emotify_dir is not None:
+        trained = [sp for sp, c in zip(specs, configs, strict=True) if trains_on(c, EMOTIFY, data_root)]
+        emotify_set = load_emotify_set(emotify_dir, trained, split, emotify_max_songs, seed)
+        emotify_out = {**emotify_set.info, "checkpoints": {}}
     _quiet_alembic()
 
     runs: list[CheckpointRun] = []
@@ -712,8 +1015,11 @@ def evaluate_retrieval(
                 device=device or settings.device,
                 workers=workers,
                 progress=progress,
+                emotify=emotify_set,
             )
             runs.append(run)
+            if emotify_set is not None and run.emotify is not None:
+                emotify_out["checkpoints"][run.label] = run.emotify
     scored = score_runs(runs, specs, photos, songs, n_boot=n_boot, seed=seed)
     settings_out = {
         "split": split,
@@ -726,8 +1032,14 @@ def evaluate_retrieval(
         "limit_images": limit_images,
         "limit_songs": limit_songs,
         "clip_hop_seconds": settings.clip_hop_seconds,
+        "emotify_max_songs": emotify_max_songs,
     }
-    result = {"settings": settings_out, **scored, "counts": {**data.counts, **scored["counts"]}}
+    result = {
+        "settings": settings_out,
+        **scored,
+        "counts": {**data.counts, **scored["counts"]},
+        "emotify": emotify_out,
+    }
     log.info(
         "retrieval evaluation done in %.1f s (%s)",
         time.perf_counter() - started,
@@ -745,7 +1057,13 @@ def score_runs(
     n_boot: int = N_BOOT,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Metrics of every method on the photos every checkpoint could decode, plus the random baseline."""
+    """Metrics of every method on the photos every checkpoint could decode, plus the random baseline.
+
+    ``ablation`` (per checkpoint) puts the single-signal rankings beside the VA-distance baseline
+    and the shipped path on the same photos and bootstrap resamples.
+    """
+    from app.services.bank_stats import CLIPS_PER_TRACK
+
     usable = np.logical_and.reduce([r.ok for r in runs])
     if not usable.any():
         raise RetrievalEvalError("no test photo could be decoded")
@@ -768,14 +1086,32 @@ def score_runs(
             None,
         )
     )
+    photo_q = [p.quadrant for p in used]
     methods = {
         name: {
             "checkpoint": label,
             "metrics": method_metrics(top, used, pred, song_q, catalogue, resamples, seed),
             f"top{K}": [[songs[s].id for s in t] for t in top],
+            "quadrant_mix": quadrant_mix(top, photo_q, song_q),
         }
         for name, top, pred, catalogue, label in rows
     }
+    ablation: dict[str, Any] = {}
+    for r in runs:
+        table: dict[str, Any] = {"va_distance": {"method": f"va-track:{r.label}"}}
+        for name in ABLATION_SIGNALS:
+            top = [r.ablation[name][i] for i in keep] if name in r.ablation else [[] for _ in keep]
+            table[name] = {
+                "method": None,
+                "metrics": method_metrics(top, used, r.pred_va[keep], song_q, r.catalogue.songs, resamples, seed),
+                "quadrant_mix": quadrant_mix(top, photo_q, song_q),
+                f"top{K}": [[songs[s].id for s in t] for t in top],
+            }
+        table["shipped"] = {"method": f"cdcml:{r.label}"}
+        for row in ("va_distance", "shipped"):
+            m = methods[table[row]["method"]]
+            table[row] |= {"metrics": m["metrics"], "quadrant_mix": m["quadrant_mix"]}
+        ablation[r.label] = {"clips_per_track": CLIPS_PER_TRACK, "over": "all catalogue tracks", "rows": table}
     checkpoints = {
         r.label: {
             "path": str(r.path),
@@ -823,6 +1159,7 @@ def score_runs(
         "songs": [{"id": s.id, "path": str(s.path), "source": s.source, "quadrant": s.quadrant} for s in songs],
         "checkpoints": checkpoints,
         "methods": methods,
+        "ablation": ablation,
     }
 
 
@@ -867,8 +1204,93 @@ def _table(rows: list[list[str]]) -> list[str]:
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
+def _markdown(rows: list[list[str]]) -> list[str]:
+    """A markdown table (first row the header), columns padded so it also reads as plain text."""
+    widths = [max(3, *(len(r[c]) for r in rows)) for c in range(len(rows[0]))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)) + " |"
+
+    return [line(rows[0]), line(["-" * w for w in widths]), *(line(r) for r in rows[1:])]
+
+
+def _share_cell(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _mix_lines(methods: dict[str, Any]) -> list[str]:
+    """Full photo-quadrant x music-quadrant tables for the CDCML paths, diagonals for the baselines."""
+    lines: list[str] = []
+    for name, m in methods.items():
+        mix = m.get("quadrant_mix")
+        if not name.startswith("cdcml:") or not mix:
+            continue
+        rows = [["photo quadrant", "n", *(f"Q{q}" for q in QUADRANTS)]]
+        rows += [[f"{pq} photos", str(r["n"]), *(_share_cell(r[f"Q{q}"]) for q in QUADRANTS)] for pq, r in mix.items()]
+        q2 = mix["Q2"]["Q2"]
+        verdict = "n/a" if q2 is None else ("met" if q2 >= Q2_TARGET else "not met")
+        lines += [
+            "",
+            f"{name}: share of each music quadrant among a photo's top {K}",
+            *_markdown(rows),
+            f"target Q2 photos' Q2 share >= {Q2_TARGET}: {_share_cell(q2)} ({verdict})",
+        ]
+    rows = [["method (own-quadrant share)", *(f"Q{q}->Q{q} (n)" for q in QUADRANTS)]]
+    for name, m in methods.items():
+        mix = m.get("quadrant_mix")
+        if mix:
+            rows.append([name, *(f"{_share_cell(mix[f'Q{q}'][f'Q{q}'])} ({mix[f'Q{q}']['n']})" for q in QUADRANTS)])
+    return [*lines, "", *_markdown(rows)] if len(rows) > 1 else lines
+
+
+ABLATION_LABELS = {
+    "va_distance": "VA distance",
+    "embedding_cosine": "embedding cosine",
+    "learned_predictor": "learned predictor",
+    "shipped": "shipped",
+}
+
+
+def _ablation_lines(ablation: dict[str, Any]) -> list[str]:
+    """One markdown table per checkpoint: each single signal beside the shipped combination."""
+    cols = (f"quadrant@{K}", f"valence_side@{K}", f"arousal_side@{K}", "distinct_first", "top_first_share")
+    lines: list[str] = []
+    for label, ab in ablation.items():
+        rows = [["ranking", *cols, "Q2->Q2"]]
+        for key, row in ab["rows"].items():
+            q2 = (row.get("quadrant_mix") or {}).get("Q2", {}).get("Q2")
+            cells = [_cell(row["metrics"].get(c), count=c == "distinct_first") for c in cols]
+            rows.append([ABLATION_LABELS.get(key, key), *cells, _share_cell(q2)])
+        lines += [
+            "",
+            f"ablation {label} (all tracks, up to {ab['clips_per_track']} clips each; shipped: the service path)",
+            *_markdown(rows),
+        ]
+    return lines
+
+
+def _emotify_lines(emotify: dict[str, Any] | None) -> list[str]:
+    """The Emotify check: correlations of predicted song VA with raw vote sums (reported only)."""
+    if not emotify:
+        return []
+    if "skipped" in emotify:
+        return ["", f"Emotify check skipped: {emotify['skipped']}"]
+    lines = [
+        "",
+        f"Emotify check (reported, not selected on): {emotify['sampled']} of {emotify['eligible']} songs "
+        f"({emotify['held_out_by']}); arousal ~ {emotify['targets']['arousal']}, "
+        f"valence ~ {emotify['targets']['valence']}",
+    ]
+    rows = [["checkpoint", "n", "valence pearson", "valence spearman", "arousal pearson", "arousal spearman"]]
+    for label, e in emotify.get("checkpoints", {}).items():
+        cells = [_share_cell(e[d][c]) for d in ("valence", "arousal") for c in ("pearson", "spearman")]
+        rows.append([label, str(e["n"]), *cells])
+    return [*lines, *_markdown(rows)]
+
+
 def format_report(result: dict[str, Any]) -> str:
-    """The printed summary: counts, three metric tables (methods as rows) and per-checkpoint VA figures."""
+    """The printed summary: counts, three metric tables (methods as rows), per-checkpoint VA figures,
+    the per-quadrant mix, the ablation and the Emotify check."""
     c = result["counts"]
     s = result["settings"]
 
@@ -895,6 +1317,9 @@ def format_report(result: dict[str, Any]) -> str:
     for label, ck in result["checkpoints"].items():
         rows.append([label, *("n/a" if ck["modality"][f] is None else f"{ck['modality'][f]:.3f}" for f in fig)])
     lines += ["", *_table(rows)]
+    lines += _mix_lines(result["methods"])
+    lines += _ablation_lines(result.get("ablation") or {})
+    lines += _emotify_lines(result.get("emotify"))
     return "\n".join(lines)
 
 
@@ -923,6 +1348,18 @@ def add_retrieval_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", help="'auto', 'cpu' or 'cuda[:N]' (default: PHOTOSCORE_DEVICE)")
     p.add_argument("--workdir", type=Path, help="keep the catalogues here (must be empty); default: a temp folder")
     p.add_argument("--json", type=Path, metavar="OUT", help="write everything, per-photo top 10s included")
+    emotify = p.add_mutually_exclusive_group()
+    emotify.add_argument(
+        "--emotify", type=Path, metavar="DIR", help="Emotify folder to check (default: <data-root>/emotify if present)"
+    )
+    emotify.add_argument("--no-emotify", action="store_true", help="skip the Emotify check")
+    p.add_argument(
+        "--emotify-max-songs",
+        type=int,
+        default=EMOTIFY_MAX_SONGS,
+        metavar="N",
+        help="seeded, genre-stratified sample of the held-out Emotify songs",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=run_retrieval_eval)
     return p
@@ -955,6 +1392,8 @@ def run_retrieval_eval(args: argparse.Namespace) -> int:
             workdir=args.workdir,
             settings=settings,
             progress=False if args.quiet else None,
+            emotify=False if args.no_emotify else (args.emotify if args.emotify is not None else True),
+            emotify_max_songs=args.emotify_max_songs,
         )
         if args.json is not None:
             args.json.parent.mkdir(parents=True, exist_ok=True)
