@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.admission import BodyTimeoutMiddleware, UploadGate
 from app.api.docs import add_offline_docs
 from app.api.metrics_middleware import MetricsMiddleware
-from app.api.routes import health, playlist, recommend, tracks
+from app.api.routes import health, playlist, recommend, soundtrack, tracks
 from app.core.catalogue import referenced_audio_keys
 from app.core.db import DatabaseUnavailableError, make_engine, make_session_factory, migrate_database
 from app.core.errors import first_line
@@ -58,7 +58,8 @@ valence-arousal similarity. FAISS finds candidate clips, a learned similarity pr
 reranks them, and the best songs come back with the best-matching segment of each.
 
 * **Recommend**: `POST /recommend` with a photo (steer the mood, page, vary, choose the segment length);
-  `POST /playlist` with the photos of an album: one song each, following their arc.
+  `POST /playlist` with the photos of an album: one song each, following their arc;
+  `POST /soundtrack` with a video: its scenes, a song segment each, as a cue sheet or an Opus preview.
 * **Catalogue**: `POST /tracks` (API key) adds a song synchronously; `GET /tracks`,
   `GET /tracks/{id}`, `DELETE /tracks/{id}` (API key), `GET /tracks/{id}/audio` (Range).
 * **Operations**: `/health`, `/ready`, `/metrics`.
@@ -81,19 +82,25 @@ class UploadLimitMiddleware:
     Starlette would otherwise spool any size of multipart upload to disk before a route runs.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, limit_mb: float) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, limit_mb: float, paths: dict[str, tuple[int, str]] | None = None
+    ) -> None:
         self.app = app
-        self.max_bytes = max_bytes
-        self.message = f"the request body exceeds the upload limit of {limit_mb:g} MB (PHOTOSCORE_MAX_UPLOAD_MB)"
+        self.default = (
+            max_bytes,
+            f"the request body exceeds the upload limit of {limit_mb:g} MB (PHOTOSCORE_MAX_UPLOAD_MB)",
+        )
+        self.paths = paths or {}  # path -> (limit, message): videos have their own, larger limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes, limit_text = self.paths.get(scope.get("path", ""), self.default)
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
+        if declared is not None and declared > max_bytes:
             response = JSONResponse(
-                {"detail": self.message},
+                {"detail": limit_text},
                 status_code=status.HTTP_413_CONTENT_TOO_LARGE,
                 headers={"Connection": "close"},
             )
@@ -106,8 +113,8 @@ class UploadLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, self.message)
+                if seen > max_bytes:
+                    raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, limit_text)
             return message
 
         await self.app(scope, limited_receive, send)
@@ -342,7 +349,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.warmed = False
 
     max_bytes = int(settings.max_upload_mb * 1e6) + _MULTIPART_SLACK
-    app.add_middleware(UploadLimitMiddleware, max_bytes=max_bytes, limit_mb=settings.max_upload_mb)
+    video_bytes = int(settings.max_video_mb * 1e6) + _MULTIPART_SLACK
+    video_text = f"the request body exceeds the video limit of {settings.max_video_mb:g} MB (PHOTOSCORE_MAX_VIDEO_MB)"
+    app.add_middleware(
+        UploadLimitMiddleware,
+        max_bytes=max_bytes,
+        limit_mb=settings.max_upload_mb,
+        paths={"/soundtrack": (video_bytes, video_text)},
+    )
     app.add_middleware(BodyTimeoutMiddleware, timeout_s=settings.body_timeout_seconds)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
 
@@ -357,6 +371,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(recommend.router)
     app.include_router(playlist.router)
+    app.include_router(soundtrack.router)
     app.include_router(tracks.router)
     app.include_router(health.router)
 

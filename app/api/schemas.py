@@ -302,6 +302,114 @@ class CueSheet(BaseModel):
     )
 
 
+# ------------------------------------------------------------------------- soundtrack (issue 27)
+class SceneOut(BaseModel):
+    """One scene of the video: a shot, or short shots merged up to the minimum scene length."""
+
+    index: int = Field(ge=0)
+    start: float = Field(ge=0.0, description="Seconds into the video.")
+    end: float = Field(ge=0.0)
+    first_frame: int = Field(ge=0)
+    last_frame: int = Field(ge=0, description="Inclusive.")
+    shots: int = Field(ge=1, description="Shots merged into this scene.")
+    image: VA = Field(description="The scene's VA: the mean over its sampled frames.")
+    cue: int = Field(ge=0, description="The cue (song) that plays over it.")
+    keyframe: str | None = Field(
+        None, description="A small JPEG of the scene's middle sample as a `data:` URL (only with `keyframes=true`)."
+    )
+
+
+class VideoOut(BaseModel):
+    """What the service found in the upload."""
+
+    filename: str | None = None
+    duration: float = Field(ge=0.0, description="Seconds.")
+    fps: float = Field(ge=0.0)
+    width: int = Field(ge=0)
+    height: int = Field(ge=0)
+    frames: int = Field(ge=0)
+    codec: str
+    container: str
+    shots: int = Field(ge=1, description="Shots found: detected cuts + 1.")
+    cuts: list[float] = Field(description="Seconds into the video of each detected cut.")
+
+
+class SoundtrackCue(Cue):
+    """A cue of the video's soundtrack: `timeline` is where it plays in the video."""
+
+    scenes: list[int] = Field(description="The scenes it plays over (several when `max_songs` groups calm scenes).")
+
+
+class SoundtrackSheet(CueSheet):
+    """The video's soundtrack: the playlist cue sheet (`format=cue` of `/playlist`), each cue's
+    `timeline` the stretch of video it plays over, plus the video and its scenes."""
+
+    cues: list[SoundtrackCue]  # type: ignore[assignment]
+    video: VideoOut
+    scenes: list[SceneOut]
+    took_ms: float = Field(0.0, ge=0.0)
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "format": "photoscore-cue-sheet",
+                    "version": 1,
+                    "title": "holiday.mp4",
+                    "model_version": "photoscore-default@ab12cd34",
+                    "total_duration": 7.5,
+                    "total_score": 0.87,
+                    "cues": [
+                        {
+                            "index": 0,
+                            "photo": {"filename": "holiday.mp4", "valence": 0.61, "arousal": 0.42},
+                            "song": {
+                                "id": 3,
+                                "title": "Elvish Theme",
+                                "artist": "Wesnoth",
+                                "album": "The Battle for Wesnoth",
+                                "license": "GPL-2.0-or-later, from The Battle for Wesnoth",
+                                "url": "http://localhost:8000/tracks/3/audio",
+                                "duration": 183.2,
+                            },
+                            "segment": {"start": 24.0, "end": 31.5},
+                            "timeline": {"start": 0.0, "end": 7.5},
+                            "score": 0.87,
+                            "why": _WHY_EXAMPLE,
+                            "scenes": [0],
+                        }
+                    ],
+                    "video": {
+                        "filename": "holiday.mp4",
+                        "duration": 7.5,
+                        "fps": 25.0,
+                        "width": 1920,
+                        "height": 1080,
+                        "frames": 188,
+                        "codec": "h264",
+                        "container": "MP4/MOV",
+                        "shots": 2,
+                        "cuts": [2.0],
+                    },
+                    "scenes": [
+                        {
+                            "index": 0,
+                            "start": 0.0,
+                            "end": 7.5,
+                            "first_frame": 0,
+                            "last_frame": 187,
+                            "shots": 2,
+                            "image": {"valence": 0.61, "arousal": 0.42},
+                            "cue": 0,
+                        }
+                    ],
+                    "took_ms": 2410.0,
+                }
+            ]
+        }
+    )
+
+
 M3U8_EXAMPLE = """#EXTM3U
 #PLAYLIST:PhotoScore album
 #EXTINF:10,Wesnoth - Elvish Theme

@@ -44,6 +44,14 @@ class Settings(BaseSettings):
     )
     min_audio_seconds: float = Field(2.0, description="Shortest accepted audio (one clip).")
 
+    max_video_mb: float = Field(
+        200.0, gt=0, description="Largest accepted video upload (`POST /soundtrack`; streamed to a temporary file)."
+    )
+    max_video_seconds: float = Field(
+        300.0, gt=0, le=7200, description="Longest accepted video; also bounds the soundtrack preview's length."
+    )
+    max_video_shots: int = Field(200, ge=1, le=5000, description="Most shots (detected cuts + 1) a video may have.")
+
     search_k: int = Field(256, description="FAISS candidates before reranking.")
     max_playlist_photos: int = Field(50, ge=2, le=500, description="Most photos one `POST /playlist` takes.")
     batch_max_size: int = Field(16, description="Inference worker: largest micro-batch.")

@@ -63,6 +63,7 @@ class Cue:
     score: float
     why: Mapping[str, Any] = field(default_factory=dict)  # as POST /playlist reports it
     summary: str = ""
+    timeline: tuple[float, float] | None = None  # where it plays (a video's scene); None: back to back
 
     @property
     def length(self) -> float:
@@ -157,10 +158,13 @@ def xspf(plan: Plan) -> str:
 
 def cue_sheet(plan: Plan) -> dict[str, Any]:
     """Photo -> song, the segment in the song, where it falls on the album's timeline (the
-    segments back to back, as the page plays them) and why: what a video editor lays out."""
+    segments back to back, as the page plays them, or a video scene's own times) and why: what
+    a video editor lays out."""
     cues = []
     at = 0.0
+    end = 0.0
     for cue in plan.cues:
+        start, stop = cue.timeline if cue.timeline is not None else (round(at, 3), round(at + cue.length, 3))
         cues.append(
             {
                 "index": cue.index,
@@ -175,18 +179,19 @@ def cue_sheet(plan: Plan) -> dict[str, Any]:
                     "duration": cue.track_duration,
                 },
                 "segment": {"start": cue.start, "end": cue.end},
-                "timeline": {"start": round(at, 3), "end": round(at + cue.length, 3)},
+                "timeline": {"start": start, "end": stop},
                 "score": cue.score,
                 "why": dict(cue.why),
             }
         )
         at += cue.length
+        end = max(end, stop)
     return {
         "format": CUE_SHEET_FORMAT,
         "version": CUE_SHEET_VERSION,
         "title": plan.title,
         "model_version": plan.model_version,
-        "total_duration": round(at, 3),
+        "total_duration": round(end, 3),
         "total_score": plan.total_score,
         "cues": cues,
     }

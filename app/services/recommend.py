@@ -522,10 +522,12 @@ class Recommender:
         options: SearchOptions,
         smoothness: float,
         max_per_artist: int,
+        segment_seconds: Sequence[float] | None = None,
     ) -> Playlist:
         """One song per photo: each photo's best ``options.n`` songs, then the path through
         them that trades score against VA jumps (``app.core.ranking.plan_playlist``; raises
-        ``OptionError`` when the artist cap leaves no path)."""
+        ``OptionError`` when the artist cap leaves no path). ``segment_seconds``: one segment
+        length per photo (a video's scenes last different times), else ``options.segment_seconds``."""
 
         def ranked() -> list[list[Scored]]:
             return [self.ranker.ranked(e, va, options, self.search_k) for e, va in zip(embs, photos, strict=True)]
@@ -535,9 +537,10 @@ class Recommender:
         path = await to_thread.run_sync(plan_playlist, cands, list(photos), smoothness, max_per_artist)
         picks = [next(e for e in pool if e.track_id == c.track_id) for pool, c in zip(pools, path, strict=True)]
 
+        lengths = list(segment_seconds) if segment_seconds is not None else [options.segment_seconds] * len(picks)
+
         def segments() -> list[Hit]:
-            seconds = options.segment_seconds
-            return [self.ranker.segments(e, [p], seconds)[0] for e, p in zip(embs, picks, strict=True)]
+            return [self.ranker.segments(e, [p], s)[0] for e, p, s in zip(embs, picks, lengths, strict=True)]
 
         hits = await to_thread.run_sync(segments)
         tracks, seg_va = await to_thread.run_sync(self.describe, hits)
