@@ -30,6 +30,7 @@ from tests.support.songs import Song, make_songs
 from tests.support.video import video_bytes
 
 FPS = 25
+MAX_UPLOAD_MB = 2.0  # photos and songs; videos have their own limit (PHOTOSCORE_MAX_VIDEO_MB, 200 MB)
 
 
 @dataclass
@@ -47,7 +48,9 @@ class Api:
 def api(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     root = tmp_path_factory.mktemp("soundtrack")
     songs = make_songs(root / "songs", seconds=12.0)
-    settings = service_settings(root / "data", tiny_checkpoint, max_video_seconds=30.0, max_video_shots=12)
+    settings = service_settings(
+        root / "data", tiny_checkpoint, max_upload_mb=MAX_UPLOAD_MB, max_video_seconds=30.0, max_video_shots=12
+    )
     with TestClient(create_app(settings)) as client:
         for song in songs:
             r = add_song(client, song)
@@ -85,7 +88,7 @@ def test_cue_sheet_follows_the_scenes(api: Api) -> None:
         assert cue["photo"] == {"filename": "three.mp4", **scene["image"]}
         length = min(scene["end"] - scene["start"], cue["song"]["duration"])
         assert cue["segment"]["end"] - cue["segment"]["start"] == pytest.approx(length, abs=0.01)
-        assert 0 <= cue["segment"]["start"] and cue["segment"]["end"] <= cue["song"]["duration"] + 1e-3
+        assert cue["segment"]["start"] >= 0 and cue["segment"]["end"] <= cue["song"]["duration"] + 1e-3
         assert cue["why"]["summary"] and cue["song"]["url"].startswith("http://testserver/tracks/")
         assert scene["keyframe"] is None
 
@@ -199,3 +202,12 @@ def test_documented_with_an_example(api: Api) -> None:
     }
     assert "audio/ogg" in op["responses"]["200"]["content"]
     assert "/soundtrack/preview" in api.spec["paths"]
+
+
+def test_videos_have_their_own_upload_limit(api: Api) -> None:
+    """A video over the photo/song upload limit is taken: `/soundtrack` has the video limit."""
+    data = _clip(api, "big.mp4", [(_picture("warm"), 3.0)]) + b"\0" * int(MAX_UPLOAD_MB * 1.5e6)
+    r = api.soundtrack(data)
+    assert r.status_code == 200, r.text
+    r = api.client.post("/recommend", files={"image": ("p.jpg", b"\xff\xd8" + data, "image/jpeg")})
+    assert r.status_code == 413 and "PHOTOSCORE_MAX_UPLOAD_MB" in r.json()["detail"]

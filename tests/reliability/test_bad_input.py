@@ -42,8 +42,10 @@ from tests.support.media import (
 )
 from tests.support.service import service_settings
 from tests.support.songs import Song
+from tests.support.video import audio_only_mkv, video_bytes
 
 MAX_UPLOAD_MB = 20.0
+MAX_VIDEO_MB, MAX_VIDEO_SECONDS, MAX_VIDEO_SHOTS = 3.0, 10.0, 8
 AUTH = {"X-API-Key": API_KEY}
 TRAVERSAL_TOKEN = uuid.uuid4().hex[:12]
 TRAVERSAL_TARGET = Path(f"/tmp/photoscore-traversal-{TRAVERSAL_TOKEN}.wav")
@@ -67,7 +69,15 @@ def api(model_checkpoint: Path, song_pool: list[Song], tmp_path_factory: pytest.
     root = tmp_path_factory.mktemp("bad-input")
     private_tmp = root / "proc-tmp"
     private_tmp.mkdir()
-    settings = service_settings(root / "data", model_checkpoint, max_upload_mb=MAX_UPLOAD_MB, max_audio_seconds=1800.0)
+    settings = service_settings(
+        root / "data",
+        model_checkpoint,
+        max_upload_mb=MAX_UPLOAD_MB,
+        max_audio_seconds=1800.0,
+        max_video_mb=MAX_VIDEO_MB,
+        max_video_seconds=MAX_VIDEO_SECONDS,
+        max_video_shots=MAX_VIDEO_SHOTS,
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(tempfile, "tempdir", str(private_tmp))  # decoders' spill files land here, visibly
         app = create_app(settings)
@@ -99,7 +109,26 @@ def media(api: Api) -> dict[str, Any]:
         "flac_3h": three_hour_flac(),
         "wav_3h": sparse_three_hour_wav(api.media / "three-hours.wav"),
         "mp4_video": video_only_mp4(api.media),
+        **_bad_videos(api.media),
     }
+
+
+# Differ in brightness and saturation, not only hue, as cuts in footage do.
+COLOURS = [(200, 30, 30), (20, 20, 60), (240, 240, 200), (30, 120, 30), (150, 150, 150)]
+
+
+def _bad_videos(folder: Path) -> dict[str, bytes]:
+    """Tiny broken or over-limit videos (320x180, a few seconds), encoded with PyAV."""
+    out = {}
+    out["video_ok"] = video_bytes(folder / "ok.mp4", [(c, 1.0) for c in COLOURS[:3]])
+    out["video_ok_webm"] = video_bytes(folder / "ok.webm", [(c, 1.0) for c in COLOURS])
+    out["video_long"] = video_bytes(folder / "long.mp4", [(COLOURS[4], MAX_VIDEO_SECONDS + 5)], fps=5)
+    out["video_shots"] = video_bytes(folder / "shots.mp4", [(c, 0.4) for c in COLOURS * 2], fps=10)
+    out["video_ffv1"] = video_bytes(folder / "ffv1.mkv", [(COLOURS[0], 1.0)], codec="ffv1")
+    out["video_mpeg2"] = video_bytes(folder / "mpeg2.mkv", [(COLOURS[0], 1.0)], codec="mpeg2video")
+    out["video_black"] = video_bytes(folder / "black.mp4", [((0, 0, 0), 2.0)])
+    out["audio_mkv"] = audio_only_mkv(folder / "audio.mkv")
+    return out
 
 
 def _detail(r: Any) -> str:
@@ -211,6 +240,50 @@ def test_bad_audio_is_refused(api: Api, media: dict, record: Callable[..., None]
     finally:
         if hasattr(data, "close"):
             data.close()  # fmt: skip
+
+
+# -------------------------------------------------------------------------------------- video
+VIDEO_CASES: dict[str, tuple[Callable[[dict], tuple[str, Any, str]], int | tuple[int, ...], str]] = {
+    "video: zero bytes": (lambda m: ("v.mp4", b"", "video/mp4"), 400, "empty"),
+    "video: text posing as MP4": (lambda m: ("v.mp4", b"not a video\n" * 400, "video/mp4"), 415,
+                                  "not a supported video"),
+    "video: JPEG posing as MP4": (lambda m: ("v.mp4", m["jpeg"], "video/mp4"), 415, "not a supported"),
+    "video: HTML posing as WebM": (lambda m: ("v.webm", HTML, "video/webm"), 415, "not a supported video"),
+    "video: truncated MP4 (first half)": (lambda m: ("v.mp4", truncated(m["video_ok"]), "video/mp4"), 400,
+                                          "truncated"),
+    "video: truncated MP4 (first 64 B)": (lambda m: ("v.mp4", m["video_ok"][:64], "video/mp4"), 400, "truncated"),
+    "video: truncated WebM (first half)": (lambda m: ("v.webm", truncated(m["video_ok_webm"]), "video/webm"), 400,
+                                           "truncated"),
+    "video: unsupported codec (FFV1 in MKV)": (lambda m: ("v.mkv", m["video_ffv1"], "video/x-matroska"), 415,
+                                               "unsupported video codec 'ffv1'"),
+    "video: unsupported codec (MPEG-2 in MKV)": (lambda m: ("v.mkv", m["video_mpeg2"], "video/x-matroska"), 415,
+                                                 "unsupported video codec"),
+    "video: no video stream (Opus in MKV)": (lambda m: ("v.mkv", m["audio_mkv"], "video/x-matroska"), 422,
+                                             "no video stream"),
+    "video: audio file (Ogg song)": (lambda m: ("v.ogg", m["ogg"], "audio/ogg"), 415, "not a supported video"),
+    "video: every frame black": (lambda m: ("v.mp4", m["video_black"], "video/mp4"), 422, "black"),
+    "video: too long (15 s, limit 10 s)": (lambda m: ("v.mp4", m["video_long"], "video/mp4"), 413,
+                                           "PHOTOSCORE_MAX_VIDEO_SECONDS"),
+    "video: too many shots (10, limit 8)": (lambda m: ("v.mp4", m["video_shots"], "video/mp4"), 422,
+                                            "PHOTOSCORE_MAX_VIDEO_SHOTS"),
+    "video: too large (4 MB, limit 3 MB)": (lambda m: ("v.mp4", m["video_ok"] + b"\0" * 4_000_000, "video/mp4"), 413,
+                                            "PHOTOSCORE_MAX_VIDEO_MB"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(VIDEO_CASES))
+def test_bad_videos_are_refused(api: Api, media: dict, record: Callable[..., None], case: str) -> None:
+    make, status, words = VIDEO_CASES[case]
+    name, data, ctype = make(media)
+    _refused(api, record, case, lambda: api.client.post("/soundtrack", files={"video": (name, data, ctype)}), status,
+             words)  # fmt: skip
+
+
+def test_a_good_video_after_the_bad_ones_still_works(api: Api, media: dict) -> None:
+    r = api.client.post("/soundtrack", files={"video": ("ok.mp4", media["video_ok"], "video/mp4")},
+                        params={"min_scene_seconds": 0.5, "max_songs": 2})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json()["video"]["shots"] == 3
 
 
 # ----------------------------------------------------------------------- content type and size
