@@ -1,4 +1,4 @@
-"""The single ``photoscore`` command: train, evaluate, predict, index, serve."""
+"""The single ``photoscore`` command: train, evaluate, predict, index, serve, soundtrack."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ def build_parser() -> argparse.ArgumentParser:
     from app.cli.model import add_model_parsers
     from app.cli.retrieval_eval import add_retrieval_parser
     from app.cli.serve import add_serve_parser
+    from app.cli.soundtrack import add_soundtrack_parser
     from indexer.cli import add_index_parser
 
     parser = argparse.ArgumentParser(prog="photoscore", description="Image-to-music recommendation by emotion.")
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_index_parser(sub)
     add_retrieval_parser(sub)
     add_serve_parser(sub)
+    add_soundtrack_parser(sub)
     return parser
 
 
