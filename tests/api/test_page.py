@@ -9,7 +9,9 @@ delete) a song with the API key; a readable error for a non-image; keyboard reac
 from __future__ import annotations
 
 import base64
+import io
 import json
+import re
 from xml.etree import ElementTree
 
 import pytest
@@ -18,6 +20,7 @@ from playwright.sync_api import expect
 from tests.support import API_KEY
 from tests.support.browser import ARTIFACTS, page_photo
 from tests.support.servers import LiveServer
+from tests.support.video import encode_video
 
 pytestmark = pytest.mark.browser
 
@@ -564,3 +567,71 @@ def test_album_downloads_the_playlist_in_each_format(page, live_server, tmp_path
     assert [c["song"]["id"] for c in sheet["cues"]] == [e["track"]["id"] for e in plan["entries"]]
     assert [c["photo"]["filename"] for c in sheet["cues"]] == [p.name for p in paths]
     assert not page.console_errors, page.console_errors
+
+
+# ------------------------------------------------------------------------ issue 27: video mode
+def _page_video(tmp_path, name="trip.webm", kinds=("warm", "cold", "green"), seconds=3.0):
+    """A WebM (VP8, which Debian Chromium plays) of the page's photos, one shot each."""
+    from PIL import Image
+
+    pictures = [Image.open(io.BytesIO(page_photo(kind))) for kind in kinds]
+    path = tmp_path / name
+    encode_video(path, [(p, seconds) for p in pictures], bit_rate=1_500_000)
+    return path
+
+
+def test_video_mode_scores_a_video_and_plays_its_soundtrack(page, live_server, tmp_path):
+    path = _page_video(tmp_path)
+    page.goto(live_server.url + "/")
+    page.get_by_test_id("nav-video").click()
+    page.get_by_test_id("video-input").set_input_files(str(path))
+    expect(page.get_by_test_id("video-name")).to_have_text("trip.webm")
+    with page.expect_response(lambda r: r.url.split("?")[0].endswith("/soundtrack")) as info:
+        page.get_by_test_id("video-build").click()
+    assert info.value.status == 200, info.value.text()
+    assert "keyframes=true" in info.value.url
+    sheet = info.value.json()
+    scenes = page.get_by_test_id("video-scene")
+    expect(scenes).to_have_count(3)
+    assert len(sheet["cues"]) == 3
+    for i, scene in enumerate(sheet["scenes"]):
+        row = scenes.nth(i)
+        assert row.get_by_test_id("video-scene-title").inner_text() == sheet["cues"][scene["cue"]]["song"]["title"]
+        assert row.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
+        assert sheet["cues"][scene["cue"]]["why"]["photo_words"] in row.get_by_test_id("video-scene-why").inner_text()
+    # The preview arrives (rendered from the cue sheet, no second upload) as long as the video.
+    audio = page.get_by_test_id("video-audio")
+    page.wait_for_function("a => a.dataset.ready === 'true' && a.readyState >= 1", arg=audio.element_handle())
+    assert audio.evaluate("a => a.duration") == pytest.approx(sheet["video"]["duration"], abs=0.2)
+    expect(page.get_by_test_id("video-status")).to_contain_text("3 scenes, 3 songs")
+    # Play from the second scene: the video jumps there and the soundtrack plays beside it, in step.
+    page.get_by_test_id("video-scene-button").nth(1).click()
+    player = page.get_by_test_id("video-player")
+    page.wait_for_function(
+        "([v, a]) => !v.paused && !a.paused && v.currentTime > 3.3 && Math.abs(v.currentTime - a.currentTime) < 0.3",
+        arg=[player.element_handle(), audio.element_handle()],
+        timeout=20_000,
+    )
+    assert player.evaluate("v => v.muted")
+    expect(scenes.nth(1)).to_have_class(re.compile("is-playing"))
+    player.evaluate("v => v.pause()")
+    page.wait_for_function("a => a.paused", arg=audio.element_handle())
+    # The cue sheet downloads as the service answered it (without the keyframes).
+    with page.expect_download() as download:
+        page.get_by_test_id("video-download").click()
+    assert download.value.suggested_filename == "trip.cue.json"
+    saved = json.loads(download.value.path().read_text(encoding="utf-8"))
+    assert saved["cues"] == sheet["cues"] and saved["video"] == sheet["video"]
+    assert all(s["keyframe"] is None for s in saved["scenes"])
+    shot(page, "video-1280")
+    assert not page.console_errors, page.console_errors
+
+
+def test_video_mode_names_what_is_wrong_with_a_bad_file(page, live_server, tmp_path):
+    bad = tmp_path / "holiday.mp4"
+    bad.write_text("not a video\n" * 50)
+    page.goto(live_server.url + "/#video")
+    page.get_by_test_id("video-input").set_input_files(str(bad))
+    page.get_by_test_id("video-build").click()
+    expect(page.get_by_test_id("video-error")).to_contain_text("not a supported video")
+    assert page.get_by_test_id("video-result").is_hidden()

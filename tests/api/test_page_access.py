@@ -9,14 +9,17 @@ are written to tests/artifacts/axe-<viewport>.json.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterator
 
 import pytest
+from PIL import Image
 from playwright.sync_api import Page, expect
 
 from tests.support.browser import ARTIFACTS, axe_violations, page_photo
 from tests.support.servers import LiveServer
+from tests.support.video import encode_video
 
 pytestmark = pytest.mark.browser
 
@@ -77,6 +80,19 @@ def _modes(server: LiveServer, tmp_path) -> list[tuple[str, Callable[[Page], Non
         pg.get_by_test_id("album-build").click()
         expect(pg.get_by_test_id("album-entry")).to_have_count(3)
 
+    def video(pg: Page) -> None:
+        pg.goto(server.url + "/#video")
+        pg.get_by_test_id("video-input").wait_for(state="attached")
+
+    def video_scored(pg: Page) -> None:
+        clip = tmp_path / "clip.webm"
+        pictures = [Image.open(io.BytesIO(page_photo(k))) for k in ("warm", "cold")]
+        encode_video(clip, [(p, 3.0) for p in pictures], bit_rate=1_000_000)
+        pg.get_by_test_id("video-input").set_input_files(str(clip))
+        pg.get_by_test_id("video-build").click()
+        expect(pg.get_by_test_id("video-scene")).to_have_count(2)
+        pg.wait_for_function("() => document.querySelector('#video-audio').dataset.ready === 'true'")
+
     def library(pg: Page) -> None:
         pg.goto(server.url + "/#library")
         pg.get_by_test_id("track-row").first.wait_for()
@@ -92,6 +108,8 @@ def _modes(server: LiveServer, tmp_path) -> list[tuple[str, Callable[[Page], Non
         ("recommend-error", error),
         ("album-start", album),
         ("album-playlist", album_built),
+        ("video-start", video),
+        ("video-soundtrack", video_scored),
         ("library", library),
         ("library-delete-dialog", delete_dialog),
     ]
@@ -100,6 +118,7 @@ def _modes(server: LiveServer, tmp_path) -> list[tuple[str, Callable[[Page], Non
 def _touch_too_small(pg: Page) -> list[dict]:
     return pg.eval_on_selector_all(
         "[data-testid=play-match], [data-mood], #album-play, [data-export], [data-testid=more-songs],"
+        " [data-testid=video-scene-button], #video-download, #video-build,"
         " .site-nav a, [data-testid=result-audio]",
         f"""els => els.filter(e => e.getClientRects().length).map(e => {{
               const r = e.getBoundingClientRect();

@@ -167,6 +167,38 @@ export async function exportPlaylist(plan, format, title) {
   return { blob: await response.blob(), filename: match ? match[1] : `photoscore-album.${format}` };
 }
 
+/** A video's soundtrack: POST /soundtrack (the cue sheet, with a keyframe per scene). */
+export function soundtrack(file, { minSceneSeconds, maxSongs, moods = [] } = {}, signal) {
+  const form = new FormData();
+  form.append("video", file, file.name || "video.mp4");
+  const params = new URLSearchParams({ keyframes: "true" });
+  if (minSceneSeconds) params.set("min_scene_seconds", String(minSceneSeconds));
+  if (maxSongs) params.set("max_songs", String(maxSongs));
+  for (const mood of moods) params.append("mood", mood);
+  return request(`soundtrack?${params}`, { method: "POST", body: form, signal });
+}
+
+/** The soundtrack of a cue sheet as one Ogg/Opus blob: POST /soundtrack/preview (no re-upload). */
+export async function soundtrackPreview(sheet, signal) {
+  const headers = { "Content-Type": "application/json" };
+  const key = apiKey.get();
+  if (key) headers["X-API-Key"] = key;
+  const body = JSON.stringify({ ...sheet, scenes: sheet.scenes.map((s) => ({ ...s, keyframe: null })) });
+  let response;
+  try {
+    response = await fetch(apiUrl("soundtrack/preview"), { method: "POST", headers, body, signal });
+  } catch (err) {
+    if (err && err.name === "AbortError") throw err;
+    throw new ApiError("Could not reach the PhotoScore service. Check that it is running and that you are online.", 0);
+  }
+  if (!response.ok) {
+    let data = null;
+    try { data = await response.json(); } catch { data = null; }
+    throw new ApiError(messageFromBody(response.status, data, response.statusText), response.status);
+  }
+  return response.blob();
+}
+
 export function listTracks({ q = "", offset = 0, limit = 20 } = {}, signal) {
   const params = new URLSearchParams({ offset: String(offset), limit: String(limit) });
   if (q) params.set("q", q);

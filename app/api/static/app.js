@@ -44,7 +44,7 @@ const isAbort = (err) => err && err.name === "AbortError";
 
 // ───────────────────────────── Views (hash routing) ─────────────────────────────
 
-const VIEWS = ["recommend", "album", "library"];
+const VIEWS = ["recommend", "album", "video", "library"];
 let libraryLoaded = false;
 
 function currentView() {
@@ -60,7 +60,8 @@ function showView(name, { focus = false } = {}) {
     if (link.dataset.viewLink === name) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  document.title = { library: "Library — PhotoScore", album: "Album — PhotoScore" }[name] || "PhotoScore — songs for your photo";
+  document.title = { library: "Library — PhotoScore", album: "Album — PhotoScore", video: "Video — PhotoScore" }[name]
+    || "PhotoScore — songs for your photo";
   if (name === "library" && !libraryLoaded) {
     libraryLoaded = true;
     library.load();
@@ -460,9 +461,10 @@ document.addEventListener("dragleave", () => {
 document.addEventListener("dragover", (e) => {
   if (!hasFiles(e)) return;
   e.preventDefault(); // stop the browser from opening the file instead
-  e.dataTransfer.dropEffect = recommendView.active() || albumActive() ? "copy" : "none";
+  e.dataTransfer.dropEffect = recommendView.active() || albumActive() || videoActive() ? "copy" : "none";
 });
 const albumActive = () => !$("#album").hidden;
+const videoActive = () => !$("#video").hidden;
 document.addEventListener("drop", (e) => {
   if (!hasFiles(e)) return;
   e.preventDefault();
@@ -470,6 +472,7 @@ document.addEventListener("drop", (e) => {
   recommendView.dropzone.classList.remove("is-dragging");
   const files = [...e.dataTransfer.files];
   if (albumActive()) albumView.setFiles(files);
+  if (videoActive()) videoView.setFile(files.find((f) => f.type.startsWith("video/")) || files[0]);
   if (!recommendView.active()) return;
   recommendView.useFile(files.find((f) => f.type.startsWith("image/")) || files[0]);
 });
@@ -654,6 +657,166 @@ const albumView = (() => {
     setFiles([...e.dataTransfer.files]);
   });
   return { setFiles, run };
+})();
+
+// ───────────────────────────── Video view ─────────────────────────────
+
+const videoView = (() => {
+  const input = $("#video-input");
+  const dropzone = $("#video-dropzone");
+  const nameLine = $("#video-name");
+  const minScene = $("#video-min-scene");
+  const maxSongs = $("#video-max-songs");
+  const build = $("#video-build");
+  const alertBox = $("#video-error");
+  const statusLine = $("#video-status");
+  const resultCard = $("#video-result");
+  const meta = $("#video-meta");
+  const player = $("#video-player");
+  const audio = $("#video-audio");
+  const strip = $("#video-strip");
+  const downloadButton = $("#video-download");
+  let file = null;
+  let videoUrl = null;
+  let audioUrl = null;
+  let sheet = null; // the last answer of POST /soundtrack, as is: what the download saves
+  let controller = null;
+
+  function setFile(f) {
+    if (!f) return;
+    file = f;
+    nameLine.textContent = f.name;
+    build.disabled = false;
+    showAlert(alertBox, "");
+    statusLine.textContent = "Video ready: choose Score the video.";
+  }
+
+  function clock(seconds) {
+    return fmt.timestamp(seconds);
+  }
+
+  async function run() {
+    if (!file) {
+      showAlert(alertBox, "Choose a video first.");
+      return;
+    }
+    controller?.abort();
+    controller = new AbortController();
+    const { signal } = controller;
+    build.disabled = true;
+    showAlert(alertBox, "");
+    statusLine.textContent = "Finding the scenes and choosing their songs…";
+    try {
+      const data = await api.soundtrack(file, {
+        minSceneSeconds: Number(minScene.value) || 3,
+        maxSongs: Number(maxSongs.value) || undefined,
+      }, signal);
+      sheet = data;
+      render(data);
+      statusLine.textContent = "Rendering the soundtrack preview…";
+      const blob = await api.soundtrackPreview(data, signal);
+      if (audioUrl) URL.revokeObjectURL(audioUrl);
+      audioUrl = URL.createObjectURL(blob);
+      audio.src = audioUrl;
+      audio.dataset.ready = "true";
+      statusLine.textContent = `${data.scenes.length} scenes, ${data.cues.length} songs: press play on the video.`;
+    } catch (err) {
+      if (isAbort(err)) return;
+      statusLine.textContent = "";
+      showAlert(alertBox, errorText(err));
+    } finally {
+      build.disabled = !file;
+    }
+  }
+
+  function render(data) {
+    resultCard.hidden = false;
+    if (videoUrl) URL.revokeObjectURL(videoUrl);
+    videoUrl = URL.createObjectURL(file);
+    player.src = videoUrl;
+    delete audio.dataset.ready;
+    audio.removeAttribute("src");
+    const v = data.video;
+    meta.textContent = `${fmt.duration(v.duration)} · ${v.width}×${v.height} · ${v.shots} shots, ` +
+      `${data.scenes.length} scenes, ${data.cues.length} songs · model ${data.model_version}`;
+    strip.replaceChildren(...data.scenes.map((scene) => {
+      const cue = data.cues[scene.cue];
+      const title = cue.song.title || `Track ${cue.song.id}`;
+      const when = `${clock(scene.start)}–${clock(scene.end)}`;
+      return h("li", { class: "video-scene", "data-testid": "video-scene", dataset: { index: String(scene.index),
+        trackId: String(cue.song.id), start: String(scene.start) } },
+      h("button", { type: "button", class: "video-scene-button", "data-testid": "video-scene-button",
+        "aria-label": `Play from scene ${scene.index + 1}, ${when}: ${title}` },
+      scene.keyframe ? h("img", { src: scene.keyframe, alt: "" }) : null),
+      h("h3", { "data-testid": "video-scene-title" }, title),
+      h("p", { class: "small muted" }, `Scene ${scene.index + 1} · ${when}`),
+      h("p", { class: "why small", "data-testid": "video-scene-why" }, whyLine(cue.why)));
+    }));
+  }
+
+  // The preview follows the video: same clock, same play/pause, muted video.
+  function follow() {
+    if (!audio.dataset.ready) return;
+    if (Math.abs(audio.currentTime - player.currentTime) > 0.15) audio.currentTime = player.currentTime;
+  }
+  player.addEventListener("play", () => {
+    if (!audio.dataset.ready) return;
+    follow();
+    audio.play().catch((err) => {
+      if (!isAbort(err)) showAlert(alertBox, `Could not play the soundtrack: ${err.message}`);
+    });
+  });
+  player.addEventListener("pause", () => audio.pause());
+  player.addEventListener("seeked", follow);
+  player.addEventListener("ratechange", () => { audio.playbackRate = player.playbackRate; });
+  player.addEventListener("timeupdate", () => {
+    follow();
+    const t = player.currentTime;
+    for (const row of strip.children) {
+      const scene = sheet?.scenes[Number(row.dataset.index)];
+      row.classList.toggle("is-playing", Boolean(scene) && t >= scene.start && t < scene.end);
+    }
+  });
+  strip.addEventListener("click", (e) => {
+    const row = e.target.closest(".video-scene");
+    if (!row || !e.target.closest("button")) return;
+    player.currentTime = Number(row.dataset.start);
+    player.play().catch(() => {});
+  });
+
+  downloadButton.addEventListener("click", () => {
+    if (!sheet) return;
+    const plain = { ...sheet, scenes: sheet.scenes.map((s) => ({ ...s, keyframe: null })) };
+    const blob = new Blob([JSON.stringify(plain, null, 2)], { type: "application/json" });
+    const stem = (file?.name || "video").replace(/\.[^.]+$/, "");
+    const filename = `${stem}.cue.json`;
+    const link = h("a", { href: URL.createObjectURL(blob), download: filename, hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
+    statusLine.textContent = `Saved ${filename}.`;
+  });
+
+  input.addEventListener("change", () => {
+    setFile(input.files?.[0]);
+    input.value = "";
+  });
+  $("#video-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    run();
+  });
+  dropzone.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    e.stopPropagation();
+    e.dataTransfer.dropEffect = "copy";
+  });
+  dropzone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    e.stopPropagation();
+    setFile([...e.dataTransfer.files][0]);
+  });
+  return { setFile, run };
 })();
 
 // ───────────────────────────── Library view ─────────────────────────────
