@@ -90,6 +90,22 @@ def loss_va(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | Non
     return (err * weight).sum() / weight.sum().clamp_min(EPS)
 
 
+RANK_TAU = 0.1  # softmax temperature of the listwise term; similarities lie in [0, 1]
+
+
+def loss_rank(sim_matrix: torch.Tensor, vi: torch.Tensor, vm: torch.Tensor, sigma: float, tau: float) -> torch.Tensor:
+    """Listwise similarity ranking: for each photo of the batch, the softmax (temperature ``tau``)
+    over the batch's clips of the predicted similarity should match that of the true one, S =
+    exp(-d / sigma) (KL divergence, mean over photos).
+
+    Why: L_Sim scores each pair alone, so a clip predicted fairly similar to every photo (a hub,
+    which then opens most lists) costs it little; ranked against the other clips for the same
+    photo, it costs where it does not belong."""
+    true = torch.exp(-label_distance(vi, vm) / sigma)
+    target = F.softmax(true / tau, dim=1)
+    return F.kl_div(F.log_softmax(sim_matrix / tau, dim=1), target, reduction="batchmean")
+
+
 @dataclass
 class LossWeights:
     """Per-term weights of Eq. 8; a zero weight switches the term off (Table 4 ablation rows)."""
@@ -101,6 +117,7 @@ class LossWeights:
     sim: float = 1.0
     iva: float = 1.0
     mva: float = 1.0
+    rank: float = 0.0  # listwise term (not in Eq. 8), see :func:`loss_rank`
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,8 +144,12 @@ def total_loss(
     va_i_pred: torch.Tensor,
     va_m_pred: torch.Tensor,
     music_weight: torch.Tensor | None = None,
+    sim_matrix: torch.Tensor | None = None,
+    sigma: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Eq. 8: weighted sum of the enabled terms; returns the total and each term's value."""
+    """Eq. 8: weighted sum of the enabled terms; returns the total and each term's value.
+    ``sim_matrix`` ([photos, clips] of the batch) and ``sigma`` are needed when ``w.rank`` is on:
+    the matrix's rows are the first photos of ``vi``."""
     terms: dict[str, torch.Tensor] = {}
     if w.cfr:
         terms["cfr"] = loss_cfr(ei, em, vi, vm)
@@ -144,5 +165,9 @@ def total_loss(
         terms["iva"] = loss_va(va_i_pred, vi)
     if w.mva:
         terms["mva"] = loss_va(va_m_pred, vm, music_weight)
+    if w.rank:
+        if sim_matrix is None or sigma is None:
+            raise ValueError("the rank term needs the batch's similarity matrix and sigma")
+        terms["rank"] = loss_rank(sim_matrix, vi[: len(sim_matrix)], vm, sigma, RANK_TAU)
     total = sum(getattr(w, k) * v for k, v in terms.items())
     return total, {k: float(v.detach()) for k, v in terms.items()}

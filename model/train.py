@@ -27,6 +27,7 @@ from model.prepare import SPLITS, PreparedData, prepare
 from model.transforms import clip_input, image_input
 
 log = logging.getLogger(__name__)
+RANK_PHOTOS = 64  # photos per batch in the listwise term's similarity matrix (64 x batch clips)
 
 
 def seed_everything(seed: int) -> None:
@@ -247,6 +248,11 @@ class Trainer:
             vi = torch.from_numpy(data.images.va[ii]).to(self.device)
             vm = torch.from_numpy(data.music.va[ci]).to(self.device)
             wm = torch.from_numpy(np.where(data.music.weak[ci], cfg.data.weak_weight, 1.0)).float().to(self.device)
+            sim_matrix = None
+            if cfg.loss.rank:  # the first RANK_PHOTOS photos of the batch against all its clips
+                m = min(len(ei), RANK_PHOTOS)
+                pairs_i = ei[:m].repeat_interleave(len(em), dim=0)
+                sim_matrix = self.model.similarity(pairs_i, em.repeat(m, 1)).view(m, len(em))
             loss, parts = total_loss(
                 cfg.loss,
                 ei=ei,
@@ -258,6 +264,8 @@ class Trainer:
                 va_i_pred=self.model.va(ei),
                 va_m_pred=self.model.va(em),
                 music_weight=wm,
+                sim_matrix=sim_matrix,
+                sigma=data.sigma,
             )
             self.opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -110,3 +110,31 @@ def test_ablation_rows_switch_terms(row: str) -> None:
     )
     enabled = {k for k, v in L.ABLATIONS[row].to_dict().items() if v}
     assert set(parts) == enabled
+
+
+def test_rank_term_zero_for_the_true_ranking_and_larger_for_a_hub() -> None:
+    """Each photo's row of predicted similarities is compared with its true row as a softmax: a
+    prediction equal to the truth costs nothing, one where clip 0 wins every photo costs more."""
+    vi = torch.tensor([[0.1, 0.1], [0.9, 0.9], [0.1, 0.9]])
+    vm = torch.tensor([[0.1, 0.1], [0.9, 0.9], [0.1, 0.9]])
+    sigma = 0.3
+    true = torch.exp(-torch.cdist(vi, vm) / sigma)
+    assert L.loss_rank(true, vi, vm, sigma, L.RANK_TAU).item() == pytest.approx(0.0, abs=1e-6)
+    hub = true.clone()
+    hub[:, 0] = 1.0
+    worse = L.loss_rank(hub, vi, vm, sigma, L.RANK_TAU).item()
+    assert worse > 0.1
+    pred = hub.clone().requires_grad_(True)
+    L.loss_rank(pred, vi, vm, sigma, L.RANK_TAU).backward()
+    assert (pred.grad[1:, 0] > 0).all()  # descending the gradient lowers the hub for photos 1 and 2
+
+
+def test_rank_term_needs_the_matrix() -> None:
+    v = torch.rand(4, 2)
+    kwargs = {"ei": torch.rand(4, 3), "em": torch.rand(4, 3), "vi": v, "vm": v, "sim_pred": torch.rand(4)}
+    kwargs |= {"sim_true": torch.rand(4), "va_i_pred": v, "va_m_pred": v}
+    with pytest.raises(ValueError, match="similarity matrix"):
+        L.total_loss(L.LossWeights(rank=1.0), **kwargs)
+    m = torch.rand(2, 4)
+    _, parts = L.total_loss(L.LossWeights(rank=1.0), sim_matrix=m, sigma=0.3, **kwargs)
+    assert parts["rank"] > 0
