@@ -1,0 +1,149 @@
+"""Hubness corrections of the track ranking, compared on one split (choose on val, report on test).
+
+The service ranks a photo's candidate tracks by the learned similarity (mean over a track's spread
+clips) normalised by the track's scores for a bank of training photos. This study indexes the
+split's held-out songs with the real indexer (as ``photoscore evaluate-retrieval`` does), scores
+every photo against every track once, and ranks by each correction:
+
+- ``raw``: the similarity itself;
+- ``z``: (score - bank mean) / bank std, the querybank normalisation shipped so far;
+- ``mean``: score - bank mean;
+- ``csls{k}``: score - mean of the track's k best bank scores (CSLS, Lample et al. 2018);
+- ``isoft{beta}``: beta * score - logsumexp over the bank of beta * bank score (inverted softmax,
+  Smith et al. 2017);
+
+each with the checkpoint's own bank and with a larger bank of training-split photos. Every track
+is scored (the service scores a FAISS candidate pool of 4 x (n + 5) tracks, which on these
+catalogues of 40-75 songs is nearly all of them).
+
+    python scripts/hubness_study.py --checkpoint model/default/photoscore-default.safetensors \
+        --split val --json docs/hubness-val.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from scipy.special import logsumexp
+
+from app.cli.retrieval_eval import (
+    DEFAULT_IMAGES,
+    DEFAULT_MUSIC,
+    K,
+    bootstrap_resamples,
+    build_catalogue,
+    embed_photos,
+    load_eval_data,
+    method_metrics,
+    split_spec,
+)
+from app.core.settings import Settings
+from app.services.bank_stats import BANK_CLIPS_PER_TRACK, CLIPS_PER_TRACK, bank_clip_positions
+from model.inference import Matcher
+from model.meta import read_meta
+
+SHOWN = (
+    f"quadrant@{K}",
+    f"valence_side@{K}",
+    f"arousal_side@{K}",
+    "top_first_share",
+    "distinct_first",
+    f"coverage@{K}",
+)
+
+
+def _spread(n: int, limit: int) -> np.ndarray:
+    return np.arange(n) if n <= limit else np.linspace(0, n - 1, limit).round().astype(int)
+
+
+def track_scores(
+    matcher: Matcher, queries: np.ndarray, clips: list[np.ndarray], bank: bool, cosine: bool = False
+) -> np.ndarray:
+    """[n_queries, n_tracks]: mean similarity (or embedding cosine) over each track's clips (its bank
+    clips when ``bank``)."""
+    out = np.zeros((len(queries), len(clips)))
+    for j, embs in enumerate(clips):
+        pick = bank_clip_positions(len(embs)) if bank else _spread(len(embs), CLIPS_PER_TRACK)
+        sim = queries @ embs[pick].T if cosine else matcher.similarity_matrix(queries, embs[pick])
+        out[:, j] = np.asarray(sim, np.float64).mean(axis=1)
+    return out
+
+
+def corrections(s: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
+    """Each correction's ranking score from photo scores ``s`` [q, t] and bank scores ``b`` [bank, t]."""
+    mu, sd = b.mean(axis=0), np.maximum(b.std(axis=0), 1e-3)
+    out = {"z": (s - mu) / sd, "mean": s - mu}
+    for k in (5, 10):
+        out[f"csls{k}"] = s - np.sort(b, axis=0)[-k:].mean(axis=0)
+    for beta in (10.0, 30.0):
+        out[f"isoft{beta:g}"] = beta * s - logsumexp(beta * b, axis=0)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", type=Path, required=True)
+    ap.add_argument("--split", default="val", choices=("val", "test"))
+    ap.add_argument("--data-root", type=Path, default=None)
+    ap.add_argument("--bank-size", type=int, default=512, help="training photos in the larger bank")
+    ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    settings = Settings()
+    root = Path(args.data_root or settings.dataset_dir)
+    specs = [split_spec(read_meta(args.checkpoint).train_config)]
+    data = load_eval_data(root, DEFAULT_IMAGES, DEFAULT_MUSIC, specs, args.split)
+    train = load_eval_data(root, DEFAULT_IMAGES, DEFAULT_MUSIC, specs, "train", limit_images=args.bank_size)
+    matcher = Matcher.load(args.checkpoint, "cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        cat = build_catalogue(matcher, data.songs, Path(tmp) / "cat", settings, progress=False)
+        try:
+            snap = cat.live.snapshot()
+            tids = [cat.track_of_song[int(s)] for s in cat.songs]
+            clips = [c.embeddings for c in snap.track_clips(tids)]
+        finally:
+            cat.close()
+    emb, pred_va = embed_photos(matcher, data.photos, settings)
+    big_bank, _ = embed_photos(matcher, train.photos, settings)
+    own_bank = np.asarray(matcher.query_bank, np.float32)
+    s = track_scores(matcher, emb, clips, bank=False)
+    banks = {f"bank{len(own_bank)}": own_bank, f"train{len(big_bank)}": big_bank}
+    cos = track_scores(matcher, emb, clips, bank=False, cosine=True)
+    track_va = np.array([np.asarray(v, float) for v in cat.track_va])
+    ranked: dict[str, np.ndarray] = {"raw": s, "cosine": cos}
+    ranked["va-distance"] = -np.linalg.norm(pred_va[:, None, :] - track_va[None], axis=2)
+    for name, bank in banks.items():
+        b = track_scores(matcher, bank, clips, bank=True)
+        ranked |= {f"{c}/{name}": v for c, v in corrections(s, b).items()}
+        bc = track_scores(matcher, bank, clips, bank=True, cosine=True)
+        ranked |= {f"cosine-{c}/{name}": v for c, v in corrections(cos, bc).items() if c in ("z", "mean")}
+    song_q = np.array([song.quadrant for song in data.songs])
+    resamples = bootstrap_resamples(len(data.photos), args.bootstrap, 0)
+    results = {}
+    for name, score in ranked.items():
+        top = [[int(cat.songs[j]) for j in np.lexsort((np.arange(len(r)), -r))[:K]] for r in score]
+        m = method_metrics(top, data.photos, pred_va, song_q, list(cat.songs), resamples)
+        results[name] = {key: round(m[key]["value"], 4) for key in SHOWN}
+    print(f"{args.split}: {len(data.photos)} photos, {len(data.songs)} songs; banks {list(banks)}")
+    print("| correction | " + " | ".join(SHOWN) + " |")
+    print("|---" * (len(SHOWN) + 1) + "|")
+    for name, row in results.items():
+        print(
+            f"| {name} | "
+            + " | ".join(f"{row[k]:.3f}" if k != "distinct_first" else f"{row[k]:.0f}" for k in SHOWN)
+            + " |"
+        )
+    if args.json:
+        meta = {"checkpoint_sha256": matcher.checkpoint_hash, "split": args.split, "photos": len(data.photos)}
+        meta |= {"songs": len(data.songs), "bank_clips_per_track": BANK_CLIPS_PER_TRACK}
+        args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""The model-study scripts' pure parts on hand-made inputs: hubness corrections and mood groups."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from tests.support.scripts import load_script
+
+
+def test_corrections_take_the_bank_out_of_each_track_score() -> None:
+    hub = load_script("hubness_study")
+    s = np.array([[0.85, 0.6], [0.8, 0.7]])  # track 0 scores high for every photo
+    b = np.array([[0.85, 0.3], [0.75, 0.5], [0.8, 0.4]])  # ... and for every bank photo too
+    out = hub.corrections(s, b)
+    np.testing.assert_allclose(out["mean"], s - b.mean(axis=0))
+    np.testing.assert_allclose(out["z"], (s - b.mean(axis=0)) / b.std(axis=0))
+    np.testing.assert_allclose(out["csls5"], s - b.mean(axis=0), atol=1e-12)  # 3 bank photos: all of them
+    assert (np.argmax(s, axis=1) == 0).all()
+    assert (np.argmax(out["z"], axis=1) == 1).all()  # normalised, track 1 wins both photos
+    beta = 10.0
+    lse = np.log(np.exp(beta * b).sum(axis=0))
+    np.testing.assert_allclose(out["isoft10"], beta * s - lse)
+
+
+def _result() -> dict:
+    songs = [{"id": f"s{i}", "quadrant": q} for i, q in enumerate((1, 2, 3, 4))]
+    photos = [
+        {"source": "emotion6", "path": "e6/joy/1.jpg"},
+        {"source": "emotion6", "path": "e6/joy/2.jpg"},
+        {"source": "emotion6", "path": "e6/sadness/3.jpg"},
+        {"source": "emotion6", "path": "e6/anger/4.jpg"},
+        {"source": "oasis", "path": "oasis/images/joy/5.jpg"},  # not Emotion6: in no group
+    ]
+    top = [["s0", "s3"], ["s0", "s1"], ["s2", "s3"], ["s1", "s0"], ["s2", "s2"]]
+    return {"songs": songs, "photos": photos, "methods": {"cdcml:m": {"top10": top}, "va-track:m": {"top10": top}}}
+
+
+def test_mood_groups_count_quadrants_energy_and_overlap() -> None:
+    mood = load_script("mood_groups")
+    out = mood.summarise(_result(), ["joy", "sadness", "anger"])
+    assert list(out) == ["cdcml:m"]  # only the shipped path
+    rows = out["cdcml:m"]["groups"]
+    assert rows["joy"] == {
+        "photos": 2,
+        "Q1": 0.5,
+        "Q2": 0.25,
+        "Q3": 0.0,
+        "Q4": 0.25,
+        "energetic": 0.75,
+        "first": [("s0", 2)],
+    }
+    assert rows["sadness"]["energetic"] == 0.0 and rows["anger"]["energetic"] == 1.0
+    assert out["cdcml:m"]["overlap"]["joy~anger"] == pytest.approx(2 / 4)  # min(s0 2,1)+min(s1 1,1) / 2+1+1
+    assert out["cdcml:m"]["overlap"]["sadness~anger"] == 0.0
+    assert mood.weighted_jaccard(Counter("aab"), Counter("aab")) == 1.0
