@@ -523,17 +523,21 @@ class Recommender:
         smoothness: float,
         max_per_artist: int,
         segment_seconds: Sequence[float] | None = None,
+        distinct: bool = True,
     ) -> Playlist:
         """One song per photo: each photo's best ``options.n`` songs, then the path through
         them that trades score against VA jumps (``app.core.ranking.plan_playlist``; raises
         ``OptionError`` when the artist cap leaves no path). ``segment_seconds``: one segment
-        length per photo (a video's scenes last different times), else ``options.segment_seconds``."""
+        length per photo (a video's scenes last different times), else ``options.segment_seconds``.
+        ``distinct=False`` drops "no song twice": each place may get any of its candidates."""
 
         def ranked() -> list[list[Scored]]:
             return [self.ranker.ranked(e, va, options, self.search_k) for e, va in zip(embs, photos, strict=True)]
 
         pools = await to_thread.run_sync(ranked)
         cands = [[_candidate(self.live, e, options.steered, options.dedupe) for e in pool] for pool in pools]
+        if not distinct:  # each place its own identity: a song may come back (a video's later scene)
+            cands = [[replace(c, key=f"{c.key}@{i}") for c in pool] for i, pool in enumerate(cands)]
         path = await to_thread.run_sync(plan_playlist, cands, list(photos), smoothness, max_per_artist)
         picks = [next(e for e in pool if e.track_id == c.track_id) for pool, c in zip(pools, path, strict=True)]
 

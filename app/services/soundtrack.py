@@ -123,8 +123,10 @@ async def plan_soundtrack(
     smoothness: float,
     max_per_artist: int,
     max_songs: int | None,
+    repeat_songs: bool = False,
 ) -> Soundtrack:
-    """The soundtrack of an analysed video (raises ``OptionError`` like ``/playlist``)."""
+    """The soundtrack of an analysed video (raises ``OptionError`` like ``/playlist``).
+    ``repeat_songs``: a song may come back in a later scene (else every scene group gets its own)."""
     size = int(recommender.worker.matcher.image_size)
     scenes = analysis.scenes
     per_scene = await to_thread.run_sync(lambda: [scene_inputs(s, size) for s in scenes])
@@ -145,7 +147,13 @@ async def plan_soundtrack(
     g_len = [sum(durations[i] for i in g) for g in groups]
     n = min(MAX_CANDIDATES, len(groups) + EXTRA_CANDIDATES)
     plan = await recommender.playlist(
-        g_embs, g_vas, replace(options, n=n), smoothness, max_per_artist, segment_seconds=g_len
+        g_embs,
+        g_vas,
+        replace(options, n=n),
+        smoothness,
+        max_per_artist,
+        segment_seconds=g_len,
+        distinct=not repeat_songs,
     )
     parts = []
     for g, va, length, hit in zip(groups, g_vas, g_len, plan.hits, strict=True):

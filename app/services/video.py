@@ -17,7 +17,6 @@ are checked from the headers first and again while decoding, since headers can l
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
@@ -145,21 +144,16 @@ def _size(width: int, height: int, short: int) -> tuple[int, int]:
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
-def analyse_video(
-    source: IO[bytes] | Path, limits: VideoLimits, cancelled: Callable[[], bool] | None = None
-) -> VideoAnalysis:
-    """The scenes of a video (raises ``VideoError``). ``cancelled`` is polled between frames, so
-    an abandoned request stops decoding."""
+def analyse_video(source: IO[bytes] | Path, limits: VideoLimits) -> VideoAnalysis:
+    """The scenes of a video (raises ``VideoError``); time and memory bounded by ``limits``."""
     container = _open(source)
     try:
-        return _analyse(container, limits, cancelled)
+        return _analyse(container, limits)
     finally:
         container.close()
 
 
-def _analyse(
-    container: av.container.InputContainer, limits: VideoLimits, cancelled: Callable[[], bool] | None
-) -> VideoAnalysis:
+def _analyse(container: av.container.InputContainer, limits: VideoLimits) -> VideoAnalysis:
     fmt = container.format.name
     if fmt not in CONTAINERS:
         raise VideoError("unsupported", f"not a supported video container ({fmt}); send {SUPPORTED_VIDEO}")
@@ -205,8 +199,6 @@ def _analyse(
     failure: str | None = None
     try:
         for frame in container.decode(stream):
-            if cancelled is not None and n % 32 == 0 and cancelled():
-                raise VideoError("corrupt", "the request was abandoned")
             t = frame.time if frame.time is not None else n / fps
             if t0 is None:
                 t0 = t

@@ -108,6 +108,10 @@ def test_short_shots_merge_into_scenes_and_keyframes_come_on_request(api: Api) -
     assert r.status_code == 422 and "max_songs" in r.json()["detail"], r.text
     r = api.soundtrack(data, min_scene_seconds=0.5, max_songs=4)
     assert [s["shots"] for s in r.json()["scenes"]] == [1] * 6 and len(r.json()["cues"]) == 4
+    r = api.soundtrack(data, min_scene_seconds=0.5, repeat_songs="true")  # each scene its best song
+    assert r.status_code == 200, r.text
+    ids = [c["song"]["id"] for c in r.json()["cues"]]
+    assert len(ids) == 6 and len(set(ids)) <= 4
 
 
 def test_max_songs_lets_scenes_share_a_song(api: Api) -> None:

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from app.api import security
 from app.api.main import create_app
-from app.api.routes import health, playlist, recommend, tracks
+from app.api.routes import health, playlist, recommend, soundtrack, tracks
 from tests.support.audit import audit_catalogue, url_stored
 from tests.support.media import photo_bytes
 from tests.support.servers import LiveService
@@ -28,8 +28,9 @@ from tests.support.service import service_settings
 from tests.support.songs import Song
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
-# Photos in, songs out; a playlist plan in, the same plan as a file out: nothing is written.
-READ_ONLY_POSTS = {"/recommend", "/playlist", "/playlist/export"}
+# Photos in, songs out; a playlist plan in, the same plan as a file out; a video (or its cue
+# sheet) in, a soundtrack out: nothing is written.
+READ_ONLY_POSTS = {"/recommend", "/playlist", "/playlist/export", "/soundtrack", "/soundtrack/preview"}
 
 
 def write_routes() -> list[tuple[str, str]]:
@@ -46,7 +47,7 @@ def write_routes() -> list[tuple[str, str]]:
 def test_every_write_route_depends_on_the_write_key() -> None:
     routes = {
         (m, r.path): r
-        for module in (recommend, playlist, tracks, health)
+        for module in (recommend, playlist, soundtrack, tracks, health)
         for r in module.router.routes
         if isinstance(r, APIRoute)
         for m in r.methods

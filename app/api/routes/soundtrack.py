@@ -65,8 +65,9 @@ Upload a video as the multipart field **`video`** ({SUPPORTED_VIDEO}; at most
 PySceneDetect's content detector; shots shorter than `min_scene_seconds` are merged into the
 scene before them. A few frames of each scene are embedded like photos and averaged; then, as
 `/playlist` does for an album, one song per scene is planned along the video's emotional arc with
-the same `smoothness`, mood steering and variety options. `max_songs` below the number of scenes
-lets adjacent scenes share a song (the closest in mood, calm ones first). Each song's segment is
+the same `smoothness`, mood steering and variety options, no song twice unless `repeat_songs=true`.
+`max_songs` below the number of scenes lets adjacent scenes share a song (the closest in mood, calm
+ones first). Each song's segment is
 as long as its scenes, around the song's best-matching window.
 
 **The answer** is a cue sheet in the format of `/playlist`'s `format=cue` export: per cue the
@@ -231,6 +232,13 @@ async def soundtrack(
         float,
         Query(ge=0.0, le=10.0, description="Weight of the VA-jump penalty between consecutive songs (as /playlist)."),
     ] = 1.0,
+    repeat_songs: Annotated[
+        bool,
+        Query(
+            description="Let a song play again in a later scene: each scene gets its best song "
+            "(default: no song twice, as `/playlist`)."
+        ),
+    ] = False,
     render: RenderQ = None,
     export_format: Annotated[
         Literal["json", "m3u8", "xspf", "cue"],
@@ -262,7 +270,9 @@ async def soundtrack(
         except VideoError as exc:
             raise _video_error(exc) from exc
     try:
-        found = await plan_soundtrack(recommender, analysis, options, smoothness, max_per_artist, max_songs)
+        found = await plan_soundtrack(
+            recommender, analysis, options, smoothness, max_per_artist, max_songs, repeat_songs
+        )
     except OptionError as exc:
         detail = str(exc).replace("playlist:", "soundtrack:").replace("every photo", "every scene")
         detail = detail.replace("send fewer photos", "raise min_scene_seconds, set max_songs")
@@ -271,7 +281,8 @@ async def soundtrack(
     sheet, plan = sheet_of(found, request, name, title or name or "PhotoScore soundtrack", options.shift, keyframes)
     sheet.took_ms = round((time.perf_counter() - started) * 1000.0, 2)
     if render == "audio":
-        return await _preview(sheet, settings.max_video_seconds, recommender, store, gate)
+        async with gate.slot():
+            return await _preview(sheet, settings.max_video_seconds, recommender, store, gate)
     if export_format == "json":
         return sheet
     if export_format == "cue":
