@@ -126,7 +126,7 @@ def _open(source: IO[bytes] | Path) -> av.container.InputContainer:
         raise VideoError("corrupt", "the uploaded file is empty")
     try:
         return av.open(source if isinstance(source, Path) else source, mode="r", metadata_errors="ignore")
-    except av.error.FFmpegError as exc:
+    except (av.error.FFmpegError, ValueError, OSError, EOFError) as exc:
         if _signature_known(head):
             raise VideoError("corrupt", f"the file is truncated or corrupt ({_reason(exc)})") from None
         raise VideoError("unsupported", f"not a supported video; send {SUPPORTED_VIDEO}") from None

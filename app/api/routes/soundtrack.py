@@ -201,6 +201,7 @@ RenderQ = Annotated[
             "description": "The cue sheet (JSON), the file `format` asks for, or with `render=audio` the preview.",
             "content": {
                 OGG_OPUS: {"schema": {"type": "string", "format": "binary"}},
+                FORMATS["cue"].media_type: {"schema": {"$ref": "#/components/schemas/SoundtrackSheet"}},
                 FORMATS["m3u8"].media_type: {"schema": {"type": "string"}, "example": M3U8_EXAMPLE},
                 FORMATS["xspf"].media_type: {"schema": {"type": "string"}, "example": XSPF_EXAMPLE},
             },
@@ -305,6 +306,9 @@ async def _preview(
             f"video.duration: {duration:g} s; a preview lasts up to {max_seconds:g} s (PHOTOSCORE_MAX_VIDEO_SECONDS)",
         )
     ids = [c.song.id for c in sheet.cues]
+    for i, track_id in enumerate(ids):
+        if not 0 < track_id < 2**63:  # a database id: anything else names no song (and overflows SQL)
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"cues[{i}].song.id: {track_id} is no track id")
 
     def look_up() -> dict[int, Track]:
         with recommender.session_factory() as session:
