@@ -5,6 +5,7 @@ Helpers (plain functions and classes):
 * ``servers``: free loopback ports, real `photoscore serve` processes, their readiness.
 * ``songs``: real songs (Wesnoth soundtrack cuts, FluidSynth renders) and audio files.
 * ``media``: photos and synthetic or hostile upload bytes.
+* ``video``: videos encoded with PyAV (shots with known cut frames) and broken ones.
 * ``databases``: fresh PostgreSQL databases and a private PostgreSQL cluster.
 * ``service``: in-process app settings, adding songs, OpenAPI schema checks.
 * ``catalogue``, ``indexing``: catalogue rows and indexer runs with their consistency checks.
