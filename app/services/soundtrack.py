@@ -27,9 +27,7 @@ import av.error
 import numpy as np
 from anyio import to_thread
 
-from app.core.catalogue import library_path
 from app.core.models import Track
-from app.core.storage import AudioStore
 from app.services.recommend import Hit, Recommender, SearchOptions
 from app.services.video import Scene, VideoAnalysis
 from model.audio import SAMPLE_RATE
@@ -206,19 +204,6 @@ class PreviewPiece:
 
 class PreviewError(ValueError):
     """A preview that cannot be made (a song's audio is gone or unreadable)."""
-
-
-def audio_path(track: Track, store: AudioStore) -> Path | None:
-    """The file a track's audio streams from: the stored copy, else the operator's library file."""
-    if track.audio_key:
-        try:
-            path = store.path(track.audio_key)
-        except ValueError:
-            path = None
-        if path is not None and path.is_file():
-            return path
-    path = library_path(track.source, track.audio_key)
-    return path if path is not None and path.is_file() else None
 
 
 def render_preview(

@@ -129,3 +129,17 @@ def discard_audio(session_factory: Callable[[], Session], store: AudioStore, key
             store.delete(key)
         else:
             log.warning("could not check references of stored audio %s; the start-up sweep will", key)
+
+
+def audio_path(track: Track, store: AudioStore) -> Path | None:
+    """The file a track's audio streams from: its stored copy, else the operator's library file
+    (a local ``source``); None when neither is there."""
+    if track.audio_key:
+        try:
+            path = store.path(track.audio_key)
+        except ValueError:
+            path = None
+        if path is not None and path.is_file():
+            return path
+    path = catalogue.library_path(track.source, None)
+    return path if path is not None and path.is_file() else None

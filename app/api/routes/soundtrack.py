@@ -38,10 +38,10 @@ from app.services.soundtrack import (
     PreviewError,
     PreviewPiece,
     Soundtrack,
-    audio_path,
     plan_soundtrack,
     render_preview,
 )
+from app.services.tracks import audio_path
 from app.services.video import SUPPORTED_VIDEO, VideoError, VideoLimits, analyse_video
 
 router = APIRouter(tags=["recommend"], route_class=StrictFormRoute)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from pathlib import Path as FsPath
 from typing import Annotated, Any
 
 import numpy as np
@@ -115,21 +114,6 @@ def _find_track(session_factory: sessionmaker[Session], sha: str) -> Track | Non
     """The track with these bytes, in a session of its own (closed before any slow work)."""
     with session_factory() as session:
         return catalogue.find_track(session, sha)
-
-
-def _audio_path(track: Track, store: AudioStore) -> FsPath | None:
-    if track.audio_key:
-        try:
-            path = store.path(track.audio_key)
-        except ValueError:
-            path = None
-        if path is not None and path.is_file():
-            return path
-    if track.source and "://" not in track.source and not track.source.startswith("upload:"):
-        path = FsPath(track.source)
-        if path.is_file():  # indexed from the operator's own library
-            return path
-    return None
 
 
 # ---------------------------------------------------------------------------------- routes
@@ -375,7 +359,7 @@ def track_audio(track_id: TrackId, session: SessionDep, store: StoreDep) -> File
     track = catalogue.get_track(session, track_id)
     if track is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no track with id {track_id}")
-    path = _audio_path(track, store)
+    path = tracks_service.audio_path(track, store)
     if path is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no audio stored for track {track_id}")
     try:  # opened before any header is sent: a delete from now on cannot cut the body short
