@@ -445,6 +445,28 @@ $("#recommend-form").addEventListener("submit", (e) => {
   recommendView.run();
 });
 
+/** A view's file input, form and drop zone: chosen or dropped files go to onFiles, submit runs. */
+function wireUpload({ input, form, dropzone, onFiles, run }) {
+  input.addEventListener("change", () => {
+    onFiles([...(input.files || [])]);
+    input.value = ""; // so choosing the same file again still fires "change"
+  });
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    run();
+  });
+  dropzone.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    e.stopPropagation();
+    e.dataTransfer.dropEffect = "copy";
+  });
+  dropzone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    e.stopPropagation();
+    onFiles([...e.dataTransfer.files]);
+  });
+}
+
 let dragDepth = 0;
 function hasFiles(e) {
   return [...(e.dataTransfer?.types || [])].includes("Files");
@@ -638,24 +660,7 @@ const albumView = (() => {
   }
   for (const button of exportButtons) button.addEventListener("click", () => download(button));
 
-  input.addEventListener("change", () => {
-    setFiles([...(input.files || [])]);
-    input.value = "";
-  });
-  $("#album-form").addEventListener("submit", (e) => {
-    e.preventDefault();
-    run();
-  });
-  dropzone.addEventListener("dragover", (e) => {
-    e.preventDefault();
-    e.stopPropagation();
-    e.dataTransfer.dropEffect = "copy";
-  });
-  dropzone.addEventListener("drop", (e) => {
-    e.preventDefault();
-    e.stopPropagation();
-    setFiles([...e.dataTransfer.files]);
-  });
+  wireUpload({ input, form: $("#album-form"), dropzone, onFiles: setFiles, run });
   return { setFiles, run };
 })();
 
@@ -798,24 +803,7 @@ const videoView = (() => {
     statusLine.textContent = `Saved ${filename}.`;
   });
 
-  input.addEventListener("change", () => {
-    setFile(input.files?.[0]);
-    input.value = "";
-  });
-  $("#video-form").addEventListener("submit", (e) => {
-    e.preventDefault();
-    run();
-  });
-  dropzone.addEventListener("dragover", (e) => {
-    e.preventDefault();
-    e.stopPropagation();
-    e.dataTransfer.dropEffect = "copy";
-  });
-  dropzone.addEventListener("drop", (e) => {
-    e.preventDefault();
-    e.stopPropagation();
-    setFile([...e.dataTransfer.files][0]);
-  });
+  wireUpload({ input, form: $("#video-form"), dropzone, onFiles: (files) => setFile(files[0]), run });
   return { setFile, run };
 })();
 
