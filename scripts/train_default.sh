@@ -12,8 +12,11 @@ PY="${PHOTOSCORE_VENV:-$ROOT/.venv}/bin"
 start=$(date +%s)
 "$PY/photoscore" train --config configs/default.yaml --out "$RUN" --set "data.root=$DATA" --quiet
 "$PY/photoscore" evaluate --checkpoint "$RUN/model.safetensors" --images "$DATA/oasis,$DATA/emotion6" \
-  --music "$DATA/vgmidi,$DATA/panda4q" --json "$RUN/test.json" --quiet
+  --music "$DATA/vgmidi,$DATA/panda4q,$DATA/emotify,$DATA/eimg" --json "$RUN/test.json" --quiet
 "$PY/photoscore" evaluate-retrieval --checkpoint "$RUN/model.safetensors" \
   --compare model/default/photoscore-default.safetensors --data-root "$DATA" --json "$RUN/retrieval-test.json" --quiet
 cp "$RUN/model.safetensors" model/default/photoscore-default.safetensors
+for graph in image music similarity; do  # the ONNX graphs serving runs, written by train
+  cp "$RUN/model.$graph.onnx" "model/default/photoscore-default.$graph.onnx"
+done
 echo "done in $(( $(date +%s) - start )) s; installed model/default/photoscore-default.safetensors"
