@@ -171,6 +171,18 @@ def _header_index(path: Path, header: list[str], wanted: Sequence[str]) -> dict[
     return {w: names[w.lower()] for w in wanted}
 
 
+def _labelled_rows(
+    path: Path, wanted: Sequence[str]
+) -> tuple[Iterator[tuple[int, list[str]]], list[str], dict[str, int]]:
+    """A label CSV's remaining rows, its header and the positions of the ``wanted`` columns."""
+    rows = _csv_rows(path)
+    try:
+        _, header = next(rows)
+    except StopIteration:
+        raise DatasetFormatError(f"{path}: empty file") from None
+    return rows, header, _header_index(path, header, wanted)
+
+
 def _check_width(path: Path, lineno: int, row: list[str], width: int) -> None:
     if len(row) != width:
         raise DatasetFormatError(f"{_where(path, lineno)}: expected {width} columns, found {len(row)}")
@@ -203,12 +215,7 @@ def load_oasis(root: str | Path) -> tuple[list[ImageItem], LoadReport]:
     """OASIS: ``OASIS.csv`` (CR line endings, 1-7 Likert), images ``images/<Theme>.jpg``."""
     root = Path(root)
     label_file = _require_file(root / "OASIS.csv", "OASIS label file")
-    rows = _csv_rows(label_file)
-    try:
-        _, header = next(rows)
-    except StopIteration:
-        raise DatasetFormatError(f"{label_file}: empty file") from None
-    col = _header_index(label_file, header, ["Theme", "Valence_mean", "Arousal_mean"])
+    rows, header, col = _labelled_rows(label_file, ["Theme", "Valence_mean", "Arousal_mean"])
     items: list[ImageItem] = []
     missing: list[str] = []
     for lineno, row in rows:
@@ -404,12 +411,7 @@ def load_panda4q(root: str | Path) -> tuple[list[MusicItem], LoadReport]:
     for audio in sorted((root / "audio").glob("Q*/*")):
         if audio.suffix.lower() in AUDIO_EXTENSIONS and audio.parent.name in QUADRANT_VA:
             present.setdefault(audio.stem, audio)
-    rows = _csv_rows(label_file)
-    try:
-        _, header = next(rows)
-    except StopIteration:
-        raise DatasetFormatError(f"{label_file}: empty file") from None
-    col = _header_index(label_file, header, ["Song", "Quadrant"])
+    rows, header, col = _labelled_rows(label_file, ["Song", "Quadrant"])
     items: list[MusicItem] = []
     missing: list[str] = []
     notes: list[str] = []
@@ -476,13 +478,8 @@ def load_emotify(root: str | Path) -> tuple[list[MusicItem], LoadReport]:
     1-minute real recordings under ``audio/<genre>/``. VA from the votes by :data:`GEMS_VA`."""
     root = Path(root)
     label_file = _require_file(root / "annotations.csv", "Emotify annotations")
-    rows = _csv_rows(label_file)
-    try:
-        _, header = next(rows)
-    except StopIteration:
-        raise DatasetFormatError(f"{label_file}: empty file") from None
     cats = [f"p_{c}" for c in GEMS_VA]
-    col = _header_index(label_file, header, ["track_id", "file", *cats])
+    rows, header, col = _labelled_rows(label_file, ["track_id", "file", *cats])
     listed: list[tuple[str, Path]] = []
     shares: list[list[float]] = []
     for lineno, row in rows:
@@ -508,12 +505,7 @@ def load_eimg(root: str | Path) -> tuple[list[MusicItem], LoadReport]:
     root = Path(root)
     label_file = _require_file(root / "labels.csv", "EIMG labels")
     midi_dir = root / "midi" if (root / "midi").is_dir() else root
-    rows = _csv_rows(label_file)
-    try:
-        _, header = next(rows)
-    except StopIteration:
-        raise DatasetFormatError(f"{label_file}: empty file") from None
-    col = _header_index(label_file, header, ["file", "valence_mean", "arousal_mean"])
+    rows, header, col = _labelled_rows(label_file, ["file", "valence_mean", "arousal_mean"])
     items: list[MusicItem] = []
     missing: list[str] = []
     for lineno, row in rows:
@@ -575,12 +567,7 @@ def load_deam(root: str | Path) -> tuple[list[MusicItem], LoadReport]:
         raise FileNotFoundError(f"no DEAM static annotations under {avg / 'song_level'}")
     static: dict[str, tuple[float, float]] = {}
     for path in static_files:
-        rows = _csv_rows(path)
-        try:
-            _, header = next(rows)
-        except StopIteration:
-            raise DatasetFormatError(f"{path}: empty file") from None
-        col = _header_index(path, header, ["song_id", "valence_mean", "arousal_mean"])
+        rows, header, col = _labelled_rows(path, ["song_id", "valence_mean", "arousal_mean"])
         for lineno, row in rows:
             _check_width(path, lineno, row, len(header))
             song = row[col["song_id"]].strip()
