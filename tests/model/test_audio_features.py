@@ -349,6 +349,7 @@ def test_block_analysis_equals_the_whole_signal(monkeypatch: pytest.MonkeyPatch)
     blocked = features.cut_clips(y, tagger=True)
     assert whole.n_silent >= 1 and len(whole) >= 20
     assert np.array_equal(whole.starts, blocked.starts)
-    assert np.array_equal(whole.features, blocked.features)
+    # float32 rounding may differ between one STFT and several (seen: 6e-5 on values of ~250)
+    np.testing.assert_allclose(blocked.features, whole.features, rtol=1e-5, atol=1e-3)
     assert whole.tagger is not None and blocked.tagger is not None
-    assert np.array_equal(whole.tagger, blocked.tagger)
+    np.testing.assert_allclose(blocked.tagger, whole.tagger, rtol=1e-5, atol=1e-5)
