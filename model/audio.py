@@ -12,6 +12,7 @@ content itself become :class:`AudioDecodeError`.
 
 from __future__ import annotations
 
+import enum
 import io
 import math
 import os
@@ -39,6 +40,8 @@ CLIP_FRAMES = 87
 CLIP_SECONDS = 2.0
 #: File extensions of audio the decoders take (the indexer's scan and the data loaders use them).
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a"})
+#: The same formats as users are told (the API's texts).
+SUPPORTED_AUDIO = "WAV, FLAC, Ogg Vorbis, Opus, MP3 or M4A"
 
 AudioSource = str | Path | bytes
 
@@ -64,8 +67,30 @@ _BLOCK_SAMPLES = 1 << 21  # 8 MiB of float32 per decoded block, whatever the cha
 _ONE_SHOT_FRAMES = 1 << 22  # 16 MiB of mono float32 at the native rate
 
 
+class AudioErrorReason(enum.Enum):
+    """Why an input is not usable audio (what callers branch on; never the message)."""
+
+    EMPTY = "empty"  # zero bytes
+    UNDECODABLE = "undecodable"  # no decoder reads it: an unknown format or a broken file
+    UNSUPPORTED = "unsupported"  # known not to be audio (set by callers that sniffed the bytes)
+    CORRUPT = "corrupt"  # the header is readable but invalid
+    NO_SAMPLES = "no_samples"  # decoding gave no samples at all
+    TIMEOUT = "timeout"  # the ffmpeg decoder ran out of time
+    TOO_LONG = "too_long"  # over max_seconds
+    TOO_LARGE = "too_large"  # over max_samples (frames x channels), or out of memory
+    TOO_SHORT = "too_short"  # decoded, but shorter than a caller's minimum (one clip)
+    NO_CLIPS = "no_clips"  # decoded, but no usable clip (all silent or too short)
+
+
 class AudioDecodeError(ValueError):
-    """The input is not decodable audio; the message says why in one line."""
+    """The input is not usable audio; ``reason`` says why, the message says it in one line.
+
+    ``reason`` defaults to CORRUPT only for callers outside this module that do not name one.
+    """
+
+    def __init__(self, message: str, reason: AudioErrorReason = AudioErrorReason.CORRUPT) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _as_file(source: AudioSource) -> str | IO[bytes]:
@@ -77,13 +102,13 @@ def _as_file(source: AudioSource) -> str | IO[bytes]:
 def _check_source(source: AudioSource) -> None:
     if isinstance(source, bytes | bytearray | memoryview):
         if len(source) == 0:
-            raise AudioDecodeError("audio input is empty (0 bytes)")
+            raise AudioDecodeError("audio input is empty (0 bytes)", AudioErrorReason.EMPTY)
         return
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"no such audio file: {path}")
     if path.stat().st_size == 0:
-        raise AudioDecodeError(f"audio file is empty (0 bytes): {path.name}")
+        raise AudioDecodeError(f"audio file is empty (0 bytes): {path.name}", AudioErrorReason.EMPTY)
 
 
 def probe_duration(source: AudioSource) -> float | None:
@@ -111,14 +136,17 @@ def probe_duration(source: AudioSource) -> float | None:
 
 
 def _too_long(seconds: float, max_seconds: float) -> AudioDecodeError:
-    return AudioDecodeError(f"audio is too long: {seconds:.1f} s exceeds the limit of {max_seconds:g} s")
+    return AudioDecodeError(
+        f"audio is too long: {seconds:.1f} s exceeds the limit of {max_seconds:g} s", AudioErrorReason.TOO_LONG
+    )
 
 
 def _too_many(samples: int, sr: int, channels: int, max_samples: int, *, while_decoding: bool) -> AudioDecodeError:
     seen = "decoding passed" if while_decoding else "the header declares"
     return AudioDecodeError(
         f"audio is too large to decode: {seen} {samples:,} samples ({sr:,} Hz x {channels} channels), "
-        f"over the limit of {max_samples:,} samples (too many samples for its sample rate and channels)"
+        f"over the limit of {max_samples:,} samples (too many samples for its sample rate and channels)",
+        AudioErrorReason.TOO_LARGE,
     )
 
 
@@ -189,7 +217,7 @@ def _read_soundfile(source: AudioSource, max_seconds: float | None, max_samples:
     with sf.SoundFile(_as_file(source)) as f:
         sr, channels = int(f.samplerate), int(f.channels)
         if sr <= 0 or channels <= 0:
-            raise AudioDecodeError(f"invalid audio header ({sr} Hz, {channels} channels)")
+            raise AudioDecodeError(f"invalid audio header ({sr} Hz, {channels} channels)", AudioErrorReason.CORRUPT)
         if max_seconds is not None and 0 < f.frames < 1 << 62 and f.frames / sr > max_seconds + _DURATION_SLACK_S:
             raise _too_long(f.frames / sr, max_seconds)
         _check_samples(int(f.frames), sr, channels, max_samples, while_decoding=False)
@@ -215,7 +243,7 @@ def _read_soundfile(source: AudioSource, max_seconds: float | None, max_samples:
             if len(data) < want:
                 break
     if sink.frames == 0:
-        raise AudioDecodeError("audio contains no samples")
+        raise AudioDecodeError("audio contains no samples", AudioErrorReason.NO_SAMPLES)
     return sink.finish()
 
 
@@ -241,10 +269,10 @@ def _wav_header(stream: IO[bytes]) -> tuple[int, int, bytes]:
                 _, channels, sr = struct.unpack("<HHI", buf[body : body + 8])
             elif cid == b"data":
                 if channels <= 0 or sr <= 0:
-                    raise AudioDecodeError("ffmpeg produced no audio")
+                    raise AudioDecodeError("ffmpeg produced no audio", AudioErrorReason.NO_SAMPLES)
                 return channels, sr, buf[body:]
             pos = body + size + (size & 1)
-    raise AudioDecodeError("ffmpeg produced no audio")
+    raise AudioDecodeError("ffmpeg produced no audio", AudioErrorReason.NO_SAMPLES)
 
 
 def _stream_wav(stream: IO[bytes], max_seconds: float | None, max_samples: int | None) -> tuple[np.ndarray, int]:
@@ -265,14 +293,16 @@ def _stream_wav(stream: IO[bytes], max_seconds: float | None, max_samples: int |
         if max_seconds is not None and sink.frames / sr > max_seconds + _DURATION_SLACK_S:
             raise _too_long(sink.frames / sr, max_seconds)
     if sink.frames == 0:
-        raise AudioDecodeError("audio contains no samples")
+        raise AudioDecodeError("audio contains no samples", AudioErrorReason.NO_SAMPLES)
     return sink.finish(), sr
 
 
 def _read_ffmpeg(source: AudioSource, max_seconds: float | None, max_samples: int | None, why: str) -> np.ndarray:
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
-        raise AudioDecodeError(f"unsupported or corrupt audio ({why}; ffmpeg is not installed)")
+        raise AudioDecodeError(
+            f"unsupported or corrupt audio ({why}; ffmpeg is not installed)", AudioErrorReason.UNDECODABLE
+        )
     tmp: str | None = None
     try:
         if isinstance(source, bytes | bytearray | memoryview):
@@ -318,8 +348,8 @@ def _read_ffmpeg(source: AudioSource, max_seconds: float | None, max_samples: in
                     proc.stdout.close()
                 returncode = proc.wait()
             if fired.is_set():
-                raise AudioDecodeError(f"decoding timed out after {_FFMPEG_TIMEOUT_S:g} s")
-            if failure is not None and str(failure).startswith("audio is too"):
+                raise AudioDecodeError(f"decoding timed out after {_FFMPEG_TIMEOUT_S:g} s", AudioErrorReason.TIMEOUT)
+            if failure is not None and failure.reason in (AudioErrorReason.TOO_LONG, AudioErrorReason.TOO_LARGE):
                 raise failure
             if returncode != 0:
                 errors.seek(0)
@@ -329,7 +359,9 @@ def _read_ffmpeg(source: AudioSource, max_seconds: float | None, max_samples: in
                     reason = "the file has no audio stream"
                 if tmp is not None:  # ffmpeg names its input: never echo the server's temp path to a client
                     reason = reason.replace(f"file:{tmp}", "input").replace(tmp, "input")
-                raise AudioDecodeError(f"unsupported or corrupt audio: {one_line(reason)}")
+                raise AudioDecodeError(
+                    f"unsupported or corrupt audio: {one_line(reason)}", AudioErrorReason.UNDECODABLE
+                )
             if failure is not None:
                 raise failure
             assert y is not None
@@ -363,7 +395,7 @@ def load_audio(
     except AudioDecodeError:
         raise
     except MemoryError as exc:  # the bounds above make this unlikely; never let it become a 500
-        raise AudioDecodeError("audio is too large to decode (out of memory)") from exc
+        raise AudioDecodeError("audio is too large to decode (out of memory)", AudioErrorReason.TOO_LARGE) from exc
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         why = one_line(getattr(exc, "error_string", None) or exc)
     return _read_ffmpeg(source, max_seconds, max_samples, why)

@@ -2,15 +2,16 @@
 
 Uploads are untrusted: only raster formats on an allowlist are opened (no EPS, which would
 run Ghostscript), the pixel count is checked from the header before any pixel is decoded,
-and every Pillow failure becomes :class:`ImageDecodeError` with a one-line reason. Whatever
+and every Pillow failure becomes :class:`ImageDecodeError` with a one-line message and a
+:class:`ImageErrorReason`. Whatever
 the mode (palette, alpha, greyscale, CMYK, 16-bit, float), the result is 8-bit RGB the way
 it would be displayed: EXIF orientation applied, transparency composited on white.
 """
 
 from __future__ import annotations
 
+import enum
 import io
-import re
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -21,19 +22,52 @@ from app.core.errors import one_line
 
 ImageSource = str | Path | bytes
 
-# Raster formats a photo upload can reasonably be. HEIF appears when pillow-heif is installed.
-_ALLOWED_FORMATS = (
-    "JPEG", "PNG", "GIF", "WEBP", "AVIF", "HEIF", "BMP", "DIB", "TIFF", "PPM", "QOI", "TGA",
-)  # fmt: skip
-_SUPPORTED = "JPEG, PNG, GIF, WebP, AVIF, BMP, TIFF"
+# The one list of image formats: Pillow's name for each raster format a photo upload can
+# reasonably be, and the name users are told (None: opened, but not advertised). The decoder
+# opens exactly these (HEIF only when pillow-heif is installed); SUPPORTED_IMAGES, made from the
+# advertised names, is what both the decoder's message and the API's texts say.
+_FORMATS: tuple[tuple[str, str | None], ...] = (
+    ("JPEG", "JPEG"),
+    ("PNG", "PNG"),
+    ("WEBP", "WebP"),
+    ("GIF", "GIF (first frame)"),
+    ("AVIF", "AVIF"),
+    ("BMP", "BMP"),
+    ("TIFF", "TIFF"),
+    ("HEIF", None),
+    ("DIB", None),
+    ("PPM", None),
+    ("QOI", None),
+    ("TGA", None),
+)
+_ALLOWED_FORMATS = tuple(pillow for pillow, _ in _FORMATS)
+_SHOWN = [shown for _, shown in _FORMATS if shown]
+#: The image formats an upload may be, as users are told: "JPEG, PNG, ..., BMP or TIFF".
+SUPPORTED_IMAGES = ", ".join(_SHOWN[:-1]) + " or " + _SHOWN[-1]
+
+
+class ImageErrorReason(enum.Enum):
+    """Why an input is not a usable image (what callers branch on; never the message)."""
+
+    EMPTY = "empty"  # zero bytes
+    UNSUPPORTED = "unsupported"  # not one of the formats above (SVG, HTML, EPS, text, ...)
+    CORRUPT = "corrupt"  # a supported format whose header or data is broken or truncated
+    NO_PIXELS = "no_pixels"  # the header declares a zero width or height
+    TOO_LARGE = "too_large"  # over the pixel limit (decompression bomb) or out of memory
 
 
 class ImageDecodeError(ValueError):
-    """The input is not a decodable image; ``too_large`` marks decompression bombs."""
+    """The input is not a decodable image; ``reason`` says why, the message says it in words."""
 
-    def __init__(self, message: str, *, too_large: bool = False) -> None:
+    def __init__(self, message: str, reason: ImageErrorReason) -> None:
         super().__init__(message)
-        self.too_large = too_large
+        self.reason = reason
+
+    @property
+    def too_large(self) -> bool:
+        """Transitional alias of ``reason is ImageErrorReason.TOO_LARGE`` for callers not yet
+        switched to ``reason`` (app.api.errors maps reasons to answers)."""
+        return self.reason is ImageErrorReason.TOO_LARGE
 
 
 def _formats() -> list[str]:
@@ -42,17 +76,43 @@ def _formats() -> list[str]:
 
 
 def _too_large(pixels: int, limit: int) -> ImageDecodeError:
-    return ImageDecodeError(f"image is too large: {pixels:,} pixels exceeds the limit of {limit:,}", too_large=True)
+    return ImageDecodeError(
+        f"image is too large: {pixels:,} pixels exceeds the limit of {limit:,}", ImageErrorReason.TOO_LARGE
+    )
 
 
-def _bomb(exc: BaseException, limit: int | None) -> ImageDecodeError:
+def _declared_pixels(fh: BinaryIO, formats: list[str]) -> int | None:
+    """The pixel count the header declares, read the way ``Image.open`` reads it.
+
+    ``Image.open`` refuses a header over twice Pillow's global limit before it returns the image,
+    so the size is read again here: the first plugin that accepts the file's first bytes parses
+    its header (no pixel is decoded), as ``Image.open`` does, without Pillow's size check.
+    None when no plugin reads the header.
+    """
+    fh.seek(0)
+    prefix = fh.read(16)
+    for fmt in formats:
+        factory, accept = Image.OPEN[fmt]
+        accepted = accept is None or accept(prefix)
+        if isinstance(accepted, str) or not accepted:
+            continue
+        try:
+            fh.seek(0)
+            width, height = factory(fh, "").size
+        except Exception:  # noqa: S112 - not this plugin's header; Image.open would try the next
+            continue
+        return max(1, width) * max(1, height)
+    return None
+
+
+def _bomb(fh: BinaryIO, formats: list[str], limit: int | None) -> ImageDecodeError:
     """Pillow's own guard fired (at twice its global limit, before ours could look): report it
     against the limit the caller set, not Pillow's internal number."""
-    found = re.search(r"\((\d+) pixels\)", str(exc))
-    if found and limit is not None:
-        return _too_large(int(found.group(1)), limit)
+    pixels = _declared_pixels(fh, formats)
+    if pixels is not None and limit is not None:
+        return _too_large(pixels, limit)
     shown = f" of {limit:,} pixels" if limit is not None else ""
-    return ImageDecodeError(f"image is too large: it exceeds the limit{shown}", too_large=True)
+    return ImageDecodeError(f"image is too large: it exceeds the limit{shown}", ImageErrorReason.TOO_LARGE)
 
 
 # Rows converted at a time by _to_8bit: the float64 arithmetic then costs a few MiB, not 8 bytes
@@ -138,7 +198,7 @@ def open_image(
     """
     if isinstance(source, bytes | bytearray | memoryview):
         if len(source) == 0:
-            raise ImageDecodeError("image input is empty (0 bytes)")
+            raise ImageDecodeError("image input is empty (0 bytes)", ImageErrorReason.EMPTY)
         fh: BinaryIO = io.BytesIO(bytes(source))
     elif isinstance(source, str | Path):
         fh = open(source, "rb")  # noqa: SIM115 - closed below; OSError propagates on purpose
@@ -146,18 +206,21 @@ def open_image(
         fh = source
     limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
     try:
+        formats = _formats()
         try:
-            img = Image.open(fh, formats=_formats())
+            img = Image.open(fh, formats=formats)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise _bomb(exc, limit) from exc
+            raise _bomb(fh, formats, limit) from exc
         except UnidentifiedImageError as exc:
-            raise ImageDecodeError(f"not a supported image (expected {_SUPPORTED})") from exc
+            raise ImageDecodeError(
+                f"not a supported image (expected {SUPPORTED_IMAGES})", ImageErrorReason.UNSUPPORTED
+            ) from exc
         except Exception as exc:  # Pillow raises many types on malformed headers
-            raise ImageDecodeError(f"corrupt image header: {one_line(exc)}") from exc
+            raise ImageDecodeError(f"corrupt image header: {one_line(exc)}", ImageErrorReason.CORRUPT) from exc
         with img:
             width, height = img.size
             if width <= 0 or height <= 0:
-                raise ImageDecodeError(f"image has no pixels ({width}x{height})")
+                raise ImageDecodeError(f"image has no pixels ({width}x{height})", ImageErrorReason.NO_PIXELS)
             if limit is not None and width * height > limit:
                 raise _too_large(width * height, limit)
             try:
@@ -173,12 +236,14 @@ def open_image(
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
                 raise ImageDecodeError(
                     f"image is too large (decompression bomb guard): {one_line(exc)}",
-                    too_large=True,
+                    ImageErrorReason.TOO_LARGE,
                 ) from exc
             except MemoryError as exc:
-                raise ImageDecodeError("image is too large to decode", too_large=True) from exc
+                raise ImageDecodeError("image is too large to decode", ImageErrorReason.TOO_LARGE) from exc
             except Exception as exc:  # truncated data, bad chunks, broken EXIF, ...
-                raise ImageDecodeError(f"truncated or corrupt image: {one_line(exc)}") from exc
+                raise ImageDecodeError(
+                    f"truncated or corrupt image: {one_line(exc)}", ImageErrorReason.CORRUPT
+                ) from exc
     finally:
         if fh is not source:
             fh.close()

@@ -8,7 +8,7 @@ full-size frame is dropped as soon as it is shrunk. Shots shorter than the minim
 are merged into the scene before them (the first into the next), so a montage of quick cuts
 gets one song rather than one each.
 
-Every reason a video cannot be used is a ``VideoError`` with a ``kind`` the HTTP shell maps to
+Every reason a video cannot be used is a ``VideoError`` with a ``reason`` app.api.errors maps to
 a status: too large or too long (413), an unsupported container or codec (415), no video
 stream, too many shots or all-black frames (422), a corrupt or truncated file (400). The limits
 are checked from the headers first and again while decoding, since headers can lie.
@@ -16,10 +16,11 @@ are checked from the headers first and again while decoding, since headers can l
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO
 
 import av
 import av.error
@@ -29,7 +30,18 @@ from PIL import Image
 from scenedetect.detectors import ContentDetector
 from scenedetect.scene_detector import FlashFilter
 
-ErrorKind = Literal["too_large", "too_long", "too_many_shots", "unsupported", "no_video", "corrupt", "black"]
+
+class VideoErrorReason(enum.Enum):
+    """Why a video cannot be used (app.api.errors maps each to a status)."""
+
+    TOO_LARGE = "too_large"  # frames over 8K
+    TOO_LONG = "too_long"  # longer than the limit
+    TOO_MANY_SHOTS = "too_many_shots"
+    UNSUPPORTED = "unsupported"  # container or codec not taken
+    NO_VIDEO = "no_video"  # no video stream
+    CORRUPT = "corrupt"  # truncated or broken
+    BLACK = "black"  # every frame black
+
 
 # Containers as FFmpeg's demuxers name them; codecs as its decoders do.
 CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2": "MP4/MOV", "matroska,webm": "MKV/WebM"}
@@ -57,11 +69,16 @@ TRUNCATED_SLACK = 1.0  # seconds the decoded frames may fall short of the declar
 
 
 class VideoError(ValueError):
-    """A video that cannot be used; ``kind`` says why (the HTTP shell maps it to a status)."""
+    """A video that cannot be used; ``reason`` says why (the HTTP shell maps it to a status)."""
 
-    def __init__(self, kind: ErrorKind, message: str) -> None:
+    def __init__(self, reason: VideoErrorReason, message: str) -> None:
         super().__init__(message)
-        self.kind = kind
+        self.reason = reason
+
+    @property
+    def kind(self) -> str:
+        """The reason's name as text ("too_long", ...)."""
+        return self.reason.value
 
 
 @dataclass(frozen=True)
@@ -123,13 +140,13 @@ def _open(source: IO[bytes] | Path) -> av.container.InputContainer:
         head = source.read(16)
         source.seek(0)
     if not head:
-        raise VideoError("corrupt", "the uploaded file is empty")
+        raise VideoError(VideoErrorReason.CORRUPT, "the uploaded file is empty")
     try:
         return av.open(source if isinstance(source, Path) else source, mode="r", metadata_errors="ignore")
     except (av.error.FFmpegError, ValueError, OSError, EOFError) as exc:
         if _signature_known(head):
-            raise VideoError("corrupt", f"the file is truncated or corrupt ({_reason(exc)})") from None
-        raise VideoError("unsupported", f"not a supported video; send {SUPPORTED_VIDEO}") from None
+            raise VideoError(VideoErrorReason.CORRUPT, f"the file is truncated or corrupt ({_reason(exc)})") from None
+        raise VideoError(VideoErrorReason.UNSUPPORTED, f"not a supported video; send {SUPPORTED_VIDEO}") from None
 
 
 def _reason(exc: Exception) -> str:
@@ -156,22 +173,26 @@ def analyse_video(source: IO[bytes] | Path, limits: VideoLimits) -> VideoAnalysi
 def _analyse(container: av.container.InputContainer, limits: VideoLimits) -> VideoAnalysis:
     fmt = container.format.name
     if fmt not in CONTAINERS:
-        raise VideoError("unsupported", f"not a supported video container ({fmt}); send {SUPPORTED_VIDEO}")
+        raise VideoError(
+            VideoErrorReason.UNSUPPORTED, f"not a supported video container ({fmt}); send {SUPPORTED_VIDEO}"
+        )
     if not container.streams.video:
-        raise VideoError("no_video", "the file has no video stream (audio only?); send a video")
+        raise VideoError(VideoErrorReason.NO_VIDEO, "the file has no video stream (audio only?); send a video")
     stream = container.streams.video[0]
     codec = stream.codec_context.name
     if codec not in CODECS:
-        raise VideoError("unsupported", f"unsupported video codec {codec!r}; send {SUPPORTED_VIDEO}")
+        raise VideoError(VideoErrorReason.UNSUPPORTED, f"unsupported video codec {codec!r}; send {SUPPORTED_VIDEO}")
     width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
     if width <= 0 or height <= 0:
-        raise VideoError("corrupt", "the video stream declares no frame size: the file is corrupt")
+        raise VideoError(VideoErrorReason.CORRUPT, "the video stream declares no frame size: the file is corrupt")
     if width * height > MAX_PIXELS:
-        raise VideoError("too_large", f"frames of {width}x{height} are too large (at most 8K, {MAX_PIXELS:,} pixels)")
+        raise VideoError(
+            VideoErrorReason.TOO_LARGE, f"frames of {width}x{height} are too large (at most 8K, {MAX_PIXELS:,} pixels)"
+        )
     declared = _declared_duration(container, stream)
     if declared is not None and declared > limits.max_seconds:
         raise VideoError(
-            "too_long",
+            VideoErrorReason.TOO_LONG,
             f"the video is {declared:.1f} s long; the limit is {limits.max_seconds:g} s (PHOTOSCORE_MAX_VIDEO_SECONDS)",
         )
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
@@ -205,7 +226,7 @@ def _analyse(container: av.container.InputContainer, limits: VideoLimits) -> Vid
             t = max(0.0, t - t0)
             if t > limits.max_seconds or n >= max_frames:
                 raise VideoError(
-                    "too_long",
+                    VideoErrorReason.TOO_LONG,
                     f"the video runs past {limits.max_seconds:g} s, the limit (PHOTOSCORE_MAX_VIDEO_SECONDS)",
                 )
             small = shrink.reformat(frame, width=dw, height=dh, format="bgr24", interpolation="AREA").to_ndarray()
@@ -215,7 +236,7 @@ def _analyse(container: av.container.InputContainer, limits: VideoLimits) -> Vid
                     cuts.append(cut)
                     if len(cuts) + 1 > limits.max_shots:
                         raise VideoError(
-                            "too_many_shots",
+                            VideoErrorReason.TOO_MANY_SHOTS,
                             f"the video has more than {limits.max_shots} shots (PHOTOSCORE_MAX_VIDEO_SHOTS); "
                             "send a shorter clip",
                         )
@@ -231,18 +252,20 @@ def _analyse(container: av.container.InputContainer, limits: VideoLimits) -> Vid
         failure = _reason(exc)
     if n == 0:
         detail = f" ({failure})" if failure else ""
-        raise VideoError("corrupt", f"no frame could be decoded: the file is truncated or corrupt{detail}")
+        raise VideoError(
+            VideoErrorReason.CORRUPT, f"no frame could be decoded: the file is truncated or corrupt{detail}"
+        )
     step = 1.0 / fps
     duration = times[-1] + step
     if failure is not None or (declared is not None and duration < declared - max(TRUNCATED_SLACK, 0.05 * declared)):
         shown = f"{declared:.1f}" if declared is not None else "?"
         raise VideoError(
-            "corrupt",
+            VideoErrorReason.CORRUPT,
             f"the file is truncated: frames stop at {duration:.1f} s of the {shown} s it declares"
             + (f" ({failure})" if failure else ""),
         )
     if brightest < BLACK_LEVEL:
-        raise VideoError("black", "every frame of the video is black: there is nothing to score")
+        raise VideoError(VideoErrorReason.BLACK, "every frame of the video is black: there is nothing to score")
     scenes = _scenes(cuts, times, duration, limits.min_scene_seconds)
     _attach_samples(scenes, samples)
     return VideoAnalysis(
