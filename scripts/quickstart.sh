@@ -16,7 +16,7 @@
 #
 # Environment: PHOTOSCORE_HOST (127.0.0.1), PHOTOSCORE_PORT (8000), PHOTOSCORE_DATA_DIR (var),
 # PHOTOSCORE_API_KEYS (use these keys instead of the stored one), and every other PHOTOSCORE_
-# setting (README, "Configuration"). PHOTOSCORE_SKIP_INSTALL=1 skips step 1.
+# setting (docs/CONFIGURATION.md). PHOTOSCORE_SKIP_INSTALL=1 skips step 1.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,12 +1,13 @@
 """Deployment checks: Compose files through a real Compose, Dockerfiles through hadolint, the
-install/quickstart/test scripts through bash and shellcheck, the quickstart end to end, and a
-README whose configuration table is generated from `app.core.settings.Settings` (so it cannot drift).
+install/quickstart/test scripts through bash and shellcheck, the quickstart end to end, and the
+README and docs/: a configuration table generated from `app.core.settings.Settings` (so it cannot
+drift), every command-line option and link they show real.
 
 Nothing here builds an image or starts a container (tests/deploy/test_containers.py does, on podman):
 `docker-compose config` parses, interpolates, merges and validates the files against the
 Compose specification without an engine.
 
-Regenerate the README's configuration table with:  python scripts/readme_settings.py
+Regenerate docs/CONFIGURATION.md's configuration table with:  python scripts/readme_settings.py
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ OTHER_SHELL_SCRIPTS = [
     REPO / "tests" / "containers" / "nginx-entrypoint.sh",
 ]
 README = REPO / "README.md"
-readme_settings = load_script("readme_settings")  # renders the README's configuration table
+readme_settings = load_script("readme_settings")  # renders docs/CONFIGURATION.md's configuration table
 WESNOTH_MUSIC = Path("/usr/share/games/wesnoth/1.16/data/core/music")
 PHOTOSCORE_SERVICES = ("migrate", "api", "indexer")
 
@@ -634,7 +635,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-# ---------------------------------------------------------------------------------- README
+# ------------------------------------------------------------------------- README and docs/
+# The README is the front door (issue 25); the rest lives in docs/.
+DOCS = REPO / "docs"
+API_DOC = DOCS / "API.md"
+CONFIG_DOC = readme_settings.CONFIG_DOC
+README_MAX_LINES = 250
 ENDPOINTS = [
     "POST /recommend",
     "POST /tracks",
@@ -649,20 +655,44 @@ ENDPOINTS = [
 ]
 # Documents other engineers are writing; links to them may dangle until they land.
 PENDING_DOCS = {"docs/screenshot.png", "model/default/MODEL_CARD.md", "docs/RELIABILITY.md", "docs/BENCHMARKS.md"}
+# Where the README's former sections went, and the other design documents: the README links each.
+LINKED_DOCS = {
+    "docs/API.md",
+    "docs/DEPLOY.md",
+    "docs/TRAINING.md",
+    "docs/CONFIGURATION.md",
+    "docs/CONTRACTS.md",
+    "docs/SCALE.md",
+}
+
+
+def documentation() -> dict[Path, str]:
+    """README.md and every docs/*.md, by path."""
+    return {path: path.read_text(encoding="utf-8") for path in [README, *sorted(DOCS.glob("*.md"))]}
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """GitHub's anchors for a Markdown text's headings: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", markdown, re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
 
 
 class TestReadme:
     def test_configuration_table_is_generated(self) -> None:
-        block = readme_settings.readme_table_block(README.read_text(encoding="utf-8"))
-        assert block is not None, "README.md lacks the generated configuration table markers"
+        block = readme_settings.table_block(CONFIG_DOC.read_text(encoding="utf-8"))
+        assert block is not None, "docs/CONFIGURATION.md lacks the generated configuration table markers"
         assert block == readme_settings.settings_table(), f"stale: run `{readme_settings.COMMAND}`"
 
     def test_every_setting_is_documented(self) -> None:
         from app.core.settings import Settings
 
-        text = README.read_text(encoding="utf-8")
+        text = CONFIG_DOC.read_text(encoding="utf-8")
         missing = [n for n in Settings.model_fields if f"`PHOTOSCORE_{n.upper()}`" not in text]
-        assert not missing, f"README lacks {missing}"
+        assert not missing, f"docs/CONFIGURATION.md lacks {missing}"
+
+    def test_readme_is_a_front_door(self) -> None:
+        lines = README.read_text(encoding="utf-8").count("\n")
+        assert lines <= README_MAX_LINES, f"README.md has {lines} lines, over {README_MAX_LINES}: move detail to docs/"
 
     def test_quickstart_commands(self) -> None:
         text = README.read_text(encoding="utf-8")
@@ -671,29 +701,40 @@ class TestReadme:
 
     @pytest.mark.parametrize("endpoint", ENDPOINTS)
     def test_every_endpoint_is_shown(self, endpoint: str) -> None:
-        assert endpoint in README.read_text(encoding="utf-8")
+        assert endpoint in API_DOC.read_text(encoding="utf-8"), f"docs/API.md lacks {endpoint}"
 
     def test_cli_commands_exist(self) -> None:
-        """Every `photoscore SUB --option` the README shows is an option the CLI accepts."""
+        """Every `photoscore SUB --option` the README or docs/ show is an option the CLI accepts."""
         from app.cli import build_parser
 
         parser = build_parser()
         subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-        text = README.read_text(encoding="utf-8")
-        shown = re.findall(
-            r"photoscore (train|evaluate-retrieval|evaluate|predict|index|serve)(?![\w-])((?:[^\n`|]*))", text
-        )
-        assert {s for s, _ in shown} >= {"train", "evaluate", "predict", "index", "serve"}
-        for sub, rest in shown:
-            known = set(subparsers.choices[sub]._option_string_actions)
-            for option in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", rest):
-                assert option in known, f"README: photoscore {sub} has no option {option}"
+        seen: set[str] = set()
+        for path, text in documentation().items():
+            shown = re.findall(
+                r"photoscore (train|evaluate-retrieval|evaluate|predict|index|serve)(?![\w-])((?:[^\n`|]*))", text
+            )
+            for sub, rest in shown:
+                seen.add(sub)
+                known = set(subparsers.choices[sub]._option_string_actions)
+                for option in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", rest):
+                    assert option in known, f"{path.relative_to(REPO)}: photoscore {sub} has no option {option}"
+        assert seen >= {"train", "evaluate", "predict", "index", "serve"}
 
     def test_local_links_resolve(self) -> None:
+        """Links in README.md and docs/*.md reach files that exist and, into Markdown, headings that exist."""
+        for path, text in documentation().items():
+            name = path.relative_to(REPO)
+            for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", text):
+                if "://" in target:
+                    continue
+                resolved = (path.parent / target).resolve() if target else path
+                if path == README and target in PENDING_DOCS and not resolved.exists():
+                    continue
+                assert resolved.exists(), f"{name} links to missing {target}"
+                if anchor and resolved.suffix == ".md":
+                    anchors = heading_anchors(resolved.read_text(encoding="utf-8"))
+                    assert anchor in anchors, f"{name} links to {target}#{anchor}: no such heading"
         text = README.read_text(encoding="utf-8")
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
-            if "://" in target or (target in PENDING_DOCS and not (REPO / target).exists()):
-                continue
-            assert (REPO / target).exists(), f"README links to missing {target}"
-        for doc in PENDING_DOCS:
+        for doc in sorted(PENDING_DOCS | LINKED_DOCS):
             assert f"]({doc})" in text, f"README should link to {doc}"
