@@ -86,7 +86,7 @@ def _tree_python(tree: Path, code: str, *args: str, timeout: float = 3600) -> st
 def model_calls() -> dict[str, Any]:
     """Floor and music branch, ONNX Runtime and eager PyTorch, in this process."""
     from app.core.settings import DEFAULT_CHECKPOINT
-    from app.services.recommend import decode_photo
+    from app.services.photos import decode_photo
     from model.export import TorchMatcher
     from model.inference import Matcher
 

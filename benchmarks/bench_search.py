@@ -257,7 +257,7 @@ def bench_live(ctx: Context, cat: Any, matcher: Any, queries: np.ndarray, n_resu
     from app.core.live_index import LiveIndex
     from app.core.settings import Settings
     from app.core.vector_index import IndexPolicy
-    from app.services.recommend import Ranker
+    from app.services.ranking import Query, Ranker, SearchOptions
 
     settings = Settings()
     engine = make_engine(cat.database_url)
@@ -279,8 +279,8 @@ def bench_live(ctx: Context, cat: Any, matcher: Any, queries: np.ndarray, n_resu
         ctx.note(f"{cat.name}: LiveIndex rebuilt from the database instead of loading the index file")
     n_q = min(len(queries), 100 if ctx.quick else 300)
     k = settings.search_k
-    ranker = Ranker(live, matcher)  # the service's ranking with the model called in this thread
-    ranker.recommend(queries[0], n_results, k)  # warm
+    ranker = Ranker(live, matcher, k)  # the service's ranking with the model called in this thread
+    ranker.page(Query(queries[0]), SearchOptions(n=n_results, spare=0))  # warm
     cand = [len(live.candidates(q, n_results, k)) for q in queries[:n_q]]
     timings: dict[str, dict[str, Stats]] = {}
     for label, n_threads in (("default", None), ("1 thread", 1)):
@@ -291,7 +291,7 @@ def bench_live(ctx: Context, cat: Any, matcher: Any, queries: np.ndarray, n_resu
                 live.candidates(q, n_results, k)
                 search_t.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                ranker.recommend(q, n_results, k)
+                ranker.page(Query(q), SearchOptions(n=n_results, spare=0))
                 times.append(time.perf_counter() - t0)
         timings[label] = {"recommend": stats_ms(times), "candidates": stats_ms(search_t)}
     engine.dispose()

@@ -22,7 +22,7 @@ import numpy as np
 from app.core import catalogue
 from app.core.db import make_engine, make_session_factory, upgrade_database
 from app.core.live_index import LiveIndex
-from app.services.recommend import Ranker, SearchOptions
+from app.services.ranking import Query, Ranker, SearchOptions
 
 CKPT = "b" * 64
 
@@ -68,12 +68,12 @@ def build(url: str, tracks: int, clips: int, dim: int, with_stats: bool) -> None
     engine.dispose()
 
 
-def page_latency(ranker: Ranker, queries: np.ndarray, n: int, offset: int, k: int) -> float:
+def page_latency(ranker: Ranker, queries: np.ndarray, n: int, offset: int) -> float:
     """Median ms of one page (after one warm-up per query set)."""
     times = []
     for q in queries:
         t0 = time.perf_counter()
-        ranker.search_page(q, (0.5, 0.5), SearchOptions(n=n, offset=offset), k)
+        ranker.page(Query(q, (0.5, 0.5)), SearchOptions(n=n, offset=offset))
         times.append((time.perf_counter() - t0) * 1000.0)
     return statistics.median(times)
 
@@ -86,7 +86,7 @@ def throughput(ranker: Ranker, live: LiveIndex, queries: np.ndarray, threads: in
     def reader(i: int) -> None:
         j = 0
         while not stop.is_set():
-            ranker.search_page(queries[(i + j) % len(queries)], (0.5, 0.5), SearchOptions(n=10), 256)
+            ranker.page(Query(queries[(i + j) % len(queries)], (0.5, 0.5)), SearchOptions(n=10))
             done[i] += 1
             j += 1
 
@@ -138,10 +138,10 @@ def main() -> None:
         rng = np.random.default_rng(1)
         queries = rng.standard_normal((args.queries, args.dim)).astype(np.float32)
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-        page_latency(ranker, queries, 10, 0, 256)  # warm-up (and, without stored stats, the lazy bank norms)
+        page_latency(ranker, queries, 10, 0)  # warm-up (and, without stored stats, the lazy bank norms)
         print(f"catalogue: {live.n_tracks} tracks, {live.n_clips} clips, dim {args.dim}; stored bank stats: {stored}")
-        print(f"page n=10 offset=0:   {page_latency(ranker, queries, 10, 0, 256):8.2f} ms (median)")
-        deep = page_latency(ranker, queries[:2], 1, args.deep_offset, 256)
+        print(f"page n=10 offset=0:   {page_latency(ranker, queries, 10, 0):8.2f} ms (median)")
+        deep = page_latency(ranker, queries[:2], 1, args.deep_offset)
         print(f"page n=1 offset={args.deep_offset}: {deep:8.2f} ms (median)")
         for sync in (False, True):
             rate = throughput(ranker, live, queries, args.threads, args.seconds, sync)

@@ -32,7 +32,7 @@ from app.core.db import make_engine, make_session_factory
 from app.core.live_index import LiveIndex
 from app.core.models import Track
 from app.core.settings import DEFAULT_CHECKPOINT
-from app.services.recommend import Ranker
+from app.services.ranking import Query, Ranker, SearchOptions
 from model.datasets import load_source
 from model.inference import Matcher
 from model.prepare import SPLITS, assign_split
@@ -48,13 +48,13 @@ def _rho(a: np.ndarray, b: np.ndarray) -> float:
 
 def measure(matcher: Matcher, live: LiveIndex, photos: list, track_va: dict[int, tuple[float, float]], n: int, k: int):
     tops: list[list[int]] = []
-    ranker = Ranker(live, matcher)
+    ranker = Ranker(live, matcher, k)
     pred, human, rec = [], [], []
     for start in range(0, len(photos), 32):
         batch = photos[start : start + 32]
         embs, va = matcher.embed_images([Image.open(it.path).convert("RGB") for it in batch])
         for item, emb, v in zip(batch, embs, va, strict=True):
-            ids = [h.track_id for h in ranker.recommend(emb, n, k)]
+            ids = [h.track_id for h in ranker.page(Query(emb), SearchOptions(n=n, spare=0)).results]
             tops.append(ids)
             pred.append(v)
             human.append((item.valence, item.arousal))

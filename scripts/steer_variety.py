@@ -28,7 +28,7 @@ from app.core.db import make_engine, make_session_factory
 from app.core.live_index import LiveIndex
 from app.core.ranking import parse_moods, total_shift
 from app.core.settings import DEFAULT_CHECKPOINT
-from app.services.recommend import Ranker, SearchOptions
+from app.services.ranking import Query, Ranker, SearchOptions
 from model.datasets import load_source
 from model.inference import Matcher
 from model.prepare import SPLITS, assign_split
@@ -69,11 +69,11 @@ def measure(
         return np.mean([[h.valence, h.arousal] for h in hits], axis=0)
 
     cache: dict[tuple[int, SearchOptions], list] = {}
-    ranker = Ranker(live, matcher)
+    ranker = Ranker(live, matcher, k)
 
     def search(i: int, opts: SearchOptions) -> list:
         if (i, opts) not in cache:
-            cache[(i, opts)] = ranker.search(embs[i], vas[i], opts, k)
+            cache[(i, opts)] = ranker.page(Query(embs[i], vas[i]), opts).results
         return cache[(i, opts)]
 
     defaults = SearchOptions(n=n, max_per_artist=2, dedupe=True)

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from app.api.admission import UploadGate
 from app.core.live_index import LiveIndex
 from app.core.metrics import Metrics
 from app.core.settings import Settings
@@ -76,6 +77,14 @@ def get_store(request: Request) -> AudioStore:
     return _state(request, "store")
 
 
+def get_upload_gate(request: Request) -> UploadGate:
+    return _state(request, "upload_gate")
+
+
+def get_session_factory(request: Request) -> sessionmaker[Session]:
+    return _state(request, "session_factory")
+
+
 def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
@@ -87,3 +96,5 @@ LiveIndexDep = Annotated[LiveIndex, Depends(get_live_index)]
 RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
 StoreDep = Annotated[AudioStore, Depends(get_store)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+UploadGateDep = Annotated[UploadGate, Depends(get_upload_gate)]
+SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]

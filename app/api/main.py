@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import numpy as np
 from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -43,6 +43,7 @@ from app.core.storage import AudioStore
 from app.core.vector_index import IndexPolicy
 from app.services.bank_stats import backfill_in_background
 from app.services.inference import InferenceWorker, ModelThreadScorer, Priority, WorkerClosedError
+from app.services.photos import embed_tensors
 from app.services.recommend import Recommender
 
 log = logging.getLogger(__name__)
@@ -257,12 +258,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     matcher = await run_in_threadpool(Matcher.load, settings.checkpoint, settings.device)
 
-    def embed_tensors(tensors: list[np.ndarray]) -> tuple:
-        return matcher.embed_image_tensor(np.stack(tensors))
-
     worker = InferenceWorker(
         matcher,
-        batch_fn=embed_tensors,
+        batch_fn=functools.partial(embed_tensors, matcher),
         max_batch=settings.batch_max_size,
         max_wait_ms=settings.batch_max_wait_ms,
         micro_batching=settings.micro_batching,
@@ -281,7 +279,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     await run_in_threadpool(live.load)
     state.live_index = live
-    state.ranker = Recommender.ranker_for(live, worker)
+    state.ranker = Recommender.ranker_for(live, worker, settings)
     # Tracks stored before query-bank statistics were kept get them once, in the background.
     backfill = asyncio.create_task(
         backfill_in_background(live, ModelThreadScorer(worker, Priority.BACKGROUND), state.session_factory),

@@ -313,6 +313,17 @@ class _Column:
         )
 
 
+def path_penalty(path: Sequence[Candidate], photos: Sequence[tuple[float, float]]) -> float:
+    """What ``smoothness`` multiplies along a chosen path: each VA jump between consecutive songs
+    beyond the jump between their photos (the transition cost ``_viterbi`` minimises)."""
+    total = 0.0
+    for i in range(1, len(path)):
+        jump = float(np.hypot(path[i].valence - path[i - 1].valence, path[i].arousal - path[i - 1].arousal))
+        allowance = float(np.hypot(photos[i][0] - photos[i - 1][0], photos[i][1] - photos[i - 1][1]))
+        total += max(0.0, jump - allowance)
+    return total
+
+
 def _viterbi(columns: list[_Column], pva: np.ndarray, smoothness: float) -> list[Candidate]:
     best = columns[0].scores
     back: list[np.ndarray] = []

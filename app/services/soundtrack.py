@@ -28,7 +28,8 @@ import numpy as np
 from anyio import to_thread
 
 from app.core.models import Track
-from app.services.recommend import Hit, Recommender, SearchOptions
+from app.services.ranking import Hit, Query, SearchOptions
+from app.services.recommend import PlaylistOptions, Recommender
 from app.services.video import Scene, VideoAnalysis
 from model.audio import SAMPLE_RATE
 from model.transforms import image_tensor
@@ -125,7 +126,7 @@ async def plan_soundtrack(
 ) -> Soundtrack:
     """The soundtrack of an analysed video (raises ``OptionError`` like ``/playlist``).
     ``repeat_songs``: a song may come back in a later scene (else every scene group gets its own)."""
-    size = int(recommender.worker.matcher.image_size)
+    size = recommender.image_size
     scenes = analysis.scenes
     per_scene = await to_thread.run_sync(lambda: [scene_inputs(s, size) for s in scenes])
     flat = [t for inputs in per_scene for t in inputs]
@@ -136,22 +137,23 @@ async def plan_soundtrack(
     for inputs in per_scene:
         rows = embedded[at : at + len(inputs)]
         at += len(inputs)
-        embs.append(_mean_direction([e for e, _ in rows]))
-        vas.append(_mean_va([va for _, va in rows], [1.0] * len(rows)))
+        embs.append(_mean_direction([q.embedding for q in rows]))
+        vas.append(_mean_va([q.va for q in rows], [1.0] * len(rows)))
     durations = [s.duration for s in scenes]
     groups = group_scenes(vas, durations, max_songs)
     g_embs = [_mean_direction([embs[i] for i in g], [durations[i] for i in g]) for g in groups]
     g_vas = [_mean_va([vas[i] for i in g], [durations[i] for i in g]) for g in groups]
     g_len = [sum(durations[i] for i in g) for g in groups]
     n = min(MAX_CANDIDATES, len(groups) + EXTRA_CANDIDATES)
-    plan = await recommender.playlist(
-        g_embs,
-        g_vas,
-        replace(options, n=n),
-        smoothness,
-        max_per_artist,
-        segment_seconds=g_len,
-        distinct=not repeat_songs,
+    plan = await recommender.plan(
+        [Query(e, va) for e, va in zip(g_embs, g_vas, strict=True)],
+        PlaylistOptions(
+            replace(options, n=n),
+            smoothness,
+            max_per_artist,
+            segment_seconds=tuple(g_len),
+            distinct=not repeat_songs,
+        ),
     )
     parts = []
     for g, va, length, hit in zip(groups, g_vas, g_len, plan.hits, strict=True):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from app.core.settings import DEFAULT_CHECKPOINT
-from app.services.recommend import decode_photo
+from app.services.photos import decode_photo
 from model.audio import load_audio
 from model.export import PARITY_ATOL, TorchMatcher, export_onnx
 from model.inference import Matcher, onnx_paths

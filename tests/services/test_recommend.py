@@ -9,7 +9,7 @@ import pytest
 
 from app.core import catalogue
 from app.core.live_index import LiveIndex
-from app.services.recommend import SPARE, Ranker, SearchOptions
+from app.services.ranking import SPARE, Page, Query, Ranker, SearchOptions
 from tests.support.live_catalogue import (
     CKPT,
     DIM,
@@ -25,12 +25,17 @@ from tests.support.live_catalogue import (
 )
 
 
+def page_more(page: Page) -> tuple[list, bool]:
+    """A page's songs and whether a next page exists."""
+    return page.results, page.next_offset is not None
+
+
 class TestSearch:
     def test_track_score_is_the_mean_over_its_clips_and_segment_its_best_clip(self, db) -> None:
         a = add(db, "a", [direction(1), direction(0), direction(2)])  # best clip is the second
         b = add(db, "b", [unit([1, 1, 0, 0, 0, 0, 0, 0])])
         idx = live(db)
-        hits = Ranker(idx, DotMatcher()).recommend(direction(0), 10, 256)
+        hits = Ranker(idx, DotMatcher(), search_k=256).page(Query(direction(0)), SearchOptions(n=10, spare=0)).results
         # a: clips score 0.5, 1.0, 0.5 -> mean 2/3; b: one clip at (1 + cos 45 deg) / 2 = 0.854
         assert [h.track_id for h in hits] == [b, a]
         assert hits[1].score == pytest.approx(2 / 3, abs=1e-6) and hits[0].score == pytest.approx(0.8536, abs=1e-4)
@@ -44,9 +49,12 @@ class TestSearch:
         fit = add(db, "fit", [unit([0, 0, 0, 0, 0, 0, 0.3, 1])])
         idx = live(db)
         query = unit([1, 0, 0, 0, 0, 0, 0, 1])
-        assert [h.track_id for h in Ranker(idx, DotMatcher()).recommend(query, 10, 256)] == [hub, fit]  # raw similarity
+        assert [
+            h.track_id
+            for h in Ranker(idx, DotMatcher(), search_k=256).page(Query(query), SearchOptions(n=10, spare=0)).results
+        ] == [hub, fit]  # raw similarity
         bank = BankMatcher(np.stack([direction(i) for i in (0, 1, 2, 3, 6)]))
-        hits = Ranker(idx, bank).recommend(query, 10, 256)
+        hits = Ranker(idx, bank, search_k=256).page(Query(query), SearchOptions(n=10, spare=0)).results
         assert [h.track_id for h in hits] == [fit, hub]
         assert 0.5 < hits[0].score <= 1.0 and hits[1].score < hits[0].score
 
@@ -58,10 +66,15 @@ class TestSearch:
     def test_ties_break_by_track_id_deterministically(self, db) -> None:
         ids = [add(db, f"t{i}", [direction(i)]) for i in range(4)]
         idx = live(db)
-        first = Ranker(idx, ConstMatcher()).recommend(direction(0), 10, 256)
+        first = (
+            Ranker(idx, ConstMatcher(), search_k=256).page(Query(direction(0)), SearchOptions(n=10, spare=0)).results
+        )
         assert [h.track_id for h in first] == sorted(ids)
         assert all(h.score == 0.5 for h in first)
-        assert Ranker(idx, ConstMatcher()).recommend(direction(0), 10, 256) == first
+        assert (
+            Ranker(idx, ConstMatcher(), search_k=256).page(Query(direction(0)), SearchOptions(n=10, spare=0)).results
+            == first
+        )
 
     def test_candidate_list_widens_to_cover_n_tracks(self, db) -> None:
         """Long tracks can fill the top-K with their own clips; K grows until n tracks appear."""
@@ -91,7 +104,9 @@ def reference_recommend(idx: LiveIndex, matcher, image_emb: np.ndarray, n: int, 
     import math
 
     from app.core.live_index import _spread
-    from app.services.recommend import CLIPS_PER_TRACK, SCORE_DECIMALS, TRACKS_PER_RESULT, _bank
+    from app.services.bank_stats import CLIPS_PER_TRACK
+    from app.services.bank_stats import query_bank as _bank
+    from app.services.ranking import SCORE_DECIMALS, TRACKS_PER_RESULT
 
     ids = idx.candidates(image_emb, n, k)
     if len(ids) == 0:
@@ -112,7 +127,7 @@ def reference_recommend(idx: LiveIndex, matcher, image_emb: np.ndarray, n: int, 
         score = float(s.mean())
         rank[int(tid)] = round(score, SCORE_DECIMALS)
         if bank is not None:
-            mu, sd = Ranker(idx, matcher)._bank_norm(bank, int(tid), embs[at : at + len(cids)])
+            mu, sd = Ranker(idx, matcher).norms.get(bank, int(tid), embs[at : at + len(cids)], idx.snapshot())
             z = (score - mu) / sd
             rank[int(tid)] = round(z, SCORE_DECIMALS)
             score = 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
@@ -168,12 +183,13 @@ class TestSearchOptions:
         for matcher in (DotMatcher(), BankMatcher(BANK)):
             for q in queries(6):
                 for n in (1, 3, 10):
-                    hits = Ranker(idx, matcher).search(q, PHOTO, SearchOptions(n=n), 256)
+                    hits = Ranker(idx, matcher, search_k=256).page(Query(q, PHOTO), SearchOptions(n=n)).results
                     got = [(h.track_id, h.score, h.start, h.end) for h in hits]
                     assert got == reference_recommend(idx, matcher, q, n + SPARE, 256)[:n]
-                    assert [h.track_id for h in Ranker(idx, matcher).recommend(q, n, 256)] == [
-                        r[0] for r in reference_recommend(idx, matcher, q, n, 256)
-                    ]
+                    assert [
+                        h.track_id
+                        for h in Ranker(idx, matcher, search_k=256).page(Query(q), SearchOptions(n=n, spare=0)).results
+                    ] == [r[0] for r in reference_recommend(idx, matcher, q, n, 256)]
 
     @pytest.mark.parametrize(
         "options",
@@ -193,7 +209,7 @@ class TestSearchOptions:
             seen: list[int] = []
             offset = 0
             while True:
-                page = Ranker(idx, matcher).search(q, PHOTO, replace(options, offset=offset), 16)
+                page = Ranker(idx, matcher, search_k=16).page(Query(q, PHOTO), replace(options, offset=offset)).results
                 if not page:
                     break
                 assert len(page) <= options.n
@@ -202,7 +218,12 @@ class TestSearchOptions:
             assert len(seen) == len(set(seen)), "a page repeated a song"
             assert set(seen) == set(ids)
             # a page asked for on its own is the same slice of the same ranking
-            mid = [h.track_id for h in Ranker(idx, matcher).search(q, PHOTO, replace(options, offset=options.n), 16)]
+            mid = [
+                h.track_id
+                for h in Ranker(idx, matcher, search_k=16)
+                .page(Query(q, PHOTO), replace(options, offset=options.n))
+                .results
+            ]
             assert mid and set(mid) <= set(seen[options.n :])
 
     def test_max_per_artist_holds_on_every_page(self, db) -> None:
@@ -211,8 +232,10 @@ class TestSearchOptions:
         for q in queries(5):
             for cap in (1, 2):
                 for offset in (0, 5):
-                    page = Ranker(idx, DotMatcher()).search(
-                        q, PHOTO, SearchOptions(n=5, max_per_artist=cap, offset=offset), 256
+                    page = (
+                        Ranker(idx, DotMatcher(), search_k=256)
+                        .page(Query(q, PHOTO), SearchOptions(n=5, max_per_artist=cap, offset=offset))
+                        .results
                     )
                     per = {}
                     for h in page:
@@ -226,32 +249,56 @@ class TestSearchOptions:
         live_version = add_song(db, "Numb (Live)", [unit(direction(0) + 0.01 * direction(1))], artist="LINKIN PARK")
         other = add_song(db, "Faint", [direction(1)], artist="Linkin Park")
         idx = live(db)
-        plain = [h.track_id for h in Ranker(idx, DotMatcher()).search(direction(0), PHOTO, SearchOptions(n=3), 256)]
+        plain = [
+            h.track_id
+            for h in Ranker(idx, DotMatcher(), search_k=256)
+            .page(Query(direction(0), PHOTO), SearchOptions(n=3))
+            .results
+        ]
         assert plain == [numb, live_version, other]
-        deduped = Ranker(idx, DotMatcher()).search(direction(0), PHOTO, SearchOptions(n=3, dedupe=True), 256)
+        deduped = (
+            Ranker(idx, DotMatcher(), search_k=256)
+            .page(Query(direction(0), PHOTO), SearchOptions(n=3, dedupe=True))
+            .results
+        )
         assert [h.track_id for h in deduped] == [numb, other]
 
     def test_seed_reshuffles_near_equal_scores_only(self, db) -> None:
         ids = [add_song(db, f"t{i}", [direction(i)]) for i in range(8)]
         idx = live(db)
-        plain = [h.track_id for h in Ranker(idx, ConstMatcher()).search(direction(0), PHOTO, SearchOptions(n=8), 256)]
+        plain = [
+            h.track_id
+            for h in Ranker(idx, ConstMatcher(), search_k=256)
+            .page(Query(direction(0), PHOTO), SearchOptions(n=8))
+            .results
+        ]
         assert plain == sorted(ids)
         orders = {
             seed: [
                 h.track_id
-                for h in Ranker(idx, ConstMatcher()).search(direction(0), PHOTO, SearchOptions(n=8, seed=seed), 256)
+                for h in Ranker(idx, ConstMatcher(), search_k=256)
+                .page(Query(direction(0), PHOTO), SearchOptions(n=8, seed=seed))
+                .results
             ]
             for seed in range(6)
         }
         assert all(sorted(o) == sorted(ids) for o in orders.values())
         assert len({tuple(o) for o in orders.values()}) > 1  # equal scores: seeds differ
-        again = Ranker(idx, ConstMatcher()).search(direction(0), PHOTO, SearchOptions(n=8, seed=3), 256)
+        again = (
+            Ranker(idx, ConstMatcher(), search_k=256)
+            .page(Query(direction(0), PHOTO), SearchOptions(n=8, seed=3))
+            .results
+        )
         assert [h.track_id for h in again] == orders[3]  # deterministic
         # Scores far apart (DotMatcher: 1.0, 0.5, ...) keep their order whatever the seed.
         far = [add_song(db, "far", [unit(direction(0) + direction(1))])]
         idx = live(db)
         for seed in range(6):
-            top = Ranker(idx, DotMatcher()).search(direction(0), PHOTO, SearchOptions(n=2, seed=seed), 256)
+            top = (
+                Ranker(idx, DotMatcher(), search_k=256)
+                .page(Query(direction(0), PHOTO), SearchOptions(n=2, seed=seed))
+                .results
+            )
             assert [h.track_id for h in top] == [ids[0], far[0]]
 
     def test_steering_moves_the_songs_mood_and_zero_shift_changes_nothing(self, db) -> None:
@@ -265,7 +312,10 @@ class TestSearchOptions:
         matcher = BankMatcher(BANK)
 
         def mean_va(shift):
-            hits = [Ranker(idx, matcher).search(q, PHOTO, SearchOptions(n=5, shift=shift), 256) for q in queries(10)]
+            hits = [
+                Ranker(idx, matcher, search_k=256).page(Query(q, PHOTO), SearchOptions(n=5, shift=shift)).results
+                for q in queries(10)
+            ]
             return np.mean([[h.valence, h.arousal] for page in hits for h in page], axis=0)
 
         base = mean_va((0.0, 0.0))
@@ -273,8 +323,9 @@ class TestSearchOptions:
         assert mean_va((-0.25, 0.0))[0] < base[0] - 0.05  # sadder
         assert mean_va((0.0, -0.25))[1] < base[1] - 0.05  # calmer
         q = queries(1)[0]
-        assert Ranker(idx, matcher).search(q, PHOTO, SearchOptions(n=5), 256) == Ranker(idx, matcher).search(
-            q, PHOTO, SearchOptions(n=5, shift=(0.0, 0.0)), 256
+        assert (
+            Ranker(idx, matcher, search_k=256).page(Query(q, PHOTO), SearchOptions(n=5)).results
+            == Ranker(idx, matcher, search_k=256).page(Query(q, PHOTO), SearchOptions(n=5, shift=(0.0, 0.0))).results
         )
 
     def test_segment_window_uses_consecutive_clips(self, db) -> None:
@@ -282,13 +333,25 @@ class TestSearchOptions:
         near = unit(direction(0) + direction(1))
         a = add_song(db, "a", [direction(1), direction(2), direction(0), direction(3), near, near, near, direction(4)])
         idx = live(db)
-        one = Ranker(idx, DotMatcher()).search(direction(0), PHOTO, SearchOptions(n=1), 256)[0]
+        one = Ranker(idx, DotMatcher(), search_k=256).page(Query(direction(0), PHOTO), SearchOptions(n=1)).results[0]
         assert (one.track_id, one.start, one.end) == (a, 4.0, 6.0)  # the best single clip
-        six = Ranker(idx, DotMatcher()).search(direction(0), PHOTO, SearchOptions(n=1, segment_seconds=6.0), 256)[0]
+        six = (
+            Ranker(idx, DotMatcher(), search_k=256)
+            .page(Query(direction(0), PHOTO), SearchOptions(n=1, segment_seconds=6.0))
+            .results[0]
+        )
         assert (six.start, six.end) == (8.0, 14.0) and six.segment_score == pytest.approx(0.8536, abs=1e-4)
-        seven = Ranker(idx, DotMatcher()).search(direction(0), PHOTO, SearchOptions(n=1, segment_seconds=7.0), 256)[0]
+        seven = (
+            Ranker(idx, DotMatcher(), search_k=256)
+            .page(Query(direction(0), PHOTO), SearchOptions(n=1, segment_seconds=7.0))
+            .results[0]
+        )
         assert (seven.start, seven.end) == (8.0, 14.0)  # snapped to whole clips
-        whole = Ranker(idx, DotMatcher()).search(direction(0), PHOTO, SearchOptions(n=1, segment_seconds=60.0), 256)[0]
+        whole = (
+            Ranker(idx, DotMatcher(), search_k=256)
+            .page(Query(direction(0), PHOTO), SearchOptions(n=1, segment_seconds=60.0))
+            .results[0]
+        )
         assert (whole.start, whole.end) == (0.0, 16.0)
         assert one.score == six.score == whole.score  # the window never changes the ranking
 
@@ -344,7 +407,7 @@ class TestStoredBankStats:
         assert set(stored_stats(session_factory).values()) == {(None, None)}
         idx = live(session_factory)
         lazy = CountingBankMatcher(BANK)
-        before = [Ranker(idx, lazy).search(q, PHOTO, SearchOptions(n=5), 256) for q in queries(4)]
+        before = [Ranker(idx, lazy, search_k=256).page(Query(q, PHOTO), SearchOptions(n=5)).results for q in queries(4)]
         assert lazy.bank_calls > 0  # today: request-path work
         expected = {t: lazy_stats(idx, BankMatcher(BANK), t) for t in ids}
 
@@ -354,7 +417,10 @@ class TestStoredBankStats:
 
         for index in (idx, live(session_factory)):  # this process, and a restarted one
             counting = CountingBankMatcher(BANK)
-            after = [Ranker(index, counting).search(q, PHOTO, SearchOptions(n=5), 256) for q in queries(4)]
+            after = [
+                Ranker(index, counting, search_k=256).page(Query(q, PHOTO), SearchOptions(n=5)).results
+                for q in queries(4)
+            ]
             assert after == before
             assert counting.bank_calls == 0
 
@@ -380,7 +446,7 @@ class TestStoredBankStats:
         assert stored_stats(db)[track.id] == lazy_stats(idx, BankMatcher(BANK), track.id)
         assert stored_stats(db)[track.id] == track_bank_stats(BankMatcher(BANK), embs)
         counting = CountingBankMatcher(BANK)
-        Ranker(idx, counting).recommend(direction(0), 1, 256)
+        Ranker(idx, counting, search_k=256).page(Query(direction(0)), SearchOptions(n=1, spare=0))
         assert counting.bank_calls == 0
 
 
@@ -393,24 +459,31 @@ class TestPaging:
         random_catalogue(db, 200, artists=50)
         idx = live(db)
         q = queries(1)[0]
-        pages = [Ranker(idx, DotMatcher()).search(q, PHOTO, SearchOptions(n=1, offset=o), 16) for o in range(160)]
+        pages = [
+            Ranker(idx, DotMatcher(), search_k=16).page(Query(q, PHOTO), SearchOptions(n=1, offset=o)).results
+            for o in range(160)
+        ]
         calls = []
         real = Snapshot.search
         monkeypatch.setattr(Snapshot, "search", lambda self, *a: calls.append(1) or real(self, *a))
-        deep = Ranker(idx, DotMatcher()).search(q, PHOTO, SearchOptions(n=1, offset=150), 16)
+        deep = Ranker(idx, DotMatcher(), search_k=16).page(Query(q, PHOTO), SearchOptions(n=1, offset=150)).results
         assert deep == pages[150]  # the same slice as paging there one page at a time
         assert len(calls) <= 6
         seen = [p[0].track_id for p in pages]
         assert len(set(seen)) == len(seen)
 
     def test_paging_has_a_cap(self, db) -> None:
-        from app.services.recommend import MAX_RANKED
+        from app.services.ranking import MAX_RANKED
 
         random_catalogue(db, 5)
         idx = live(db)
-        Ranker(idx, DotMatcher()).search(direction(0), PHOTO, SearchOptions(n=10, offset=MAX_RANKED - 10), 16)
+        Ranker(idx, DotMatcher(), search_k=16).page(
+            Query(direction(0), PHOTO), SearchOptions(n=10, offset=MAX_RANKED - 10)
+        )
         with pytest.raises(ValueError, match="paging cap"):
-            Ranker(idx, DotMatcher()).search(direction(0), PHOTO, SearchOptions(n=10, offset=MAX_RANKED), 16)
+            Ranker(idx, DotMatcher(), search_k=16).page(
+                Query(direction(0), PHOTO), SearchOptions(n=10, offset=MAX_RANKED)
+            )
 
     def test_more_only_when_the_next_page_holds_a_song_under_the_same_options(self, db) -> None:
         """Issue 24, 2: "Numb" and "Numb (Live)" by one artist plus "Yellow", n=2, dedupe: the
@@ -420,27 +493,29 @@ class TestPaging:
         add_song(db, "Yellow", [direction(1)], artist="Coldplay")
         idx = live(db)
         ranker = Ranker(idx, DotMatcher())
-        page, more = ranker.search_page(direction(0), PHOTO, SearchOptions(n=2, dedupe=True), 256)
+        page, more = page_more(ranker.page(Query(direction(0), PHOTO), SearchOptions(n=2, dedupe=True)))
         assert len(page) == 2 and more is False
-        assert ranker.search(direction(0), PHOTO, SearchOptions(n=2, dedupe=True, offset=2), 256) == []
-        page, more = ranker.search_page(direction(0), PHOTO, SearchOptions(n=2), 256)  # no dedupe: one left
+        assert ranker.page(Query(direction(0), PHOTO), SearchOptions(n=2, dedupe=True, offset=2)).results == []
+        page, more = page_more(ranker.page(Query(direction(0), PHOTO), SearchOptions(n=2)))  # no dedupe: one left
         assert len(page) == 2 and more is True
         for n in (1, 2, 3):  # walking "more" visits every page that has songs, and no empty one
             for opts in (SearchOptions(n=n, dedupe=True), SearchOptions(n=n, max_per_artist=1)):
                 offset, more = 0, True
                 while more:
-                    page, more = ranker.search_page(direction(0), PHOTO, replace(opts, offset=offset), 256)
+                    page, more = page_more(ranker.page(Query(direction(0), PHOTO), replace(opts, offset=offset)))
                     assert page, (n, opts, offset)
                     offset += n
-                assert ranker.search(direction(0), PHOTO, replace(opts, offset=offset), 256) == []
+                assert ranker.page(Query(direction(0), PHOTO), replace(opts, offset=offset)).results == []
 
     def test_more_never_points_past_the_cap(self, db) -> None:
-        from app.services.recommend import MAX_RANKED
+        from app.services.ranking import MAX_RANKED
 
         random_catalogue(db, 30)
         idx = live(db)
-        _, more = Ranker(idx, DotMatcher()).search_page(
-            direction(0), PHOTO, SearchOptions(n=1, offset=MAX_RANKED - 1), 16
+        _, more = page_more(
+            Ranker(idx, DotMatcher(), search_k=16).page(
+                Query(direction(0), PHOTO), SearchOptions(n=1, offset=MAX_RANKED - 1)
+            )
         )
         assert more is False
 
@@ -457,10 +532,10 @@ class TestDefaultSegment:
         track = add_song(db, "long", clips)
         idx = live(db)
         for ranker in (Ranker(idx, DotMatcher()), Ranker(idx, BankMatcher(BANK))):
-            hit = ranker.search(direction(0), PHOTO, SearchOptions(n=1), 256)[0]
+            hit = ranker.page(Query(direction(0), PHOTO), SearchOptions(n=1)).results[0]
             assert (hit.track_id, hit.start, hit.end) == (track, 2.0, 4.0)
-            assert ranker.recommend(direction(0), 1, 256)[0].start == 2.0
-            longer = ranker.search(direction(0), PHOTO, SearchOptions(n=1, segment_seconds=2.5), 256)[0]
+            assert ranker.page(Query(direction(0)), SearchOptions(n=1, spare=0)).results[0].start == 2.0
+            longer = ranker.page(Query(direction(0), PHOTO), SearchOptions(n=1, segment_seconds=2.5)).results[0]
             assert (longer.start, longer.end) == (2.0, 4.0)  # the window agrees with the clip
 
 
@@ -497,7 +572,7 @@ class TestSnapshots:
 
 def test_best_clip_index_is_the_rounded_best_then_earliest_then_lowest_id() -> None:
     """The vectorised pick equals the plain definition, ties by rounding included."""
-    from app.services.recommend import SCORE_DECIMALS, best_clip_index
+    from app.services.ranking import SCORE_DECIMALS, best_clip_index
 
     rng = np.random.default_rng(7)
     for _ in range(500):

@@ -9,7 +9,7 @@ import numpy as np
 
 from app.core import catalogue
 from app.core.live_index import LiveIndex
-from app.services.recommend import Ranker
+from app.services.ranking import Query, Ranker, SearchOptions
 
 DIM = 8
 CKPT = "a" * 64
@@ -92,4 +92,9 @@ def live(factory, tmp_path: Path | None = None, **kw) -> LiveIndex:
 
 
 def top(idx: LiveIndex, query, n: int = 10, k: int = 256, matcher=None) -> list[int]:
-    return [h.track_id for h in Ranker(idx, matcher or DotMatcher()).recommend(unit(query), n, k)]
+    return [
+        h.track_id
+        for h in Ranker(idx, matcher or DotMatcher(), search_k=k)
+        .page(Query(unit(query)), SearchOptions(n=n, spare=0))
+        .results
+    ]

@@ -9,23 +9,23 @@ from urllib.parse import urljoin
 
 from fastapi import APIRouter, Body, File, HTTPException, Query, Request, UploadFile, status
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import RecommenderDep, SettingsDep
-from app.api.routes.common import StrictFormRoute, read_upload
-from app.api.routes.recommend import (
-    SUPPORTED_IMAGES,
+from app.api.errors import decode_error
+from app.api.forms import StrictFormRoute, read_upload
+from app.api.params import (
     ArousalShiftQ,
     DedupeQ,
     MaxPerArtistQ,
     MoodQ,
     SeedQ,
     SegmentQ,
+    SmoothnessQ,
+    TitleQ,
     ValenceShiftQ,
-    image_error,
-    result_row,
     search_options,
 )
+from app.api.responses import download, result_row
 from app.api.schemas import (
     M3U8_EXAMPLE,
     VA,
@@ -36,9 +36,10 @@ from app.api.schemas import (
     error_responses,
 )
 from app.api.security import ReadAuth
-from app.core.ranking import OptionError, target_of
-from app.services.playlist_export import FORMATS, Cue, ExportFormat, Plan, render
-from model.image import ImageDecodeError
+from app.core.ranking import OptionError
+from app.services.playlist_export import FORMATS, Cue, ExportFormat, Plan
+from app.services.recommend import EmptyCatalogueError, PhotoError, PlaylistOptions
+from model.image import SUPPORTED_IMAGES
 
 router = APIRouter(tags=["recommend"], route_class=StrictFormRoute)  # file fields must be files
 
@@ -79,8 +80,6 @@ Example:
 """
 
 DownloadFormat = Literal["json", "m3u8", "xspf", "cue"]
-DOWNLOAD_NAME = "photoscore-album"
-MAX_TITLE = 200
 MAX_SECONDS = 1e6  # a segment or song in an exported plan: beyond this a plan was not ours
 
 _DOWNLOADS: dict[int | str, dict[str, Any]] = {
@@ -93,16 +92,6 @@ _DOWNLOADS: dict[int | str, dict[str, Any]] = {
         },
     }
 }
-
-TitleQ = Annotated[
-    str,
-    Query(
-        min_length=1,
-        max_length=MAX_TITLE,
-        description="The playlist's title inside exported files (M3U8 `#PLAYLIST`, XSPF `title`, cue sheet).",
-        examples=["Summer in Brittany"],
-    ),
-]
 
 
 class CueSheetResponse(JSONResponse):
@@ -162,25 +151,9 @@ def export_plan(response: PlaylistResponse, base_url: str, title: str) -> Plan:
     return Plan(cues=cues, title=title, model_version=response.model_version, total_score=response.total_score)
 
 
-def download(plan: Plan, fmt: ExportFormat) -> Response:
-    """One export as an attachment with its media type and file name."""
-    spec = FORMATS[fmt]
-    return Response(
-        render(plan, fmt),
-        media_type=spec.media_type,
-        headers={"Content-Disposition": f'attachment; filename="{DOWNLOAD_NAME}.{spec.extension}"'},
-    )
-
-
-def _named(exc: HTTPException, index: int, name: str | None) -> HTTPException:
-    """The same 4xx, its message saying which photo."""
-    detail = str(exc.detail)
-    if detail.startswith("image: "):
-        detail = detail[len("image: ") :]
-    elif detail.startswith("images: "):
-        detail = detail[len("images: ") :]
-    label = f"images[{index}]" + (f" ({name!r})" if name else "")
-    return HTTPException(exc.status_code, f"{label}: {detail}")
+def _label(index: int, name: str | None) -> str:
+    """How an error names one photo of the album: its place and file name."""
+    return f"images[{index}]" + (f" ({name!r})" if name else "")
 
 
 @router.post(
@@ -205,15 +178,7 @@ async def playlist(
     dedupe: DedupeQ = True,
     seed: SeedQ = None,
     segment_seconds: SegmentQ = 2.0,
-    smoothness: Annotated[
-        float,
-        Query(
-            ge=0.0,
-            le=10.0,
-            description="Weight of the VA-jump penalty between consecutive songs (0: best match per photo only).",
-            examples=[1.0],
-        ),
-    ] = 1.0,
+    smoothness: SmoothnessQ = 1.0,
     export_format: Annotated[
         DownloadFormat,
         Query(
@@ -234,43 +199,29 @@ async def playlist(
             "(PHOTOSCORE_MAX_PLAYLIST_PHOTOS)",
         )
     count = min(MAX_CANDIDATES, len(images) + EXTRA_CANDIDATES)
-    options = search_options(count, 0, valence_shift, arousal_shift, mood, 0, dedupe, seed, segment_seconds)
+    search = search_options(count, 0, valence_shift, arousal_shift, mood, 0, dedupe, seed, segment_seconds)
     max_bytes = int(settings.max_upload_mb * 1e6)
-    tensors = []
-    for i, upload in enumerate(images):
-        try:
-            data = await read_upload(upload, "image", max_bytes)
-            try:
-                tensors.append(await run_in_threadpool(recommender.decode, data))
-            except ImageDecodeError as exc:
-                raise image_error(exc) from exc
-        except HTTPException as exc:
-            raise _named(exc, i, upload.filename) from exc
-    embedded = await recommender.embed_decoded(tensors)
-    embs = [e for e, _ in embedded]
-    photos = [va for _, va in embedded]
-    if recommender.live.n_tracks == 0:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "playlist: the catalogue has no songs yet")
+    photos = [await read_upload(upload, _label(i, upload.filename), max_bytes) for i, upload in enumerate(images)]
     try:
-        plan = await recommender.playlist(embs, photos, options, smoothness, max_per_artist)
-    except OptionError as exc:
+        plan = await recommender.playlist(photos, PlaylistOptions(search, smoothness, max_per_artist))
+    except PhotoError as exc:
+        raise decode_error(exc.error, _label(exc.index, images[exc.index].filename)) from exc
+    except (EmptyCatalogueError, OptionError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     entries = []
-    for i, (hit, photo) in enumerate(zip(plan.hits, photos, strict=True)):
-        track = plan.tracks.get(hit.track_id)
-        if track is None:
+    for i, (result, photo) in enumerate(zip(plan.results(), plan.photos, strict=True)):
+        if result is None:
             continue
-        target = target_of(photo, options.shift) if options.steered else None
-        r = result_row(track, hit, photo, target, plan.segment_va.get(hit.track_id))
+        row = result_row(result)
         entries.append(
             PlaylistEntry(
                 index=i,
                 filename=images[i].filename,
                 image=VA(valence=photo[0], arousal=photo[1]),
-                track=r.track,
-                score=r.score,
-                segment=r.segment,
-                why=r.why,
+                track=row.track,
+                score=row.score,
+                segment=row.segment,
+                why=row.why,
             )
         )
     if len(entries) != len(images):

@@ -13,19 +13,20 @@ from fastapi import APIRouter, Body, Depends, File, HTTPException, Query, Reques
 from fastapi.responses import JSONResponse, Response
 
 from app.api.admission import UploadGate
-from app.api.deps import RecommenderDep, SettingsDep, StoreDep, _state
-from app.api.routes.common import StrictFormRoute, single_part, track_out
-from app.api.routes.playlist import DOWNLOAD_NAME, MAX_TITLE, download
-from app.api.routes.recommend import (
+from app.api.deps import RecommenderDep, SettingsDep, StoreDep, UploadGateDep
+from app.api.errors import decode_error
+from app.api.forms import StrictFormRoute, single_part
+from app.api.params import (
+    MAX_TITLE,
     ArousalShiftQ,
     DedupeQ,
     MaxPerArtistQ,
     MoodQ,
     SeedQ,
     ValenceShiftQ,
-    explain,
     search_options,
 )
+from app.api.responses import DOWNLOAD_NAME, download, track_out, why_out
 from app.api.schemas import M3U8_EXAMPLE, XSPF_EXAMPLE, SceneOut, SoundtrackSheet, VideoOut, error_responses
 from app.api.security import ReadAuth
 from app.core.catalogue import tracks_by_id
@@ -33,7 +34,7 @@ from app.core.models import Track
 from app.core.ranking import OptionError, target_of
 from app.core.storage import AudioStore
 from app.services.playlist_export import FORMATS, Cue, Plan, cue_sheet
-from app.services.recommend import Recommender
+from app.services.recommend import Recommender, result_of
 from app.services.soundtrack import (
     PreviewError,
     PreviewPiece,
@@ -48,15 +49,6 @@ router = APIRouter(tags=["recommend"], route_class=StrictFormRoute)
 
 OGG_OPUS = "audio/ogg"
 KEYFRAME_WIDTH = 160
-ERROR_STATUS = {
-    "too_large": status.HTTP_413_CONTENT_TOO_LARGE,
-    "too_long": status.HTTP_413_CONTENT_TOO_LARGE,
-    "too_many_shots": status.HTTP_422_UNPROCESSABLE_CONTENT,
-    "unsupported": status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-    "no_video": status.HTTP_422_UNPROCESSABLE_CONTENT,
-    "black": status.HTTP_422_UNPROCESSABLE_CONTENT,
-    "corrupt": status.HTTP_400_BAD_REQUEST,
-}
 
 DESCRIPTION = f"""
 Upload a video as the multipart field **`video`** ({SUPPORTED_VIDEO}; at most
@@ -92,10 +84,6 @@ Example:
 """
 
 
-def _video_error(exc: VideoError) -> HTTPException:
-    return HTTPException(ERROR_STATUS.get(exc.kind, status.HTTP_400_BAD_REQUEST), f"video: {exc}")
-
-
 def _keyframe(img: object) -> str | None:
     """A small JPEG data URL of a scene's keyframe, for the page's strip."""
     from PIL import Image
@@ -124,9 +112,8 @@ def sheet_of(
                 status.HTTP_503_SERVICE_UNAVAILABLE, "soundtrack: a chosen song was deleted meanwhile; retry"
             )
         out = track_out(track)
-        song = None if track.valence is None or track.arousal is None else (track.valence, track.arousal)
         target = target_of(part.va, shift) if steered else None
-        why = explain(part.va, song, found.segment_va.get(track.id), target)
+        why = why_out(result_of(track, part.hit, part.va, target, found.segment_va.get(track.id)).why)
         for s in part.scenes:
             owner[s] = i
         cues.append(
@@ -215,6 +202,7 @@ async def soundtrack(
     settings: SettingsDep,
     recommender: RecommenderDep,
     store: StoreDep,
+    gate: UploadGateDep,
     min_scene_seconds: Annotated[
         float,
         Query(ge=0.5, le=60.0, description="Shots shorter than this merge into the scene before them.", examples=[3]),
@@ -264,12 +252,11 @@ async def soundtrack(
         min_scene_seconds=min_scene_seconds,
         sample_size=int(recommender.worker.matcher.image_size),
     )
-    gate: UploadGate = _state(request, "upload_gate")
     async with gate.slot():  # decoding is the heaviest work a read does: the upload slots bound it
         try:
             analysis = await gate.run(analyse_video, video.file, limits)
         except VideoError as exc:
-            raise _video_error(exc) from exc
+            raise decode_error(exc, "video") from exc
     try:
         found = await plan_soundtrack(
             recommender, analysis, options, smoothness, max_per_artist, max_songs, repeat_songs
@@ -370,11 +357,11 @@ Example:
     },
 )
 async def preview(
-    request: Request,
     sheet: Annotated[SoundtrackSheet, Body(description="The cue sheet as `POST /soundtrack` answered it.")],
     settings: SettingsDep,
     recommender: RecommenderDep,
     store: StoreDep,
+    gate: UploadGateDep,
 ) -> Response:
     if not 1 <= len(sheet.cues) <= settings.max_video_shots:
         raise HTTPException(
@@ -382,6 +369,5 @@ async def preview(
             f"cues: {len(sheet.cues)} sent; a soundtrack has 1 to {settings.max_video_shots} "
             "(PHOTOSCORE_MAX_VIDEO_SHOTS)",
         )
-    gate: UploadGate = _state(request, "upload_gate")
     async with gate.slot():
         return await _preview(sheet, settings.max_video_seconds, recommender, store, gate)
