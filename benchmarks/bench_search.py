@@ -1,5 +1,5 @@
 """Search alone: per index type, latency per query (batch 1), recall@10 against exact search,
-build time and memory; then the service's whole search step (``Ranker.recommend``: FAISS
+build time and memory; then the service's whole search step (``Ranker.page``: FAISS
 top-K, widening until the candidates cover n tracks, similarity-predictor rerank, best clip per
 track) in-process, without HTTP.
 
@@ -252,7 +252,7 @@ def bench_index_types(
 
 
 def bench_live(ctx: Context, cat: Any, matcher: Any, queries: np.ndarray, n_results: int = 15) -> LiveSearch:
-    """The service's search step (``Ranker.recommend``) in-process, on the catalogue folder."""
+    """The service's search step (``Ranker.page``) in-process, on the catalogue folder."""
     from app.core.db import make_engine, make_session_factory
     from app.core.live_index import LiveIndex
     from app.core.settings import Settings
@@ -311,7 +311,7 @@ def bench_live(ctx: Context, cat: Any, matcher: Any, queries: np.ndarray, n_resu
         widened_share=float(np.mean(np.asarray(cand) > k)),
     )
     log(
-        f"search step {cat.name}: Ranker.recommend p50 {fmt(res.recommend_ms.p50, 2)} ms "
+        f"search step {cat.name}: Ranker.page p50 {fmt(res.recommend_ms.p50, 2)} ms "
         f"({fmt(timings['1 thread']['recommend'].p50, 2)} ms at 1 thread) "
         f"(FAISS+widening {fmt(res.candidates_ms.p50, 2)} ms, median {res.candidates_median:.0f} candidates, "
         f"{100 * res.widened_share:.0f}% widened), load {load_s:.1f} s, +{mem:.0f} MiB"
@@ -337,7 +337,7 @@ def print_tables(types: list[IndexTypes], live: list[LiveSearch]) -> None:
                 f"{r.params}"
             )
     if live:
-        print("\nService search step in-process (Ranker.recommend: FAISS + widening + rerank), ms")
+        print("\nService search step in-process (Ranker.page: FAISS + widening + rerank), ms")
         for x in live:
             one = fmt(x.recommend_1t_ms.p50 if x.recommend_1t_ms else None, 2)
             print(

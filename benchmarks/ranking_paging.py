@@ -1,6 +1,6 @@
 """Ranking-path benchmark: page latency by offset, and concurrent search throughput with a sync.
 
-The ``/recommend`` ranking without decoding or embedding: ``Ranker.search_page`` on a live index
+The ``/recommend`` ranking without decoding or embedding: ``Ranker.page`` on a live index
 over a real SQLite catalogue of random unit vectors (``--tracks`` x ``--clips``), scored by a
 numpy similarity with a query bank (the model's cost is not what is measured here). Run it on
 two trees to compare them (``PYTHONPATH=<tree>``):

@@ -209,7 +209,7 @@ class IndexTypes:
 
 @dataclass(kw_only=True)
 class LiveSearch:
-    """``Ranker.recommend`` in-process on one catalogue (``bench_search.bench_live``)."""
+    """``Ranker.page`` in-process on one catalogue (``bench_search.bench_live``)."""
 
     catalogue: str
     n_clips: int

@@ -687,7 +687,7 @@ def _floor(res: RunRecord) -> list[str]:
     if rows:
         lines += [
             "Distance of `/recommend` (p50, c=1, micro-batching on) from the floor (best thread setting), for the "
-            "request photo. The search step is `Ranker.recommend` in-process (next section); `handler` is the "
+            "request photo. The search step is `Ranker.page` in-process (next section); `handler` is the "
             "route's own `took_ms` (from the handler's start, after FastAPI has parsed the multipart body, to the "
             "response model: upload read, decode, inference, search, track lookup); `outside` = client p50 - "
             "handler p50: HTTP, multipart parsing, dependencies, JSON serialisation.",
@@ -802,7 +802,7 @@ def _search(res: RunRecord) -> list[str]:
     if s.live:
         lines += [
             "The service's search step in-process: `LiveIndex.load` on the catalogue folder, then "
-            "`Ranker.recommend` (FAISS top-256, widened x4 until the candidates cover n=15 tracks, "
+            "`Ranker.page` (FAISS top-256, widened x4 until the candidates cover n=15 tracks, "
             "similarity-predictor rerank, best clip per track):",
             "",
         ]

@@ -178,7 +178,7 @@ class TestRecommend:
 # ------------------------------------------------------------- steering, variety, why, segment
 class TestRecommendOptions:
     def test_no_shift_and_plain_options_give_the_unsteered_search(self, api: Api) -> None:
-        """The answer equals the search path as it was: Ranker.recommend(n + 5)[:n]."""
+        """The answer equals the search path as it was: the plain ranking of n + 5, cut to n."""
         from app.services.photos import decode_photo
         from app.services.ranking import Query, Ranker, SearchOptions
 

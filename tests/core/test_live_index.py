@@ -167,7 +167,7 @@ class TestMissingSources:
 
         from app.api.routes import health
         from app.core.db import make_engine
-        from app.services.recommend import Ranker, SearchOptions
+        from app.services.ranking import Query, Ranker, SearchOptions
         from tests.support.live_catalogue import DotMatcher
 
         song = tmp_path / "song.ogg"
@@ -181,16 +181,18 @@ class TestMissingSources:
             lib_id = lib.id
         other = add(db, "uploaded", [direction(1)])
         idx = live(db, source_check_seconds=0.0)
-        ranker = Ranker(idx, DotMatcher())
+        ranker = Ranker(idx, DotMatcher(), search_k=16)
 
         def shown() -> list[int]:
-            return [h.track_id for h in ranker.search(direction(0), (0.5, 0.5), SearchOptions(n=5), 16)]
+            return [h.track_id for h in ranker.page(Query(direction(0), (0.5, 0.5)), SearchOptions(n=5)).results]
 
         assert shown() == [lib_id, other] and idx.missing_sources == frozenset()
         song.unlink()
         idx.sync_once()
         assert idx.missing_sources == {lib_id}
-        assert shown() == [other] and [h.track_id for h in ranker.recommend(direction(0), 5, 16)] == [other]
+        assert shown() == [other] and [
+            h.track_id for h in ranker.page(Query(direction(0)), SearchOptions(n=5, spare=0)).results
+        ] == [other]
         with db() as s:
             assert catalogue.source_missing(catalogue.get_track(s, lib_id))
             assert not catalogue.source_missing(catalogue.get_track(s, other))
