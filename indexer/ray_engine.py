@@ -107,13 +107,13 @@ def _run(
         writer_options = replace(options, audio_store=None, progress=False)
         audio_dir = str(options.audio_store.root) if options.audio_store is not None else None
         rows = [_row(job) for job in jobs]
-        ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
+        ds: ray.data.Dataset = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
         with warnings.catch_warnings():
             # Ray Data (2.60) has no named parameter for task retries yet; its default is infinite,
             # which would retry a decoder that crashes its worker for ever.
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
             ds = ds.map_batches(
-                _decode_batch,
+                _decode_batch,  # type: ignore[arg-type]  # Ray's stubs do not know fn_kwargs
                 fn_kwargs={"options": writer_options},
                 batch_size=1,
                 num_cpus=1,

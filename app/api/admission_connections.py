@@ -39,7 +39,7 @@ HEADER_TIMEOUT_S = 10.0  # whole request head, from when the connection starts w
 _HEAD_OVERHEAD = 16  # " HTTP/1.1\r\n" and the blank line, counted like h11 counts the head
 
 # Per server (uvicorn's ServerState): connections waiting for a request head, oldest first.
-_WAITING: weakref.WeakKeyDictionary[Any, OrderedDict[H11Protocol, None]] = weakref.WeakKeyDictionary()
+_WAITING: weakref.WeakKeyDictionary[Any, OrderedDict[_GuardedH11Protocol, None]] = weakref.WeakKeyDictionary()
 
 
 def _error(status: int, reason: str, detail: str) -> bytes:

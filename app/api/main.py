@@ -141,7 +141,8 @@ def _describe(error: dict) -> str:
     return f"{kind} '{field}': {error.get('msg', 'invalid')}"
 
 
-async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # registered for this type only
     errors = jsonable_encoder([{k: e[k] for k in ("loc", "msg", "type") if k in e} for e in exc.errors()])
     return JSONResponse(
         {"detail": "; ".join(_describe(e) for e in errors) or "invalid request", "errors": errors},
@@ -163,7 +164,8 @@ async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)  # registered for this type only
     if exc.connection_invalidated or isinstance(exc, OperationalError):
         return await _database_unavailable(request, exc)
     log.error("database error on %s %s: %s", request.method, request.url.path, first_line(exc))
@@ -173,14 +175,16 @@ async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
     )
 
 
-async def _data_error(_: Request, exc: DataError) -> JSONResponse:
+async def _data_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DataError)  # registered for this type only
     return JSONResponse(
         {"detail": f"a value was refused by the database: {first_line(exc.orig or exc)}"},
         status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
     )
 
 
-async def _worker_closed(_: Request, exc: WorkerClosedError) -> JSONResponse:
+async def _worker_closed(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, WorkerClosedError)  # registered for this type only
     return JSONResponse(
         {"detail": str(exc)},
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -10,8 +10,9 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
-_TRACK_EXAMPLE = {
+_TRACK_EXAMPLE: JsonDict = {
     "id": 3,
     "title": "Elvish Theme",
     "artist": "Wesnoth",
@@ -91,7 +92,7 @@ class Shift(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"valence": 0.25, "arousal": -0.25}]})
 
 
-_WHY_EXAMPLE = {
+_WHY_EXAMPLE: JsonDict = {
     "photo": {"valence": 0.61, "arousal": 0.42},
     "song": {"valence": 0.57, "arousal": 0.45},
     "distance": 0.05,

@@ -162,7 +162,7 @@ def sheet_of(
             first_frame=s.first_frame,
             last_frame=s.last_frame,
             shots=s.shots,
-            image={"valence": round(va[0], 4), "arousal": round(va[1], 4)},  # type: ignore[arg-type]
+            image={"valence": round(va[0], 4), "arousal": round(va[1], 4)},
             cue=owner[s.index],
             keyframe=_keyframe(s.keyframe) if keyframes else None,
         ).model_dump()
@@ -306,7 +306,7 @@ async def _preview(
     for i, cue in enumerate(sheet.cues):
         track = tracks.get(cue.song.id)
         path = audio_path(track, store) if track is not None else None
-        if path is None:
+        if track is None or path is None:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT, f"cues[{i}].song: track {cue.song.id} has no audio here"
             )
