@@ -1,5 +1,7 @@
 """The indexing run: hash -> skip check -> decode/featurise (process pool) -> embed -> commit.
 
+The steps are the ingest service's (``app.services.ingest``), the rules ``POST /tracks`` follows.
+
 Decoding and features run in spawned worker processes (they never load the model); embedding
 runs in this process in batches under ``torch.inference_mode`` (GPU when present) while the
 pool keeps decoding, and so do the track's query-bank statistics (``app.services.bank_stats``),
@@ -28,11 +30,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from app.core.catalogue import ClipBatch, find_tracks
+from app.core.catalogue import find_tracks
 from app.core.files import file_sha256
 from app.core.text import first_clean
 from app.services.bank_stats import BankScorer, BankStats, query_bank, track_bank_stats
-from app.services.tracks import TrackMetadata, add_track, resolve_fields
+from app.services.ingest import embed_song, store_song
+from app.services.tracks import TrackMetadata
 from indexer.build import IndexReport
 from indexer.scan import LicenseFinder, Rejected, SourceFile
 from indexer.worker import Failed, Prepared, init_worker, prepare
@@ -40,20 +43,24 @@ from indexer.worker import Failed, Prepared, init_worker, prepare
 log = logging.getLogger(__name__)
 
 
-class Embedder(Protocol):
-    """The part of ``model.inference.Matcher`` the indexer needs."""
+class TrackEmbedder(Protocol):
+    """What storing one track needs of the model: clip embeddings and the checkpoint's hash."""
 
     checkpoint_hash: str
+
+    def embed_clip_features(
+        self, features: np.ndarray, tagger: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class Embedder(TrackEmbedder, Protocol):
+    """The part of ``model.inference.Matcher`` the indexer needs."""
 
     @property
     def dim(self) -> int: ...
 
     @property
     def needs_tagger_input(self) -> bool: ...
-
-    def embed_clip_features(
-        self, features: np.ndarray, tagger: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @runtime_checkable
@@ -355,16 +362,15 @@ def _commit(
     prepared: Prepared,
     summary: RunSummary,
     session_factory: Callable[[], Session],
-    embedder: Embedder,
+    embedder: TrackEmbedder,
     options: RunOptions,
     licenses: LicenseFinder,
 ) -> None:
     """Embed one file's clips and write the track with its clips in one transaction."""
     src = job.source
     try:
-        embeddings, va = embedder.embed_clip_features(prepared.features, prepared.tagger)
-        clips = ClipBatch(prepared.starts, prepared.ends, va, embeddings)
-        stats = track_stats(embedder, clips.embeddings)
+        embeddings, va = embed_song(embedder, prepared)
+        stats = track_stats(embedder, embeddings)
         given = TrackMetadata(
             title=src.title,
             artist=src.artist,
@@ -373,12 +379,13 @@ def _commit(
             file_name=src.path.name,
             license_file=licenses.find(src.path, src.root),
         )
-        track, created = add_track(
+        track, created = store_song(
             session_factory,
+            prepared,
+            embeddings,
+            va,
             sha256=job.sha256,
-            fields=resolve_fields(given, prepared.tags),
-            duration=prepared.duration,
-            clips=clips,
+            given=given,
             checkpoint_hash=embedder.checkpoint_hash,
             audio=None if options.audio_store is None else src.path.read_bytes(),
             store=options.audio_store,
@@ -396,7 +403,7 @@ def _commit(
         return
     summary.added.append(src.path)
     summary.replaced += job.replace_track_id is not None
-    summary.clips += len(clips)
+    summary.clips += len(prepared.starts)
     summary.audio_seconds += prepared.duration
 
 

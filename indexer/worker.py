@@ -1,7 +1,8 @@
 """Decode and featurise one file in a worker process (pure numpy/librosa: no model, no DB).
 
-Everything a file can do wrong becomes a :class:`Failed` with a one-line reason, so a bad file
-never takes the run down.
+Steps 1 and 2 of the ingest service (``app.services.ingest``: the rules ``POST /tracks`` follows
+too). Everything a file can do wrong becomes a :class:`Failed` with a one-line reason, so a bad
+file never takes the run down.
 """
 
 from __future__ import annotations
@@ -9,30 +10,21 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from app.core.errors import one_line
 from app.core.tags import read_tags
-from model.audio import CLIP_SECONDS, SAMPLE_RATE, AudioDecodeError, load_audio
-from model.features import SILENCE_DBFS, cut_clips
+from app.services.ingest import AudioRules, PreparedSong, UnusableAudio, decode_song, featurize_song, prepared_song
+from model.audio import CLIP_SECONDS, AudioDecodeError, AudioErrorReason
+from model.features import SILENCE_DBFS
 
 
-@dataclass
-class Prepared:
-    """Clip features of one decoded file, ready to embed."""
+@dataclass(kw_only=True)
+class Prepared(PreparedSong):
+    """Clip features of one decoded file, ready to embed (``job``: which file)."""
 
     job: int
-    features: np.ndarray  # [n, 193, 87] float32
-    starts: np.ndarray
-    ends: np.ndarray
-    duration: float
-    n_silent: int
-    n_short: int
-    tags: dict[str, str] = field(default_factory=dict)
-    tagger: np.ndarray | None = None  # [n, 187, 96] tagger input, when the model reads it
     seconds: float = 0.0  # decode + features wall time
 
 
@@ -71,36 +63,31 @@ def prepare(
     """Decode ``path``, cut 2 s clips and compute their features, or say why not."""
     t0 = time.perf_counter()
     p = Path(path)
+    rules = AudioRules(max_seconds=max_seconds, hop_seconds=hop_seconds)
     try:
         if p.stat().st_size == 0:
             return Failed(job, "empty file (0 bytes)")
-        y = load_audio(p, max_seconds=max_seconds)
+        y, duration = decode_song(p, rules)
+    except UnusableAudio as exc:
+        return Failed(job, _unusable(exc))
     except AudioDecodeError as exc:
         return Failed(job, one_line(exc))
     except OSError as exc:
         return Failed(job, f"cannot read file: {exc.strerror or exc}")
     except Exception as exc:  # noqa: BLE001 - decoders fail in many ways; never abort the run
         return Failed(job, f"cannot decode: {type(exc).__name__}: {one_line(exc)}")
-    duration = len(y) / SAMPLE_RATE
-    if duration < CLIP_SECONDS:
-        return Failed(job, f"too short ({duration:.2f} s; at least {CLIP_SECONDS:g} s needed)")
     try:
-        clips = cut_clips(y, SAMPLE_RATE, hop_seconds, tagger=tagger)
+        clips = featurize_song(y, duration, rules, tagger=tagger)
+    except UnusableAudio as exc:
+        return Failed(job, _unusable(exc))
     except Exception as exc:  # noqa: BLE001
         return Failed(job, f"feature extraction failed: {type(exc).__name__}: {one_line(exc)}")
-    if len(clips) == 0:
-        if clips.n_silent:
-            return Failed(job, f"silent (every 2 s clip is below {SILENCE_DBFS:g} dBFS)")
-        return Failed(job, f"too short ({duration:.2f} s; at least {CLIP_SECONDS:g} s needed)")
-    return Prepared(
-        job=job,
-        features=clips.features,
-        starts=np.asarray(clips.starts, np.float64),
-        ends=np.asarray(clips.ends, np.float64),
-        duration=float(duration),
-        n_silent=int(clips.n_silent),
-        n_short=int(clips.n_short),
-        tags=read_tags(p),
-        tagger=clips.tagger,
-        seconds=time.perf_counter() - t0,
-    )
+    song = prepared_song(clips, duration, read_tags(p))
+    return Prepared(**vars(song), job=job, seconds=time.perf_counter() - t0)
+
+
+def _unusable(exc: UnusableAudio) -> str:
+    """The indexer's words for audio that decoded but is no song (the summary lists them)."""
+    if exc.reason is AudioErrorReason.NO_CLIPS and exc.n_silent:
+        return f"silent (every 2 s clip is below {SILENCE_DBFS:g} dBFS)"
+    return f"too short ({exc.duration:.2f} s; at least {CLIP_SECONDS:g} s needed)"

@@ -2,40 +2,41 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
-import numpy as np
-from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Response, UploadFile, status
 from fastapi.responses import FileResponse
 from pydantic import BeforeValidator
-from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from app.api.admission import UploadGate
-from app.api.deps import LiveIndexDep, SessionDep, SettingsDep, StoreDep, WorkerDep, _state
-from app.api.routes.audio_file import RANGE_NOT_SATISFIABLE, AudioFileResponse
-from app.api.routes.common import StrictFormRoute, clean_text, read_upload, track_out
+from app.api.audio_file import RANGE_NOT_SATISFIABLE, AudioFileResponse
+from app.api.deps import (
+    LiveIndexDep,
+    SessionDep,
+    SessionFactoryDep,
+    SettingsDep,
+    StoreDep,
+    UploadGateDep,
+    WorkerDep,
+)
+from app.api.errors import decode_error
+from app.api.forms import StrictFormRoute, read_upload
+from app.api.responses import track_out
 from app.api.schemas import TrackList, TrackOut, error_responses
 from app.api.security import ReadAuth, WriteAuth
 from app.core import catalogue
-from app.core.catalogue import ClipBatch
-from app.core.live_index import LiveIndex
 from app.core.models import Track
-from app.core.settings import Settings
-from app.core.storage import AudioStore, media_type_for, sniff_audio_extension
-from app.core.tags import read_tags
+from app.core.storage import media_type_for
+from app.core.text import clean_text
+from app.services import ingest
 from app.services import tracks as tracks_service
-from app.services.inference import InferenceWorker, ModelThreadScorer, Priority
-from model.audio import DEFAULT_MAX_SAMPLES, SAMPLE_RATE, AudioDecodeError, load_audio, probe_duration
+from model.audio import SUPPORTED_AUDIO, AudioDecodeError
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["tracks"], route_class=StrictFormRoute)  # form text must be valid UTF-8
-
-SUPPORTED_AUDIO = "WAV, FLAC, Ogg Vorbis, Opus, MP3 or M4A"
 
 
 def _canonical_id(value: object) -> object:
@@ -48,50 +49,10 @@ def _canonical_id(value: object) -> object:
 TrackId = Annotated[
     int, BeforeValidator(_canonical_id), Path(ge=1, le=2**63 - 1, description="Track id.", examples=[3])
 ]
-_EMBED_CHUNK = 64  # clips per model call when the matcher does not say its batch size
 _HASH_CHUNK = 1 << 20
 
 
 # --------------------------------------------------------------------------------- helpers
-def _decode(
-    data: bytes, max_seconds: float, min_seconds: float, max_samples: int = DEFAULT_MAX_SAMPLES
-) -> tuple[Any, float]:
-    """Decode upload bytes to mono 22.05 kHz; 4xx HTTPException for unusable audio.
-
-    ``max_samples`` bounds frames x channels at the native rate (decoded memory), checked from
-    the header and while decoding: a tiny FLAC can declare 655,350 Hz x 8 channels."""
-    limit_hint = "(PHOTOSCORE_MAX_AUDIO_SECONDS)"
-    probed = probe_duration(data)
-    if probed is not None and probed > max_seconds + 0.5:
-        raise HTTPException(
-            status.HTTP_413_CONTENT_TOO_LARGE,
-            f"audio: {probed:.1f} s long; the limit is {max_seconds:g} s {limit_hint}",
-        )
-    try:
-        y = load_audio(data, max_seconds=max_seconds, max_samples=max_samples)
-    except AudioDecodeError as exc:
-        text = str(exc)
-        if "too long" in text:
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"audio: {text} {limit_hint}") from exc
-        if "too large" in text:
-            raise HTTPException(
-                status.HTTP_413_CONTENT_TOO_LARGE, f"audio: {text} (PHOTOSCORE_MAX_AUDIO_SAMPLES)"
-            ) from exc
-        if sniff_audio_extension(data) is None:
-            raise HTTPException(
-                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-                f"audio: not a supported audio file ({text}); send {SUPPORTED_AUDIO}",
-            ) from exc
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"audio: cannot decode: {text}") from exc
-    duration = len(y) / SAMPLE_RATE
-    if duration < min_seconds:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"audio: {duration:.2f} s long; at least {min_seconds:g} s is needed (one clip)",
-        )
-    return y, duration
-
-
 async def _hash_upload(upload: UploadFile, field: str, limit_bytes: int) -> str:
     """SHA-256 of an upload read in chunks (nothing kept); 413 over the limit, 400 when empty."""
     digest = hashlib.sha256()
@@ -108,12 +69,6 @@ async def _hash_upload(upload: UploadFile, field: str, limit_bytes: int) -> str:
     if not size:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{field}: the uploaded file is empty")
     return digest.hexdigest()
-
-
-def _find_track(session_factory: sessionmaker[Session], sha: str) -> Track | None:
-    """The track with these bytes, in a session of its own (closed before any slow work)."""
-    with session_factory() as session:
-        return catalogue.find_track(session, sha)
 
 
 # ---------------------------------------------------------------------------------- routes
@@ -144,13 +99,14 @@ that, or after `PHOTOSCORE_UPLOAD_QUEUE_WAIT_SECONDS` in the queue, `429` with `
     },
 )
 async def add_track(
-    request: Request,
     response: Response,
     audio: Annotated[UploadFile, File(description=f"The song: {SUPPORTED_AUDIO}.")],
     settings: SettingsDep,
     worker: WorkerDep,
     live: LiveIndexDep,
     store: StoreDep,
+    factory: SessionFactoryDep,
+    gate: UploadGateDep,
     title: Annotated[str | None, Form(max_length=512, examples=["Elvish Theme"])] = None,
     artist: Annotated[str | None, Form(max_length=512, examples=["Wesnoth"])] = None,
     album: Annotated[str | None, Form(max_length=512)] = None,
@@ -158,14 +114,12 @@ async def add_track(
 ) -> TrackOut:
     # No request-long session: a connection held across decoding made each upload need two of
     # the pool's connections, and 16 parallel uploads exhausted it (issue 14, F1). Every DB step
-    # below opens a short session of its own.
-    factory: sessionmaker[Session] = _state(request, "session_factory")
-    gate: UploadGate = _state(request, "upload_gate")
+    # opens a short session of its own.
     limit = int(settings.max_upload_mb * 1e6)
     # Hashed from the spooled upload: only an upload holding a slot reads its bytes into memory,
     # so waiting, refused and duplicate uploads cost no RAM for their bodies.
     sha = await _hash_upload(audio, "audio", limit)
-    existing = await run_in_threadpool(_find_track, factory, sha)
+    existing = await run_in_threadpool(ingest.find_song, factory, sha)
     if existing is not None:
         response.status_code = status.HTTP_200_OK
         return track_out(existing)
@@ -173,93 +127,35 @@ async def add_track(
     meta = tracks_service.TrackMetadata(
         title=title, artist=artist, album=album, license=license, file_name=audio.filename
     )
+    rules = ingest.AudioRules.from_settings(settings)
 
-    async def ingest() -> tuple[Track, bool]:
+    async def work() -> tuple[Track, bool]:
         async with gate.slot():
             await audio.seek(0)
             data = await read_upload(audio, "audio", limit)
-            return await _ingest(data, sha, meta, settings, worker, live, store, factory, gate)
+            return await ingest.ingest_upload(
+                data,
+                sha,
+                meta,
+                rules,
+                session_factory=factory,
+                worker=worker,
+                live=live,
+                store=store,
+                run_cpu=gate.run,
+            )
 
     # Identical uploads in flight here share one decode and one outcome; across replicas the
     # unique sha256 constraint decides (catalogue.add_track).
-    (track, created), leader = await gate.single_flight(sha, ingest)
+    try:
+        (track, created), leader = await gate.single_flight(sha, work)
+    except AudioDecodeError as exc:
+        raise decode_error(exc, "audio") from exc
     if not (created and leader):
         response.status_code = status.HTTP_200_OK
         return track_out(track)
     response.headers["Location"] = f"/tracks/{track.id}"
     return track_out(track)
-
-
-async def _ingest(
-    data: bytes,
-    sha: str,
-    meta: tracks_service.TrackMetadata,
-    settings: Settings,
-    worker: InferenceWorker,
-    live: LiveIndex,
-    store: AudioStore,
-    factory: sessionmaker[Session],
-    gate: UploadGate,
-) -> tuple[Track, bool]:
-    """Decode, featurise, embed, store and commit one upload (inside an upload slot; the CPU
-    work on the gate's low-priority threads, the embedding at background priority).
-
-    Returns `(track, created)`; `created` is False when the same bytes were committed meanwhile.
-    The stored file is removed again on any failure before the commit.
-    """
-    existing = await run_in_threadpool(_find_track, factory, sha)  # committed while we queued
-    if existing is not None:
-        return existing, False
-    y, duration = await gate.run(
-        _decode, data, settings.max_audio_seconds, settings.min_audio_seconds, settings.max_audio_samples
-    )
-    matcher = worker.matcher
-    clips = await gate.run(matcher.featurize, y, settings.clip_hop_seconds)
-    del y
-    if len(clips) == 0:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"audio: no usable 2-second clip ({clips.n_silent} silent, {clips.n_short} too short)",
-        )
-    embs, vas = await _embed(worker, clips.features, clips.tagger)
-
-    tags = await run_in_threadpool(read_tags, data)
-    track, created = await run_in_threadpool(
-        functools.partial(
-            tracks_service.add_track,
-            factory,
-            sha256=sha,
-            fields=tracks_service.resolve_fields(meta, tags),
-            duration=duration,
-            clips=ClipBatch(clips.starts, clips.ends, vas, embs),
-            checkpoint_hash=matcher.checkpoint_hash,
-            audio=data,
-            store=store,
-            scorer=ModelThreadScorer(worker, Priority.BACKGROUND),  # query-bank statistics, stored with it
-        )
-    )
-    if not created:  # another replica committed the same bytes first
-        return track, False
-    try:
-        await run_in_threadpool(live.refresh_tracks, [track.id])
-    except Exception:  # the DB is the truth: the sync loop will add it
-        log.exception("track %s committed but not yet in the live index", track.id)
-    return track, True
-
-
-async def _embed(worker: InferenceWorker, features: Any, tagger: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Clip embeddings in chunks at background priority, so `/recommend` batches go ahead of the
-    rest of a long song instead of waiting for all of it (the model thread is shared)."""
-    matcher = worker.matcher
-    step = max(1, int(getattr(matcher, "batch_size", _EMBED_CHUNK) or _EMBED_CHUNK))
-    embs, vas = [], []
-    for start in range(0, len(features), step):
-        part = slice(start, start + step)
-        windows = None if tagger is None else tagger[part]
-        e, v = await worker.run(matcher.embed_clip_features, features[part], windows, priority=Priority.BACKGROUND)
-        embs.append(e)
-        vas.append(v)
-    return np.concatenate(embs), np.concatenate(vas)
 
 
 @router.get(
