@@ -63,12 +63,6 @@ class ImageDecodeError(ValueError):
         super().__init__(message)
         self.reason = reason
 
-    @property
-    def too_large(self) -> bool:
-        """Transitional alias of ``reason is ImageErrorReason.TOO_LARGE`` for callers not yet
-        switched to ``reason`` (app.api.errors maps reasons to answers)."""
-        return self.reason is ImageErrorReason.TOO_LARGE
-
 
 def _formats() -> list[str]:
     Image.init()

@@ -75,11 +75,6 @@ class VideoError(ValueError):
         super().__init__(message)
         self.reason = reason
 
-    @property
-    def kind(self) -> str:
-        """The reason's name as text ("too_long", ...)."""
-        return self.reason.value
-
 
 @dataclass(frozen=True)
 class VideoLimits:

@@ -2,7 +2,7 @@
 
 Videos are encoded here with PyAV from real labelled photos (Emotion6, ../shared/data) with known
 cut frames: every cut must be found within two frames, and nothing else cut. Broken videos get
-a ``VideoError`` whose kind names the reason.
+a ``VideoError`` whose ``reason`` says why.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from app.services.soundtrack import PreviewPiece, encode_opus, fit_segment, group_scenes, render_preview
-from app.services.video import FRAMES_PER_SCENE, VideoError, VideoLimits, analyse_video
+from app.services.video import FRAMES_PER_SCENE, VideoError, VideoErrorReason, VideoLimits, analyse_video
 from tests.support.video import audio_only_mkv, encode_video
 
 TOLERANCE = 2  # frames
@@ -100,7 +100,7 @@ def test_broken_videos_name_the_reason(tmp_path: Path, case: str) -> None:
     limits = VideoLimits(max_seconds=10.0, max_shots=4, min_scene_seconds=0.5)
     with pytest.raises(VideoError) as info:
         analyse_video(io.BytesIO(_bad(case, tmp_path)), limits)
-    assert info.value.kind == kind and words in str(info.value), str(info.value)
+    assert info.value.reason is VideoErrorReason(kind) and words in str(info.value), str(info.value)
 
 
 def test_group_scenes_merges_calm_neighbours_first() -> None:
