@@ -8,14 +8,13 @@ they did not make. Floating weights may be stored as fp16 to keep the shipped mo
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from app.core.files import file_sha256
+from app.core.files import atomic_path, file_sha256
 from model.meta import CheckpointError, CheckpointMeta, ModelConfig, read_meta
 from model.networks import CDCML
 
@@ -33,22 +32,16 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def save_checkpoint(path: Path, model: CDCML, meta: CheckpointMeta, *, half: bool = False) -> str:
-    """Write atomically (temp file, then rename); returns the file's sha256."""
+    """Write atomically (temp file, fsync, rename); returns the file's sha256."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for key, value in model.state_dict().items():
         t = value.detach().cpu().contiguous()
         tensors[key] = t.half() if half and t.is_floating_point() else t
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path, prefix=path.name) as tmp:
         save_file(tensors, tmp, metadata={"photoscore": meta.to_json()})
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; images run as another user
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return file_sha256(path)
 
 

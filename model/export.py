@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from app.core.files import file_sha256
+from app.core.files import atomic_path, file_sha256
 from model.checkpoint import load_checkpoint
 from model.features import N_FEATURES
 from model.inference import (
@@ -172,9 +171,7 @@ def _names(kind: str, meta: CheckpointMeta) -> tuple[list[str], list[str], dict[
 
 def _write_graph(kind: str, model: CDCML, meta: CheckpointMeta, sha256: str, path: Path, sample: tuple) -> None:
     inputs, outputs, axes = _names(kind, meta)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path, prefix=path.name) as tmp:
         with torch.inference_mode(False), torch.no_grad():
             torch.onnx.export(
                 _graph(kind, model).eval(),
@@ -194,11 +191,6 @@ def _write_graph(kind: str, model: CDCML, meta: CheckpointMeta, sha256: str, pat
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)
         os.chmod(tmp, 0o644)
-    except Exception:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    os.replace(tmp, path)
 
 
 def check_parity(reference: TorchMatcher, runtime: Matcher, samples: dict[str, tuple[torch.Tensor, ...]]) -> float:

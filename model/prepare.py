@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from app.core.files import atomic_path
 from model import features
 from model.audio import SAMPLE_RATE, AudioDecodeError, load_audio
 from model.config import DataConfig
@@ -238,14 +239,13 @@ def prepare(cfg: DataConfig, seed: int, image_size: int, progress: bool = True) 
         "renders_programs": cfg.programs,
     }
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(
-        tmp,
-        summary=json.dumps(summary),
-        **{f"img_{k}": v for k, v in vars(images).items()},
-        **{f"mus_{k}": v for k, v in vars(music).items() if v is not None},
-    )
-    os.replace(tmp, cache)
+    with atomic_path(cache, tmp=cache.with_suffix(".tmp.npz")) as tmp:
+        np.savez(
+            tmp,
+            summary=json.dumps(summary),
+            **{f"img_{k}": v for k, v in vars(images).items()},
+            **{f"mus_{k}": v for k, v in vars(music).items() if v is not None},
+        )
     return images, music, _apply_splits(images, music, cfg, seed, summary)
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 import mido
 from tqdm import tqdm
 
+from app.core.files import atomic_path
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
@@ -186,16 +188,15 @@ def render_midi(
                 raise RenderError(f"cannot read MIDI {midi_path}: {exc}") from exc
             src = Path(tmp) / "in.mid"
             (set_program(midi, program) if program is not None else midi).save(src)
-        tmp_wav = Path(tmp) / "out.wav"
-        cmd = [exe, "-ni", "-F", str(tmp_wav), "-r", str(sr), str(sf), str(src)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise RenderError(f"fluidsynth timed out after {timeout:g} s on {midi_path}") from None
-        if proc.returncode != 0 or not tmp_wav.is_file() or tmp_wav.stat().st_size <= 44:
-            tail = (proc.stderr or proc.stdout or "").strip()[-500:]
-            raise RenderError(f"fluidsynth failed on {midi_path} (exit {proc.returncode}): {tail or 'no output'}")
-        os.replace(tmp_wav, out)  # same file system: atomic
+        with atomic_path(out, tmp=Path(tmp) / "out.wav") as tmp_wav:  # same file system: atomic
+            cmd = [exe, "-ni", "-F", str(tmp_wav), "-r", str(sr), str(sf), str(src)]
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise RenderError(f"fluidsynth timed out after {timeout:g} s on {midi_path}") from None
+            if proc.returncode != 0 or not tmp_wav.is_file() or tmp_wav.stat().st_size <= 44:
+                tail = (proc.stderr or proc.stdout or "").strip()[-500:]
+                raise RenderError(f"fluidsynth failed on {midi_path} (exit {proc.returncode}): {tail or 'no output'}")
     return out
 
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from app.core.files import fsync_dir, fsync_file
+from app.core.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +73,8 @@ class Progress:
 def write_progress(path: Path, progress: Progress) -> None:
     """Replace ``path`` with ``progress`` atomically (a reader sees the old or the new file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(asdict(progress)), encoding="utf-8")
-        fsync_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    with atomic_write(path, "w", encoding="utf-8", tmp=path.with_name(f".{path.name}.{os.getpid()}.tmp")) as fh:
+        fh.write(json.dumps(asdict(progress)))
 
 
 def read_progress(path: Path) -> Progress | None:

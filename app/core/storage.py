@@ -12,12 +12,11 @@ import contextlib
 import hashlib
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from app.core.files import fsync_dir
+from app.core.files import atomic_write
 
 _KEY_RE = re.compile(r"^[0-9a-f]{64}\.[a-z0-9]{1,5}$")
 
@@ -88,18 +87,8 @@ class AudioStore:
             os.utime(final)
             return key
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=final.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        fsync_dir(final.parent)
+        with atomic_write(final, prefix=".tmp-", suffix="") as fh:  # `.tmp-*`: what the sweep finds
+            fh.write(data)
         return key
 
     def sweep_temporary(self, older_than_s: float = 3600.0) -> int:
