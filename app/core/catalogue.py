@@ -222,11 +222,6 @@ def list_tracks(session: Session, q: str | None = None, offset: int = 0, limit: 
     return list(rows), int(total)
 
 
-def track_clips(session: Session, track_id: int) -> list[Clip]:
-    """A track's clips in time order."""
-    return list(session.scalars(select(Clip).where(Clip.track_id == track_id).order_by(Clip.start, Clip.id)))
-
-
 def load_clip_rows(session: Session, checkpoint_hash: str | None = None) -> ClipRows:
     """All clips' ids, track ids and segment bounds, ordered by clip id (no embeddings)."""
     stmt = select(Clip.id, Clip.track_id, Clip.start, Clip.end).order_by(Clip.id)
@@ -236,24 +231,38 @@ def load_clip_rows(session: Session, checkpoint_hash: str | None = None) -> Clip
 
 
 def load_clips_with_embeddings(
-    session: Session, *, dim: int, checkpoint_hash: str | None = None, track_ids: Sequence[int] | None = None
+    session: Session,
+    *,
+    dim: int | None,
+    checkpoint_hash: str | None = None,
+    track_ids: Sequence[int] | None = None,
+    clip_ids: Sequence[int] | np.ndarray | None = None,
 ) -> tuple[ClipRows, np.ndarray]:
     """Clip rows and their embeddings ordered by clip id, read together so both describe one snapshot.
 
-    All clips (of ``checkpoint_hash``'s tracks when given), or only those of ``track_ids``.
+    All clips (of ``checkpoint_hash``'s tracks when given), or only those of ``track_ids`` or with
+    ``clip_ids``. ``dim=None`` reads the dimension from the stored bytes (0 for no rows).
     """
     base = select(Clip.id, Clip.track_id, Clip.start, Clip.end, Clip.embedding)
     if checkpoint_hash is not None:
         base = base.join(Track, Track.id == Clip.track_id).where(Track.checkpoint_hash == checkpoint_hash)
-    if track_ids is None:
+    if track_ids is None and clip_ids is None:
         statements = [base.order_by(Clip.id)]
     else:
-        wanted = sorted({int(t) for t in track_ids})
-        statements = [base.where(Clip.track_id.in_(c)).order_by(Clip.id) for c in _chunks(wanted)]
-    rows: list[Any] = []
+        column, wanted = (Clip.track_id, track_ids) if clip_ids is None else (Clip.id, clip_ids)
+        keys = sorted({int(i) for i in np.asarray(wanted).reshape(-1)})
+        statements = [base.where(column.in_(c)).order_by(Clip.id) for c in _chunks(keys)]
+    row_parts: list[ClipRows] = []
+    emb_parts: list[np.ndarray] = []
     for stmt in statements:
-        rows.extend(session.execute(stmt.execution_options(yield_per=10_000)).all())
-    return _clip_rows([r[:4] for r in rows]), decode_embeddings([r[4] for r in rows], dim)
+        # Decode per partition: never hold every row's bytes and the array at the same time.
+        for rows in session.execute(stmt.execution_options(yield_per=10_000)).partitions():
+            row_parts.append(_clip_rows([r[:4] for r in rows]))
+            width = dim if dim is not None else len(rows[0][4]) // np.dtype(EMBEDDING_DTYPE).itemsize
+            emb_parts.append(decode_embeddings([r[4] for r in rows], width))
+    if not row_parts:
+        return _clip_rows([]), decode_embeddings([], dim or 0)
+    return ClipRows(*(np.concatenate(c) for c in zip(*row_parts, strict=True))), np.concatenate(emb_parts)
 
 
 def _clip_rows(rows: Sequence[Any]) -> ClipRows:
@@ -411,38 +420,10 @@ def load_embeddings(
     """``(ids int64[n], embeddings float32[n, d])`` ordered by id; all clips, or only ``clip_ids``.
 
     ``checkpoint_hash`` keeps only clips embedded by that checkpoint (vectors from different models
-    are not comparable). ``dim`` shapes an empty result.
+    are not comparable). ``dim`` shapes an empty result; stored vectors keep their own width.
     """
-    base = select(Clip.id, Clip.embedding)
-    if checkpoint_hash is not None:
-        base = base.join(Track, Track.id == Clip.track_id).where(Track.checkpoint_hash == checkpoint_hash)
-    if clip_ids is None:
-        statements = [base.order_by(Clip.id)]
-    else:
-        wanted = sorted({int(i) for i in np.asarray(clip_ids).reshape(-1)})
-        statements = [base.where(Clip.id.in_(c)).order_by(Clip.id) for c in _chunks(wanted)]
-    id_parts: list[np.ndarray] = []
-    emb_parts: list[np.ndarray] = []
-    for stmt in statements:
-        # Decode per partition: never hold every row's bytes and the array at the same time.
-        for rows in session.execute(stmt.execution_options(yield_per=10_000)).partitions():
-            id_parts.append(np.fromiter((r[0] for r in rows), np.int64, len(rows)))
-            emb_parts.append(
-                decode_embeddings([r[1] for r in rows], len(rows[0][1]) // np.dtype(EMBEDDING_DTYPE).itemsize)
-            )
-    if not id_parts:
-        return np.empty(0, np.int64), np.empty((0, dim or 0), EMBEDDING_DTYPE)
-    return np.concatenate(id_parts), np.concatenate(emb_parts)
-
-
-def events_since(session: Session, event_id: int, overlap: int = 0) -> list[TrackEvent]:
-    """Events with id > ``event_id - overlap``, oldest first.
-
-    PostgreSQL hands out sequence values before commit, so a lower id can become visible after a
-    higher one; followers re-read an ``overlap`` window and apply events idempotently.
-    """
-    floor = max(0, int(event_id) - max(0, int(overlap)))
-    return list(session.scalars(select(TrackEvent).where(TrackEvent.id > floor).order_by(TrackEvent.id)))
+    rows, embs = load_clips_with_embeddings(session, dim=None, checkpoint_hash=checkpoint_hash, clip_ids=clip_ids)
+    return rows.ids, embs if len(embs) else embs.reshape(0, dim or 0)
 
 
 def event_track_ids_after(session: Session, floor: int) -> list[tuple[int, int]]:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from app.core.catalogue import (
     ClipBatch,
@@ -15,16 +16,25 @@ from app.core.catalogue import (
     catalogue_version,
     checkpoint_counts,
     delete_track,
-    events_since,
     find_tracks,
     get_track,
     list_tracks,
     load_clip_rows,
     load_embeddings,
-    track_clips,
 )
-from app.core.models import Clip, Track
+from app.core.models import Clip, Track, TrackEvent
 from tests.support.catalogue import DIM, add, clip_batch
+
+
+def track_clips(session: Session, track_id: int) -> list[Clip]:
+    """A track's clips in time order (only these tests read clips as ORM rows)."""
+    return list(session.scalars(select(Clip).where(Clip.track_id == track_id).order_by(Clip.start, Clip.id)))
+
+
+def events_since(session: Session, event_id: int, overlap: int = 0) -> list[TrackEvent]:
+    """Events with id > ``event_id - overlap``, oldest first (the event log as followers read it)."""
+    floor = max(0, int(event_id) - max(0, int(overlap)))
+    return list(session.scalars(select(TrackEvent).where(TrackEvent.id > floor).order_by(TrackEvent.id)))
 
 
 def test_add_get_list_delete(session_factory: Any) -> None:
