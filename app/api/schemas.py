@@ -92,6 +92,15 @@ class Shift(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"valence": 0.25, "arousal": -0.25}]})
 
 
+_CUE_SONG_EXAMPLE: JsonDict = {
+    "id": 3,
+    "title": "Elvish Theme",
+    "artist": "Wesnoth",
+    "album": "The Battle for Wesnoth",
+    "license": "GPL-2.0-or-later, from The Battle for Wesnoth",
+    "url": "http://localhost:8000/tracks/3/audio",
+    "duration": 183.2,
+}
 _WHY_EXAMPLE: JsonDict = {
     "photo": {"valence": 0.61, "arousal": 0.42},
     "song": {"valence": 0.57, "arousal": 0.45},
@@ -282,15 +291,7 @@ class CueSheet(BaseModel):
                         {
                             "index": 0,
                             "photo": {"filename": "beach.jpg", "valence": 0.61, "arousal": 0.42},
-                            "song": {
-                                "id": 3,
-                                "title": "Elvish Theme",
-                                "artist": "Wesnoth",
-                                "album": "The Battle for Wesnoth",
-                                "license": "GPL-2.0-or-later, from The Battle for Wesnoth",
-                                "url": "http://localhost:8000/tracks/3/audio",
-                                "duration": 183.2,
-                            },
+                            "song": _CUE_SONG_EXAMPLE,
                             "segment": {"start": 24.0, "end": 34.0},
                             "timeline": {"start": 0.0, "end": 10.0},
                             "score": 0.87,
@@ -364,15 +365,7 @@ class SoundtrackSheet(CueSheet):
                         {
                             "index": 0,
                             "photo": {"filename": "holiday.mp4", "valence": 0.61, "arousal": 0.42},
-                            "song": {
-                                "id": 3,
-                                "title": "Elvish Theme",
-                                "artist": "Wesnoth",
-                                "album": "The Battle for Wesnoth",
-                                "license": "GPL-2.0-or-later, from The Battle for Wesnoth",
-                                "url": "http://localhost:8000/tracks/3/audio",
-                                "duration": 183.2,
-                            },
+                            "song": _CUE_SONG_EXAMPLE,
                             "segment": {"start": 24.0, "end": 31.5},
                             "timeline": {"start": 0.0, "end": 7.5},
                             "score": 0.87,
