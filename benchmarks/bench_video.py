@@ -128,8 +128,9 @@ def _app(settings: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from app.cli.retrieval_eval import build_catalogue, load_eval_data, split_spec
     from app.core.settings import DEFAULT_CHECKPOINT, Settings
+    from app.evaluation.catalogue import build_catalogue
+    from app.evaluation.split import load_eval_data, split_spec
     from app.services.video import VideoLimits, analyse_video
     from model.inference import Matcher
     from model.meta import read_meta

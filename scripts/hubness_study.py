@@ -31,18 +31,12 @@ from pathlib import Path
 import numpy as np
 from scipy.special import logsumexp
 
-from app.cli.retrieval_eval import (
-    DEFAULT_IMAGES,
-    DEFAULT_MUSIC,
-    K,
-    bootstrap_resamples,
-    build_catalogue,
-    embed_photos,
-    load_eval_data,
-    method_metrics,
-    split_spec,
-)
 from app.core.settings import Settings
+from app.evaluation.bootstrap import bootstrap_resamples
+from app.evaluation.catalogue import build_catalogue
+from app.evaluation.metrics import K, method_metrics
+from app.evaluation.service import embed_photos
+from app.evaluation.split import DEFAULT_IMAGES, DEFAULT_MUSIC, load_eval_data, split_spec
 from app.services.bank_stats import BANK_CLIPS_PER_TRACK, CLIPS_PER_TRACK, bank_clip_positions
 from model.inference import Matcher
 from model.meta import read_meta

@@ -106,7 +106,7 @@ def test_pleasant_and_unpleasant_photos_get_different_real_songs(dataset_dir: Pa
     """End to end through the service's search path on held-out data (80 photos, 16 real songs):
     pleasant photos' lists hold more positive-valence songs than unpleasant photos' lists, and
     the two groups' lists are mostly different songs."""
-    from app.cli.retrieval_eval import evaluate_retrieval
+    from app.evaluation import evaluate_retrieval
 
     result = evaluate_retrieval(
         [DEFAULT_CHECKPOINT],
