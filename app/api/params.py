@@ -117,12 +117,4 @@ def search_options(
         shift = total_shift(valence_shift, arousal_shift, parse_moods(mood))
     except OptionError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
-    return SearchOptions(
-        n=n,
-        offset=offset,
-        shift=shift,
-        max_per_artist=max_per_artist,
-        dedupe=dedupe,
-        seed=seed,
-        segment_seconds=segment_seconds,
-    )
+    return SearchOptions(n, offset, shift, max_per_artist, dedupe, seed, segment_seconds)

@@ -62,19 +62,10 @@ def va_out(pair: tuple[float, float] | None) -> VA | None:
 
 
 def why_out(why: Explanation) -> Why:
-    photo = va_out(why.photo)
-    assert photo is not None
-    return Why(
-        photo=photo,
-        song=va_out(why.song),
-        distance=why.distance,
-        segment=va_out(why.segment),
-        target=va_out(why.target),
-        photo_words=why.photo_words,
-        song_words=why.song_words,
-        segment_words=why.segment_words,
-        summary=why.summary,
-    )
+    """The explanation with its VA points as shown (clipped, rounded)."""
+    points = {name: va_out(getattr(why, name)) for name in ("photo", "song", "segment", "target")}
+    words = {name: getattr(why, name) for name in ("photo_words", "song_words", "segment_words", "summary")}
+    return Why.model_validate({**points, **words, "distance": why.distance})
 
 
 def result_row(result: Result) -> RecommendResult:

@@ -112,6 +112,15 @@ _WHY_EXAMPLE: JsonDict = {
     "segment_words": "relaxed · gentle",
     "summary": "photo relaxed · gentle (0.61, 0.42) · song relaxed · gentle (0.57, 0.45), 0.05 apart",
 }
+_CUE_EXAMPLE: JsonDict = {
+    "index": 0,
+    "photo": {"filename": "beach.jpg", "valence": 0.61, "arousal": 0.42},
+    "song": _CUE_SONG_EXAMPLE,
+    "segment": {"start": 24.0, "end": 34.0},
+    "timeline": {"start": 0.0, "end": 10.0},
+    "score": 0.87,
+    "why": _WHY_EXAMPLE,
+}
 
 
 class Why(BaseModel):
@@ -287,17 +296,7 @@ class CueSheet(BaseModel):
                     "model_version": "photoscore-default@ab12cd34",
                     "total_duration": 10.0,
                     "total_score": 0.87,
-                    "cues": [
-                        {
-                            "index": 0,
-                            "photo": {"filename": "beach.jpg", "valence": 0.61, "arousal": 0.42},
-                            "song": _CUE_SONG_EXAMPLE,
-                            "segment": {"start": 24.0, "end": 34.0},
-                            "timeline": {"start": 0.0, "end": 10.0},
-                            "score": 0.87,
-                            "why": _WHY_EXAMPLE,
-                        }
-                    ],
+                    "cues": [_CUE_EXAMPLE],
                 }
             ]
         }
@@ -363,13 +362,10 @@ class SoundtrackSheet(CueSheet):
                     "total_score": 0.87,
                     "cues": [
                         {
-                            "index": 0,
+                            **_CUE_EXAMPLE,
                             "photo": {"filename": "holiday.mp4", "valence": 0.61, "arousal": 0.42},
-                            "song": _CUE_SONG_EXAMPLE,
                             "segment": {"start": 24.0, "end": 31.5},
                             "timeline": {"start": 0.0, "end": 7.5},
-                            "score": 0.87,
-                            "why": _WHY_EXAMPLE,
                             "scenes": [0],
                         }
                     ],

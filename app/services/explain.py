@@ -42,14 +42,5 @@ def explain(
         summary += f" · song {song_words} ({song[0]:.2f}, {song[1]:.2f}), {dist:.2f} apart"
     if target is not None:
         summary += f" · steered towards ({target[0]:.2f}, {target[1]:.2f})"
-    return Explanation(
-        photo=photo,
-        song=song,
-        distance=dist,
-        segment=segment,
-        target=target,
-        photo_words=photo_words,
-        song_words=song_words,
-        segment_words=mood_words(*segment) if segment is not None else "unknown",
-        summary=summary,
-    )
+    segment_words = mood_words(*segment) if segment is not None else "unknown"
+    return Explanation(photo, song, dist, segment, target, photo_words, song_words, segment_words, summary)
