@@ -8,9 +8,7 @@ timed one by one on JPEGs of three sizes. Also shown: JPEG draft decoding (``ope
 
 from __future__ import annotations
 
-import argparse
-
-from benchmarks.common import Context, fmt, log, photo_jpegs, repeat, stats_ms
+from benchmarks.common import Context, context_from_command_line, fmt, log, photo_jpegs, repeat, stats_ms
 from benchmarks.records import FloorResults, FloorRow, Stats
 
 PHOTO_SIZES = {
@@ -98,11 +96,7 @@ def print_table(res: FloorResults) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    print_table(run(Context.for_checkpoint(args.checkpoint, quick=args.quick)))
+    print_table(run(context_from_command_line(__doc__.splitlines()[0])))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.catalogue import Catalogue, open_existing
-from benchmarks.common import Context, fmt, log, run_indexer_command, wesnoth_tracks
+from benchmarks.common import Context, context_from_command_line, fmt, log, run_indexer_command, wesnoth_tracks
 from benchmarks.records import BlockDiff, FeatureAccuracy, IndexerResults, IndexerRun, StageTimes
 
 STAGES = ("hash", "decode", "features", "embedding", "database", "faiss")
@@ -303,11 +302,7 @@ def print_tables(res: IndexerResults) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    res, _ = run(Context.for_checkpoint(args.checkpoint, quick=args.quick))
+    res, _ = run(context_from_command_line(__doc__.splitlines()[0]))
     print_tables(res)
 
 

@@ -62,8 +62,6 @@ class Server:
         log_path: Path,
         extra_env: dict[str, str] | None = None,
     ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         env = {
             **os.environ,
             **cat.env(),
@@ -74,12 +72,18 @@ class Server:
         }
         env.pop("PHOTOSCORE_API_KEYS", None)  # reads are public; no writes here
         env.update(extra_env or {})
+        self._launch(ROOT, env, log_path)
+
+    def _launch(self, tree: Path, env: dict[str, str], log_path: Path) -> None:
+        """``python -m app.cli.serve`` from ``tree`` on a free local port, its output into ``log_path``."""
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli.serve", "--port", str(self.port), "--host", "127.0.0.1"],
-            cwd=ROOT,
+            cwd=tree,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -44,25 +44,11 @@ class TreeServer(Server):
     """``photoscore serve`` from a given source tree (this checkout or the baseline worktree)."""
 
     def __init__(self, tree: Path, cat: Catalogue, log_path: Path) -> None:
-        from benchmarks.bench_recommend import free_port
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, **cat.env(), "PHOTOSCORE_DEVICE": "cpu", "PHOTOSCORE_LOG_LEVEL": "warning"}
         env.pop("PHOTOSCORE_API_KEYS", None)
         env["PHOTOSCORE_CHECKPOINT"] = str(tree / "model/default/photoscore-default.safetensors")
         env["PYTHONPATH"] = str(tree)
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli.serve", "--port", str(self.port), "--host", "127.0.0.1"],
-            cwd=tree,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        self.ready_s = None
+        self._launch(tree, env, log_path)
 
 
 def baseline_tree(workdir: Path, ref: str) -> Path:

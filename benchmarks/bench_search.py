@@ -99,16 +99,26 @@ def exact_truth(ids: np.ndarray, embs: np.ndarray, queries: np.ndarray, k: int =
     return ids[pos]
 
 
+def _latencies(search: Any, queries: np.ndarray, n_lat: int) -> dict[str, Stats]:
+    """The four latencies of an ``IndexTypeRow`` (k=10 and the service's k, default threads and one)."""
+    return {
+        "latency_k10_ms": _latency(search, queries, K, n_lat),
+        "latency_k256_ms": _latency(search, queries, SERVICE_K, n_lat),
+        "latency_k10_1t_ms": _latency(search, queries, K, n_lat, 1),
+        "latency_k256_1t_ms": _latency(search, queries, SERVICE_K, n_lat, 1),
+    }
+
+
 def _measure_built(index: Any, queries: np.ndarray, truth: np.ndarray, n_lat: int) -> dict[str, Any]:
     """Recall and the four latencies of an ``IndexTypeRow``."""
     found = index.search(queries, K)[1]
-    return {
-        "recall_at_10": recall_at(found, truth),
-        "latency_k10_ms": _latency(index.search, queries, K, n_lat),
-        "latency_k256_ms": _latency(index.search, queries, SERVICE_K, n_lat),
-        "latency_k10_1t_ms": _latency(index.search, queries, K, n_lat, 1),
-        "latency_k256_1t_ms": _latency(index.search, queries, SERVICE_K, n_lat, 1),
-    }
+    return {"recall_at_10": recall_at(found, truth), **_latencies(index.search, queries, n_lat)}
+
+
+def _sweep_point(search: Any, queries: np.ndarray, truth: np.ndarray, n_lat: int) -> dict[str, float]:
+    """A sweep's point: recall@10 and the one-thread p50 latency of ``search`` at its current setting."""
+    found = search(queries, K)[1]
+    return {"recall_at_10": recall_at(found, truth), "latency_ms": _latency(search, queries, K, n_lat, 1).p50}
 
 
 def bench_index_types(
@@ -183,14 +193,7 @@ def bench_index_types(
     tuned = p.get("efSearch")
     for ef in EF_SWEEP:
         p["efSearch"] = ef
-        found = hnsw.search(queries, K)[1]
-        ef_sweep.append(
-            EfPoint(
-                ef=ef,
-                recall_at_10=recall_at(found, truth),
-                latency_ms=_latency(hnsw.search, queries, K, n_lat, 1).p50,
-            )
-        )
+        ef_sweep.append(EfPoint(ef=ef, **_sweep_point(hnsw.search, queries, truth, n_lat)))
     p["efSearch"] = tuned
     row.ef_sweep = ef_sweep
     rows.append(row)
@@ -217,23 +220,13 @@ def bench_index_types(
     nprobe_sweep = []
     for nprobe in NPROBE_SWEEP:
         ivf.nprobe = nprobe
-        found = ivf.search(queries, K)[1]
-        nprobe_sweep.append(
-            NprobePoint(
-                nprobe=nprobe,
-                recall_at_10=recall_at(found, truth),
-                latency_ms=_latency(ivf.search, queries, K, n_lat, 1).p50,
-            )
-        )
+        nprobe_sweep.append(NprobePoint(nprobe=nprobe, **_sweep_point(ivf.search, queries, truth, n_lat)))
     pick = next((s for s in nprobe_sweep if s.recall_at_10 >= 0.95), nprobe_sweep[-1])
     ivf.nprobe = pick.nprobe
     row = IndexTypeRow(
         type="IVF-Flat (raw FAISS; not in the service)",
         recall_at_10=pick.recall_at_10,
-        latency_k10_ms=_latency(ivf.search, queries, K, n_lat),
-        latency_k256_ms=_latency(ivf.search, queries, SERVICE_K, n_lat),
-        latency_k10_1t_ms=_latency(ivf.search, queries, K, n_lat, 1),
-        latency_k256_1t_ms=_latency(ivf.search, queries, SERVICE_K, n_lat, 1),
+        **_latencies(ivf.search, queries, n_lat),
         build_s=dt,
         rss_mib=mem,
         mib_per_million=mem * per_million,

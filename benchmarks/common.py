@@ -7,6 +7,7 @@ here asserts a target.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import gc
@@ -84,6 +85,15 @@ class Context:
         workdir.mkdir(parents=True, exist_ok=True)
         ckpt, kind = resolve_checkpoint(arg, workdir)
         return cls(ckpt, file_sha256(ckpt), kind, workdir, quick=quick, cell_seconds=cell_seconds)
+
+
+def context_from_command_line(description: str) -> Context:
+    """A benchmark run on its own: the context for its ``--checkpoint`` and ``--quick`` options."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    return Context.for_checkpoint(args.checkpoint, quick=args.quick)
 
 
 def resolve_checkpoint(arg: str | None, workdir: Path) -> tuple[Path, str]:

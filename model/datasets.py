@@ -171,16 +171,21 @@ def _header_index(path: Path, header: list[str], wanted: Sequence[str]) -> dict[
     return {w: names[w.lower()] for w in wanted}
 
 
-def _labelled_rows(
-    path: Path, wanted: Sequence[str]
-) -> tuple[Iterator[tuple[int, list[str]]], list[str], dict[str, int]]:
-    """A label CSV's remaining rows, its header and the positions of the ``wanted`` columns."""
+def _labelled_rows(path: Path, wanted: Sequence[str]) -> tuple[Iterator[tuple[int, list[str]]], dict[str, int]]:
+    """A label CSV's remaining rows, each checked (as it is read) to be as wide as the header, and
+    the positions of the ``wanted`` columns."""
     rows = _csv_rows(path)
     try:
         _, header = next(rows)
     except StopIteration:
         raise DatasetFormatError(f"{path}: empty file") from None
-    return rows, header, _header_index(path, header, wanted)
+    return _rows_of_width(path, rows, len(header)), _header_index(path, header, wanted)
+
+
+def _rows_of_width(path: Path, rows: Iterator[tuple[int, list[str]]], width: int) -> Iterator[tuple[int, list[str]]]:
+    for lineno, row in rows:
+        _check_width(path, lineno, row, width)
+        yield lineno, row
 
 
 def _check_width(path: Path, lineno: int, row: list[str], width: int) -> None:
@@ -215,11 +220,10 @@ def load_oasis(root: str | Path) -> tuple[list[ImageItem], LoadReport]:
     """OASIS: ``OASIS.csv`` (CR line endings, 1-7 Likert), images ``images/<Theme>.jpg``."""
     root = Path(root)
     label_file = _require_file(root / "OASIS.csv", "OASIS label file")
-    rows, header, col = _labelled_rows(label_file, ["Theme", "Valence_mean", "Arousal_mean"])
+    rows, col = _labelled_rows(label_file, ["Theme", "Valence_mean", "Arousal_mean"])
     items: list[ImageItem] = []
     missing: list[str] = []
     for lineno, row in rows:
-        _check_width(label_file, lineno, row, len(header))
         theme = row[col["Theme"]].strip()
         if not theme:
             raise DatasetFormatError(f"{_where(label_file, lineno)}: empty Theme")
@@ -411,13 +415,12 @@ def load_panda4q(root: str | Path) -> tuple[list[MusicItem], LoadReport]:
     for audio in sorted((root / "audio").glob("Q*/*")):
         if audio.suffix.lower() in AUDIO_EXTENSIONS and audio.parent.name in QUADRANT_VA:
             present.setdefault(audio.stem, audio)
-    rows, header, col = _labelled_rows(label_file, ["Song", "Quadrant"])
+    rows, col = _labelled_rows(label_file, ["Song", "Quadrant"])
     items: list[MusicItem] = []
     missing: list[str] = []
     notes: list[str] = []
     listed: set[str] = set()
     for lineno, row in rows:
-        _check_width(label_file, lineno, row, len(header))
         song, quadrant = row[col["Song"]].strip(), row[col["Quadrant"]].strip().upper()
         if not song or quadrant not in QUADRANT_VA:
             raise DatasetFormatError(
@@ -479,11 +482,10 @@ def load_emotify(root: str | Path) -> tuple[list[MusicItem], LoadReport]:
     root = Path(root)
     label_file = _require_file(root / "annotations.csv", "Emotify annotations")
     cats = [f"p_{c}" for c in GEMS_VA]
-    rows, header, col = _labelled_rows(label_file, ["track_id", "file", *cats])
+    rows, col = _labelled_rows(label_file, ["track_id", "file", *cats])
     listed: list[tuple[str, Path]] = []
     shares: list[list[float]] = []
     for lineno, row in rows:
-        _check_width(label_file, lineno, row, len(header))
         shares.append([_rating(row[col[c]], (0.0, 1.0), c, label_file, lineno) for c in cats])
         listed.append((row[col["track_id"]].strip(), root / row[col["file"]].strip()))
     if not listed:
@@ -505,11 +507,10 @@ def load_eimg(root: str | Path) -> tuple[list[MusicItem], LoadReport]:
     root = Path(root)
     label_file = _require_file(root / "labels.csv", "EIMG labels")
     midi_dir = root / "midi" if (root / "midi").is_dir() else root
-    rows, header, col = _labelled_rows(label_file, ["file", "valence_mean", "arousal_mean"])
+    rows, col = _labelled_rows(label_file, ["file", "valence_mean", "arousal_mean"])
     items: list[MusicItem] = []
     missing: list[str] = []
     for lineno, row in rows:
-        _check_width(label_file, lineno, row, len(header))
         name = row[col["file"]].strip()
         v = _rating(row[col["valence_mean"]], (1.0, 9.0), "valence_mean", label_file, lineno)
         a = _rating(row[col["arousal_mean"]], (1.0, 9.0), "arousal_mean", label_file, lineno)
@@ -567,9 +568,8 @@ def load_deam(root: str | Path) -> tuple[list[MusicItem], LoadReport]:
         raise FileNotFoundError(f"no DEAM static annotations under {avg / 'song_level'}")
     static: dict[str, tuple[float, float]] = {}
     for path in static_files:
-        rows, header, col = _labelled_rows(path, ["song_id", "valence_mean", "arousal_mean"])
+        rows, col = _labelled_rows(path, ["song_id", "valence_mean", "arousal_mean"])
         for lineno, row in rows:
-            _check_width(path, lineno, row, len(header))
             song = row[col["song_id"]].strip()
             static[song] = (
                 _rating(row[col["valence_mean"]], SCALE_9, "valence_mean", path, lineno),

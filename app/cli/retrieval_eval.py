@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.cli.subcommand import add_subcommand
 from app.core.errors import first_line
 from app.evaluation.bootstrap import N_BOOT
 from app.evaluation.emotify import EMOTIFY_MAX_SONGS
@@ -42,11 +43,12 @@ from app.evaluation.split import DEFAULT_IMAGES, DEFAULT_MUSIC
 
 def add_retrieval_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``evaluate-retrieval`` on the ``photoscore`` sub-command parser."""
-    p = subparsers.add_parser(
+    p = add_subcommand(
+        subparsers,
         "evaluate-retrieval",
         help="end-to-end model selection: index held-out songs, query held-out photos through the service",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        doc=__doc__,
+        handler=run_retrieval_eval,
     )
     p.add_argument("--checkpoint", type=Path, help="default: PHOTOSCORE_CHECKPOINT (the shipped model)")
     p.add_argument(
@@ -77,7 +79,6 @@ def add_retrieval_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="seeded, genre-stratified sample of the held-out Emotify songs",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(handler=run_retrieval_eval)
     return p
 
 

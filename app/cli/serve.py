@@ -11,16 +11,15 @@ import logging
 import sys
 from pathlib import Path
 
+from app.cli.subcommand import add_subcommand
+
 log = logging.getLogger(__name__)
 _SPARE_FILES = 256  # descriptors beyond the connections: database, index, audio files, logs
 
 
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "serve",
-        help="run the recommendation API and web page",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = add_subcommand(
+        subparsers, "serve", help="run the recommendation API and web page", doc=__doc__, handler=run_serve
     )
     parser.add_argument("--host", help="bind address (PHOTOSCORE_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port (PHOTOSCORE_PORT, default 8000)")
@@ -35,7 +34,6 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         action="store_true",
         help="trust X-Forwarded-* from the proxy in front (behind a load balancer)",
     )
-    parser.set_defaults(handler=run_serve)
     return parser
 
 

@@ -20,6 +20,8 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urlencode
 from urllib.request import Request, urlopen
 
+from app.cli.subcommand import add_subcommand
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 _CHUNK = 1 << 20
 _TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm",
@@ -27,11 +29,12 @@ _TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", "
 
 
 def add_soundtrack_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
+    parser = add_subcommand(
+        subparsers,
         "soundtrack",
         help="print the cue sheet (scenes -> songs) a running service plans for a video",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        doc=__doc__,
+        handler=run_soundtrack,
     )
     parser.add_argument("video", type=Path, help="MP4, MOV, MKV or WebM file")
     parser.add_argument(
@@ -45,7 +48,6 @@ def add_soundtrack_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     parser.add_argument("--format", choices=["json", "m3u8", "xspf"], default="json", help="what to print")
     parser.add_argument("--preview", type=Path, metavar="FILE", help="also write the soundtrack as Ogg/Opus")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the answer")
-    parser.set_defaults(handler=run_soundtrack)
     return parser
 
 
