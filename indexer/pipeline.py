@@ -99,6 +99,12 @@ class RunOptions:
 class Outcome:
     path: Path
     reason: str
+    already_indexed: bool = False  # the same content is stored under this checkpoint: counted apart
+
+
+def already_indexed(path: Path, track_id: int) -> Outcome:
+    """The skip of a file whose content is already indexed with this checkpoint."""
+    return Outcome(path, f"already indexed (track {track_id})", already_indexed=True)
 
 
 @dataclass
@@ -124,7 +130,7 @@ class RunSummary:
         return self.clips / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
     def format(self) -> str:
-        already = sum(1 for s in self.skipped if s.reason.startswith("already indexed"))
+        already = sum(1 for s in self.skipped if s.already_indexed)
         lines = [
             "photoscore index: summary",
             f"  tracks added    {len(self.added):,}" + (f" ({self.replaced:,} re-embedded)" if self.replaced else ""),
@@ -226,7 +232,7 @@ def _plan(
         if sha in known:
             track_id, stored_hash = known[sha]
             if stored_hash == checkpoint_hash:
-                summary.skipped.append(Outcome(src.path, f"already indexed (track {track_id})"))
+                summary.skipped.append(already_indexed(src.path, track_id))
                 continue
             if not reembed:
                 summary.skipped.append(
@@ -399,7 +405,7 @@ def _commit(
         summary.failed.append(Outcome(src.path, f"could not store: {_store_error(exc)}"))
         return
     if not created:  # another writer indexed the same content meanwhile
-        summary.skipped.append(Outcome(src.path, f"already indexed (track {track_id})"))
+        summary.skipped.append(already_indexed(src.path, track_id))
         return
     summary.added.append(src.path)
     summary.replaced += job.replace_track_id is not None

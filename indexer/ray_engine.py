@@ -279,7 +279,7 @@ class _WriteActor:
         self.licenses = LicenseFinder()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        keys = ("job", "status", "reason", "clips", "seconds", "replaced")
+        keys = ("job", "status", "reason", "already_indexed", "clips", "seconds", "replaced")
         cols: dict[str, list[Any]] = {k: [] for k in keys}
         for i in range(len(batch["job"])):
             src: SourceFile = pickle.loads(batch["meta"][i])
@@ -294,7 +294,15 @@ class _WriteActor:
     def _store(
         self, job: _Job, result: Failed | tuple[Prepared, np.ndarray, np.ndarray, tuple[float, float] | None]
     ) -> dict[str, Any]:
-        row = {"job": job.id, "status": "failed", "reason": "", "clips": 0, "seconds": 0.0, "replaced": False}
+        row = {
+            "job": job.id,
+            "status": "failed",
+            "reason": "",
+            "already_indexed": False,
+            "clips": 0,
+            "seconds": 0.0,
+            "replaced": False,
+        }
         if isinstance(result, Failed):
             row["reason"] = result.reason
             return row
@@ -305,7 +313,8 @@ class _WriteActor:
         if local.added:
             row.update(status="added", clips=local.clips, seconds=local.audio_seconds, replaced=bool(local.replaced))
         elif local.skipped:
-            row.update(status="skipped", reason=local.skipped[0].reason)
+            skip = local.skipped[0]
+            row.update(status="skipped", reason=skip.reason, already_indexed=skip.already_indexed)
             if job.replace_track_id is None and self._written_by_this_run(job):
                 # A retried write whose first attempt committed: the track is ours, not a skip.
                 row.update(status="added", reason="", clips=len(embeddings), seconds=prepared.duration)
@@ -333,6 +342,6 @@ def _tally(summary: RunSummary, job: _Job, row: dict[str, Any]) -> None:
         summary.audio_seconds += float(row["seconds"])
         summary.replaced += bool(row["replaced"])
     elif status == "skipped":
-        summary.skipped.append(Outcome(job.source.path, reason))
+        summary.skipped.append(Outcome(job.source.path, reason, already_indexed=bool(row["already_indexed"])))
     else:
         summary.failed.append(Outcome(job.source.path, reason))

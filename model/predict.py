@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from model.audio import AUDIO_EXTENSIONS, AudioDecodeError, load_audio
+from model.audio import AUDIO_EXTENSIONS, AudioDecodeError, AudioErrorReason, load_audio
 from model.datasets import IMAGE_EXTENSIONS
 from model.image import ImageDecodeError, open_image
 from model.inference import Matcher
@@ -32,7 +32,9 @@ def predict_file(matcher: Matcher, path: Path, hop_seconds: float = 2.0) -> dict
         return {"path": str(path), "modality": "image", "valence": float(va[0, 0]), "arousal": float(va[0, 1])}
     clips = matcher.featurize(load_audio(path), hop_seconds)
     if len(clips.features) == 0:
-        raise AudioDecodeError(f"no non-silent 2-second clip (silent clips: {clips.n_silent})")
+        raise AudioDecodeError(
+            f"no non-silent 2-second clip (silent clips: {clips.n_silent})", AudioErrorReason.NO_CLIPS
+        )
     _, va = matcher.embed_clip_features(clips.features, clips.tagger)
     return {
         "path": str(path),
