@@ -35,7 +35,7 @@ from app.core.files import file_sha256
 from app.core.text import first_clean
 from app.services.bank_stats import BankScorer, BankStats, query_bank, track_bank_stats
 from app.services.ingest import embed_song, store_song
-from app.services.tracks import TrackMetadata
+from app.services.tracks import Placement, TrackMetadata
 from indexer.build import IndexReport
 from indexer.scan import LicenseFinder, Rejected, SourceFile
 from indexer.worker import Failed, Prepared, init_worker, prepare
@@ -393,11 +393,13 @@ def _commit(
             sha256=job.sha256,
             given=given,
             checkpoint_hash=embedder.checkpoint_hash,
-            audio=None if options.audio_store is None else src.path.read_bytes(),
-            store=options.audio_store,
-            source=str(src.path),
-            replace_track_id=job.replace_track_id,
-            bank_stats=stats,
+            placement=Placement(
+                audio=None if options.audio_store is None else src.path.read_bytes(),
+                store=options.audio_store,
+                source=str(src.path),
+                replace_track_id=job.replace_track_id,
+                bank_stats=stats,
+            ),
         )
         track_id = track.id
     except Exception as exc:  # noqa: BLE001 - one bad track must not stop the run

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import aclosing
 from typing import Any
 
@@ -15,9 +15,9 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 _CHUNK = 1 << 20
 
 
-async def read_upload(upload: UploadFile, field: str, limit_bytes: int) -> bytes:
-    """The whole upload, refusing anything over `limit_bytes` (also guarded by the middleware)."""
-    chunks: list[bytes] = []
+async def upload_chunks(upload: UploadFile, field: str, limit_bytes: int) -> AsyncIterator[bytes]:
+    """The upload from where it stands, chunk by chunk: 413 past `limit_bytes` (also guarded by
+    the middleware), 400 when it holds nothing."""
     size = 0
     while chunk := await upload.read(_CHUNK):
         size += len(chunk)
@@ -26,11 +26,14 @@ async def read_upload(upload: UploadFile, field: str, limit_bytes: int) -> bytes
                 status.HTTP_413_CONTENT_TOO_LARGE,
                 f"{field}: the upload exceeds the limit of {limit_bytes / 1e6:g} MB (PHOTOSCORE_MAX_UPLOAD_MB)",
             )
-        chunks.append(chunk)
-    data = b"".join(chunks)
-    if not data:
+        yield chunk
+    if not size:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{field}: the uploaded file is empty")
-    return data
+
+
+async def read_upload(upload: UploadFile, field: str, limit_bytes: int) -> bytes:
+    """The whole upload (see ``upload_chunks``)."""
+    return b"".join([chunk async for chunk in upload_chunks(upload, field, limit_bytes)])
 
 
 # ------------------------------------------------------------------------ strict form text

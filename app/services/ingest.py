@@ -40,9 +40,8 @@ from app.core.models import Track
 from app.core.settings import Settings
 from app.core.storage import AudioStore, sniff_audio_extension
 from app.core.tags import read_tags
-from app.services.bank_stats import BankScorer, BankStats
 from app.services.inference import InferenceWorker, ModelThreadScorer, Priority
-from app.services.tracks import TrackMetadata, add_track, resolve_fields
+from app.services.tracks import Placement, TrackMetadata, add_track, resolve_fields
 from model.audio import (
     CLIP_SECONDS,
     DEFAULT_MAX_SAMPLES,
@@ -227,12 +226,7 @@ def store_song(
     sha256: str,
     given: TrackMetadata,
     checkpoint_hash: str,
-    audio: bytes | None = None,
-    store: AudioStore | None = None,
-    source: str | None = None,
-    replace_track_id: int | None = None,
-    scorer: BankScorer | None = None,
-    bank_stats: BankStats | None = None,
+    placement: Placement = Placement(),
 ) -> tuple[Track, bool]:
     """Step 4: store the audio and commit the track with its clips at once (``add_track``).
 
@@ -245,12 +239,7 @@ def store_song(
         duration=song.duration,
         clips=ClipBatch(song.starts, song.ends, va, embeddings),
         checkpoint_hash=checkpoint_hash,
-        audio=audio,
-        store=store,
-        source=source,
-        replace_track_id=replace_track_id,
-        scorer=scorer,
-        bank_stats=bank_stats,
+        placement=placement,
     )
 
 
@@ -301,9 +290,8 @@ async def ingest_upload(
             sha256=sha256,
             given=given,
             checkpoint_hash=matcher.checkpoint_hash,
-            audio=data,
-            store=store,
-            scorer=ModelThreadScorer(worker, Priority.BACKGROUND),  # query-bank statistics, stored with it
+            # the query-bank statistics are computed on the model thread and stored with the track
+            placement=Placement(audio=data, store=store, scorer=ModelThreadScorer(worker, Priority.BACKGROUND)),
         )
     )
     if not created:  # another replica committed the same bytes first

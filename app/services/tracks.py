@@ -50,6 +50,20 @@ def resolve_fields(given: TrackMetadata, tags: Mapping[str, str]) -> dict[str, s
     }
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a new track's audio lives and what else its commit does: ``audio`` bytes kept in
+    ``store`` (an upload, or a library file copied in) or a library ``source`` path; the track it
+    replaces; its query-bank statistics, given or computed with ``scorer``."""
+
+    audio: bytes | None = None
+    store: AudioStore | None = None
+    source: str | None = None
+    replace_track_id: int | None = None
+    scorer: BankScorer | None = None
+    bank_stats: BankStats | None = None
+
+
 def add_track(
     session_factory: Callable[[], Session],
     *,
@@ -58,12 +72,7 @@ def add_track(
     duration: float,
     clips: ClipBatch,
     checkpoint_hash: str,
-    audio: bytes | None = None,
-    store: AudioStore | None = None,
-    source: str | None = None,
-    replace_track_id: int | None = None,
-    scorer: BankScorer | None = None,
-    bank_stats: BankStats | None = None,
+    placement: Placement = Placement(),
 ) -> tuple[Track, bool]:
     """Store ``audio`` (when a store is given), then commit the track and its clips at once.
 
@@ -74,8 +83,10 @@ def add_track(
     Returns ``(track, created)``; ``created`` is False when a track with these bytes was
     committed first (here or by another replica).
     """
-    if bank_stats is None and scorer is not None:
-        bank_stats = track_bank_stats(scorer, clips.embeddings)
+    audio, store, source = placement.audio, placement.store, placement.source
+    bank_stats = placement.bank_stats
+    if bank_stats is None and placement.scorer is not None:
+        bank_stats = track_bank_stats(placement.scorer, clips.embeddings)
     key, fresh = None, False
     if store is not None and audio is not None:
         key = AudioStore.make_key(audio)
@@ -83,8 +94,8 @@ def add_track(
         store.put(audio)
     try:
         with session_factory() as session:
-            if replace_track_id is not None:
-                catalogue.delete_track(session, replace_track_id, commit=False)
+            if placement.replace_track_id is not None:
+                catalogue.delete_track(session, placement.replace_track_id, commit=False)
             track, created = catalogue.add_track(
                 session,
                 sha256=sha256,

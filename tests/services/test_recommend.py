@@ -439,7 +439,7 @@ class TestStoredBankStats:
             duration=80.0,
             clips=clips,
             checkpoint_hash=CKPT,
-            scorer=BankMatcher(BANK),
+            placement=tracks_service.Placement(scorer=BankMatcher(BANK)),
         )
         assert created
         idx = live(db)

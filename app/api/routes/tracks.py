@@ -22,7 +22,7 @@ from app.api.deps import (
     WorkerDep,
 )
 from app.api.errors import decode_error
-from app.api.forms import StrictFormRoute, read_upload
+from app.api.forms import StrictFormRoute, read_upload, upload_chunks
 from app.api.responses import track_out
 from app.api.schemas import TrackList, TrackOut, error_responses
 from app.api.security import ReadAuth, WriteAuth
@@ -49,25 +49,15 @@ def _canonical_id(value: object) -> object:
 TrackId = Annotated[
     int, BeforeValidator(_canonical_id), Path(ge=1, le=2**63 - 1, description="Track id.", examples=[3])
 ]
-_HASH_CHUNK = 1 << 20
 
 
 # --------------------------------------------------------------------------------- helpers
 async def _hash_upload(upload: UploadFile, field: str, limit_bytes: int) -> str:
     """SHA-256 of an upload read in chunks (nothing kept); 413 over the limit, 400 when empty."""
     digest = hashlib.sha256()
-    size = 0
     await upload.seek(0)
-    while chunk := await upload.read(_HASH_CHUNK):
-        size += len(chunk)
-        if size > limit_bytes:
-            raise HTTPException(
-                status.HTTP_413_CONTENT_TOO_LARGE,
-                f"{field}: the upload exceeds the limit of {limit_bytes / 1e6:g} MB (PHOTOSCORE_MAX_UPLOAD_MB)",
-            )
+    async for chunk in upload_chunks(upload, field, limit_bytes):
         digest.update(chunk)
-    if not size:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{field}: the uploaded file is empty")
     return digest.hexdigest()
 
 
