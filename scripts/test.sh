@@ -42,7 +42,7 @@ say "ruff check . && ruff format --check ."
 ruff check .
 ruff format --check .
 
-say "lint-imports (imports point down the layers) && mypy (core, services, model)"
+say "lint-imports (imports point down the layers) && mypy (api, core, services, evaluation, model, indexer)"
 lint-imports
 mypy
 
