@@ -291,7 +291,7 @@ def bench_live(ctx: Context, cat: Any, matcher: Any, queries: np.ndarray, n_resu
     res = LiveSearch(
         catalogue=cat.name,
         n_clips=live.n_clips,
-        index_type=live.index.index_type if live.index else None,
+        index_type=live.index.base.index_type if live.index is not None and live.index.base is not None else None,
         load_s=load_s,
         rss_mib=mem,
         source=source,

@@ -48,17 +48,17 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment
 
 
+def _clip(value: float) -> float:
+    return min(1.0, max(0.0, float(value)))
+
+
 def _unit(value: float | None) -> float | None:
-    return None if value is None else min(1.0, max(0.0, float(value)))
+    return None if value is None else _clip(value)
 
 
 def va_out(pair: tuple[float, float] | None) -> VA | None:
     """A VA point as shown: clipped to [0, 1], rounded to 4 decimals."""
-    if pair is None:
-        return None
-    valence, arousal = (_unit(x) for x in pair)
-    assert valence is not None and arousal is not None
-    return VA(valence=round(valence, 4), arousal=round(arousal, 4))
+    return None if pair is None else VA(valence=round(_clip(pair[0]), 4), arousal=round(_clip(pair[1]), 4))
 
 
 def why_out(why: Explanation) -> Why:

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 RANDOM = "random"
 #: The ablation's rows: VA distance (the va-track baseline), one signal alone each, the shipped path.
 ABLATION_SIGNALS = ("embedding_cosine", "learned_predictor")
-ABLATION_ROWS = ("va_distance", *ABLATION_SIGNALS, "shipped")
 
 
 def rank_by_va(query_va: np.ndarray, item_va: np.ndarray, k: int = K) -> list[int]:
