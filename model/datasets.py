@@ -237,12 +237,11 @@ def load_oasis(root: str | Path) -> tuple[list[ImageItem], LoadReport]:
     return items, _finish("oasis", len(items), missing)
 
 
-def load_emotion6(root: str | Path) -> tuple[list[ImageItem], LoadReport]:
-    """Emotion6: tab-separated ``ground_truth.txt`` (file, valence, arousal on 1-9, 7 probs)."""
-    root = Path(root)
-    label_file = _require_file(root / "ground_truth.txt", "Emotion6 label file")
-    items: list[ImageItem] = []
-    missing: list[str] = []
+EMOTION6_CATEGORIES = ("anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral")
+
+
+def _emotion6_rows(label_file: Path) -> Iterator[tuple[int, list[str]]]:
+    """The label rows of ``ground_truth.txt`` (header skipped, widths checked)."""
     width: int | None = None
     for lineno, row in _csv_rows(label_file, delimiter="\t"):
         if width is None and row[0].strip().startswith("["):  # "[image_filename]	[valence] ..."
@@ -253,6 +252,20 @@ def load_emotion6(root: str | Path) -> tuple[list[ImageItem], LoadReport]:
         _check_width(label_file, lineno, row, width)
         if width < 3:
             raise DatasetFormatError(f"{_where(label_file, lineno)}: expected >= 3 columns")
+        yield lineno, row
+
+
+def _emotion6_id(rel: str) -> str:
+    return f"emotion6:{Path(rel).with_suffix('')}"
+
+
+def load_emotion6(root: str | Path) -> tuple[list[ImageItem], LoadReport]:
+    """Emotion6: tab-separated ``ground_truth.txt`` (file, valence, arousal on 1-9, 7 probs)."""
+    root = Path(root)
+    label_file = _require_file(root / "ground_truth.txt", "Emotion6 label file")
+    items: list[ImageItem] = []
+    missing: list[str] = []
+    for lineno, row in _emotion6_rows(label_file):
         rel = row[0].strip()
         v = _rating(row[1], SCALE_9, "valence", label_file, lineno)
         a = _rating(row[2], SCALE_9, "arousal", label_file, lineno)
@@ -260,8 +273,27 @@ def load_emotion6(root: str | Path) -> tuple[list[ImageItem], LoadReport]:
         if not path.is_file():
             missing.append(rel)
             continue
-        items.append(ImageItem(path, v, a, "emotion6", f"emotion6:{Path(rel).with_suffix('')}"))
+        items.append(ImageItem(path, v, a, "emotion6", _emotion6_id(rel)))
     return items, _finish("emotion6", len(items), missing)
+
+
+def emotion6_distributions(root: str | Path) -> dict[str, np.ndarray]:
+    """Each Emotion6 photo's distribution over ``EMOTION6_CATEGORIES`` (the raters' shares), by
+    item id. Kept apart from ``ImageItem`` because only one source has it: an auxiliary training
+    target, not a label every photo carries."""
+    label_file = _require_file(Path(root) / "ground_truth.txt", "Emotion6 label file")
+    out: dict[str, np.ndarray] = {}
+    for lineno, row in _emotion6_rows(label_file):
+        if len(row) < 3 + len(EMOTION6_CATEGORIES):
+            raise DatasetFormatError(f"{_where(label_file, lineno)}: expected 7 emotion probabilities")
+        try:
+            probs = np.array([float(x) for x in row[3 : 3 + len(EMOTION6_CATEGORIES)]], np.float32)
+        except ValueError as e:
+            raise DatasetFormatError(f"{_where(label_file, lineno)}: {e}") from None
+        if (probs < 0).any() or probs.sum() <= 0:
+            raise DatasetFormatError(f"{_where(label_file, lineno)}: emotion probabilities must be >= 0, not all 0")
+        out[_emotion6_id(row[0].strip())] = probs / probs.sum()
+    return out
 
 
 # --------------------------------------------------------------------------- music

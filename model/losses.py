@@ -106,6 +106,16 @@ def loss_rank(sim_matrix: torch.Tensor, vi: torch.Tensor, vm: torch.Tensor, sigm
     return F.kl_div(F.log_softmax(sim_matrix / tau, dim=1), target, reduction="batchmean")
 
 
+def loss_categories(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the predicted emotion categories against the raters' distribution, over
+    the photos that have one (``mask``). Why: valence and arousal are two numbers per photo; the
+    category shares (anger and fear against sadness) say more about intensity, which the image
+    embedding predicts worst."""
+    if not bool(mask.any()):
+        return logits.sum() * 0.0
+    return -(target[mask] * F.log_softmax(logits[mask], dim=1)).sum(dim=1).mean()
+
+
 @dataclass
 class LossWeights:
     """Per-term weights of Eq. 8; a zero weight switches the term off (Table 4 ablation rows)."""
@@ -118,6 +128,7 @@ class LossWeights:
     iva: float = 1.0
     mva: float = 1.0
     rank: float = 0.0  # listwise term (not in Eq. 8), see :func:`loss_rank`
+    categories: float = 0.0  # auxiliary Emotion6 category term (not in Eq. 8), see :func:`loss_categories`
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,10 +157,12 @@ def total_loss(
     music_weight: torch.Tensor | None = None,
     sim_matrix: torch.Tensor | None = None,
     sigma: float | None = None,
+    categories: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Eq. 8: weighted sum of the enabled terms; returns the total and each term's value.
     ``sim_matrix`` ([photos, clips] of the batch) and ``sigma`` are needed when ``w.rank`` is on:
-    the matrix's rows are the first photos of ``vi``."""
+    the matrix's rows are the first photos of ``vi``. ``categories`` (logits, target distributions,
+    mask) is needed when ``w.categories`` is on."""
     terms: dict[str, torch.Tensor] = {}
     if w.cfr:
         terms["cfr"] = loss_cfr(ei, em, vi, vm)
@@ -169,5 +182,9 @@ def total_loss(
         if sim_matrix is None or sigma is None:
             raise ValueError("the rank term needs the batch's similarity matrix and sigma")
         terms["rank"] = loss_rank(sim_matrix, vi[: len(sim_matrix)], vm, sigma, RANK_TAU)
+    if w.categories:
+        if categories is None:
+            raise ValueError("the categories term needs the photos' category logits, targets and mask")
+        terms["categories"] = loss_categories(*categories)
     total = sum(getattr(w, k) * v for k, v in terms.items())
     return total, {k: float(v.detach()) for k, v in terms.items()}

@@ -68,7 +68,7 @@ class PreparedData:
     sigma: float
 
 
-def _source_specs(root: str, names: list[str]) -> list[str]:
+def source_specs(root: str, names: list[str]) -> list[str]:
     return [n if os.path.isabs(n) or os.sep in n or n.endswith(".csv") else str(Path(root) / n) for n in names]
 
 
@@ -85,11 +85,11 @@ def load_items(cfg: DataConfig, seed: int) -> tuple[list[ImageItem], list[MusicI
     images: list[ImageItem] = []
     music: list[MusicItem] = []
     reports: list[LoadReport] = []
-    for spec in _source_specs(cfg.root, cfg.images):
+    for spec in source_specs(cfg.root, cfg.images):
         items, reps = load_source(spec, "image")
         images += _cap(list(items), cfg.max_items_per_source, seed)
         reports += reps
-    for spec in _source_specs(cfg.root, cfg.music):
+    for spec in source_specs(cfg.root, cfg.music):
         items, reps = load_source(spec, "music")
         music += _cap(list(items), cfg.max_items_per_source, seed)
         reports += reps
@@ -134,8 +134,8 @@ def _cache_key(cfg: DataConfig, seed: int, image_size: int) -> str:
     data = asdict(cfg)
     for key in ("root", "cache_dir", "workers", "split"):
         data.pop(key)
-    data["images"] = [str(Path(p).resolve()) for p in _source_specs(cfg.root, cfg.images)]
-    data["music"] = [str(Path(p).resolve()) for p in _source_specs(cfg.root, cfg.music)]
+    data["images"] = [str(Path(p).resolve()) for p in source_specs(cfg.root, cfg.images)]
+    data["music"] = [str(Path(p).resolve()) for p in source_specs(cfg.root, cfg.music)]
     payload = json.dumps(
         {"data": data, "seed": seed, "image_size": image_size, "features": code, "v": 4}, sort_keys=True
     )

@@ -13,17 +13,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from model.checkpoint import CheckpointMeta, resolve_device, save_checkpoint
 from model.config import TrainConfig
+from model.datasets import EMOTION6_CATEGORIES, detect_format, emotion6_distributions
 from model.evaluate import score_split
 from model.export import export_onnx
 from model.features import FeatureStats
 from model.losses import total_loss
 from model.networks import CDCML, Branch
 from model.pairs import Pairs, build_pairs, estimate_sigma
-from model.prepare import SPLITS, PreparedData, prepare
+from model.prepare import SPLITS, ImageSet, PreparedData, prepare, source_specs
 from model.transforms import clip_input, image_input
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,24 @@ class TrainData(PreparedData):
     clip_train: np.ndarray
     img_val: np.ndarray
     clip_val: np.ndarray
+
+
+def category_targets(cfg: TrainConfig, images: ImageSet) -> tuple[np.ndarray, np.ndarray]:
+    """Each photo's Emotion6 category distribution [n, 7] and whether it has one [n]: photos of
+    the configured Emotion6 sources do, the rest (OASIS) are left out of the category term."""
+    dists: dict[str, np.ndarray] = {}
+    for spec in source_specs(cfg.data.root, cfg.data.images):
+        if Path(spec).is_dir() and detect_format(spec) == "emotion6":
+            dists |= emotion6_distributions(spec)
+    target = np.zeros((len(images.ids), len(EMOTION6_CATEGORIES)), np.float32)
+    mask = np.zeros(len(images.ids), bool)
+    for row, (source, item_id) in enumerate(zip(images.sources, images.ids, strict=True)):
+        key = str(item_id).removeprefix(f"{source}:")  # prepared ids are "source:item id"
+        if key in dists:
+            target[row], mask[row] = dists[key], True
+    if not mask.any():
+        raise ValueError("loss.categories is on but no configured image source is Emotion6")
+    return target, mask
 
 
 def build_train_data(cfg: TrainConfig, progress: bool = True) -> TrainData:
@@ -85,7 +105,15 @@ class Trainer:
         ):
             if frozen:
                 branch.backbone.requires_grad_(False)
+        # the category term's head is a training aid: it reads the image embedding, is never saved
+        # in the checkpoint and never exported
+        self.category_head: nn.Linear | None = None
+        self.categories: tuple[np.ndarray, np.ndarray] | None = None
+        if cfg.loss.categories:
+            self.category_head = nn.Linear(cfg.model.embed_dim, len(EMOTION6_CATEGORIES)).to(self.device)
+            self.categories = category_targets(cfg, data.images)
         params = [p for p in self.model.parameters() if p.requires_grad]
+        params += list(self.category_head.parameters()) if self.category_head is not None else []
         self.opt: torch.optim.Optimizer
         if o.optimizer == "sgd":
             self.opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
@@ -110,6 +138,8 @@ class Trainer:
             return
         state = torch.load(self.state_path, map_location=self.device, weights_only=True)
         self.model.load_state_dict(state["model"])
+        if self.category_head is not None:
+            self.category_head.load_state_dict(state["category_head"])
         self.opt.load_state_dict(state["optim"])
         self.sched.load_state_dict(state["sched"])
         self.epoch, self.best = int(state["epoch"]), float(state["best"])
@@ -126,6 +156,7 @@ class Trainer:
                 "epoch": self.epoch,
                 "best": self.best,
                 "history": json.dumps(self.history),
+                **({"category_head": self.category_head.state_dict()} if self.category_head is not None else {}),
             },
             tmp,
         )
@@ -253,6 +284,14 @@ class Trainer:
                 m = min(len(ei), RANK_PHOTOS)
                 pairs_i = ei[:m].repeat_interleave(len(em), dim=0)
                 sim_matrix = self.model.similarity(pairs_i, em.repeat(m, 1)).view(m, len(em))
+            categories = None
+            if self.category_head is not None and self.categories is not None:
+                target, mask = self.categories
+                categories = (
+                    self.category_head(ei),
+                    torch.from_numpy(target[ii]).to(self.device),
+                    torch.from_numpy(mask[ii]).to(self.device),
+                )
             loss, parts = total_loss(
                 cfg.loss,
                 ei=ei,
@@ -266,6 +305,7 @@ class Trainer:
                 music_weight=wm,
                 sim_matrix=sim_matrix,
                 sigma=data.sigma,
+                categories=categories,
             )
             self.opt.zero_grad(set_to_none=True)
             loss.backward()

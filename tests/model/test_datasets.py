@@ -15,12 +15,14 @@ import soundfile as sf
 
 from model import render as render_mod
 from model.datasets import (
+    EMOTION6_CATEGORIES,
     DatasetFormatError,
     ImageItem,
     MusicItem,
     clip_va,
     clips_va,
     detect_format,
+    emotion6_distributions,
     load_deam,
     load_eimg,
     load_emopia,
@@ -153,6 +155,30 @@ class TestEmotion6:
         root = _emotion6(tmp_path, [f"joy/1.jpg\t5\t{probs}"])
         with pytest.raises(DatasetFormatError, match=r"ground_truth.txt, line 2: expected 10 columns"):
             load_emotion6(root)
+
+    def test_category_distributions_by_id(self, tmp_path: Path) -> None:
+        """Every listed photo (present or not) gets its raters' shares, normalised to sum 1."""
+        root = _emotion6(tmp_path, ["anger/1.jpg\t2\t8\t2\t0\t1\t0\t0\t1\t0", "joy/4.jpg\t8\t6\t0\t0\t0\t0.5\t0\t0\t0"])
+        dists = emotion6_distributions(root)
+        assert set(dists) == {"emotion6:anger/1", "emotion6:joy/4"}
+        assert dists["emotion6:anger/1"].tolist() == [0.5, 0.0, 0.25, 0.0, 0.0, 0.25, 0.0]
+        assert dists["emotion6:joy/4"][EMOTION6_CATEGORIES.index("joy")] == 1.0
+
+    @pytest.mark.parametrize(
+        ("probs", "needle"), [("0\t0\t0\t0\t0\t0\t0", "not all 0"), ("x\t0\t0\t0\t0\t0\t1", "line 2")]
+    )
+    def test_category_distributions_malformed(self, tmp_path: Path, probs: str, needle: str) -> None:
+        root = _emotion6(tmp_path, [f"joy/1.jpg\t5\t5\t{probs}"])
+        with pytest.raises(DatasetFormatError, match=needle):
+            emotion6_distributions(root)
+
+    def test_real_category_distributions_cover_the_photos(self, data_root: Path) -> None:
+        items, _ = load_emotion6(data_root / "emotion6")
+        dists = emotion6_distributions(data_root / "emotion6")
+        assert {item.item_id for item in items} <= set(dists)
+        for folder in ("disgust", "fear", "joy", "sadness"):  # columns in the order the header names them
+            mean = np.mean([d for k, d in dists.items() if k.startswith(f"emotion6:{folder}/")], axis=0)
+            assert EMOTION6_CATEGORIES[int(np.argmax(mean))] == folder
 
 
 # --------------------------------------------------------------------------- VGMIDI

@@ -138,3 +138,19 @@ def test_rank_term_needs_the_matrix() -> None:
     m = torch.rand(2, 4)
     _, parts = L.total_loss(L.LossWeights(rank=1.0), sim_matrix=m, sigma=0.3, **kwargs)
     assert parts["rank"] > 0
+
+
+def test_category_term_is_the_cross_entropy_of_the_photos_that_have_categories() -> None:
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0], [5.0, -5.0, 0.0]])
+    target = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 0.0]])
+    mask = torch.tensor([True, True, False])
+    expected = -(torch.log_softmax(logits[0], 0)[0] + 0.5 * torch.log_softmax(logits[1], 0)[:2].sum()) / 2
+    assert L.loss_categories(logits, target, mask).item() == pytest.approx(expected.item())
+    assert L.loss_categories(logits, target, torch.zeros(3, dtype=torch.bool)).item() == 0.0
+    v = torch.rand(3, 2)
+    kwargs = {"ei": torch.rand(3, 4), "em": torch.rand(3, 4), "vi": v, "vm": v, "sim_pred": torch.rand(3)}
+    kwargs |= {"sim_true": torch.rand(3), "va_i_pred": v, "va_m_pred": v}
+    with pytest.raises(ValueError, match="category logits"):
+        L.total_loss(L.LossWeights(categories=1.0), **kwargs)
+    _, parts = L.total_loss(L.LossWeights(categories=1.0), categories=(logits, target, mask), **kwargs)
+    assert parts["categories"] == pytest.approx(expected.item())
