@@ -11,8 +11,14 @@ every photo against every track once, and ranks by each correction:
 - ``csls{k}``: score - mean of the track's k best bank scores (CSLS, Lample et al. 2018);
 - ``isoft{beta}``: beta * score - logsumexp over the bank of beta * bank score (inverted softmax,
   Smith et al. 2017);
+- ``mp``: mutual proximity (Schnitzer et al. 2012) with empirical distributions: the share of bank
+  photos the track scores below this photo's score, times the share of tracks this photo scores
+  below it;
 
-each with the checkpoint's own bank and with a larger bank of training-split photos. Every track
+each with the checkpoint's own bank, with a larger bank of training-split photos and with a bank of
+as many photos chosen from that larger one to cover valence-arousal space evenly (``vacover``);
+and ``blend{w}``: the shipped z-score minus ``w`` times the photo's predicted VA distance to the
+track's mean predicted VA (a learned score steered by the two numbers of nearest-by-VA). Every track
 is scored (the service scores a FAISS candidate pool of 4 x (n + 5) tracks, which on these
 catalogues of 40-75 songs is nearly all of them).
 
@@ -76,7 +82,26 @@ def corrections(s: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
         out[f"csls{k}"] = s - np.sort(b, axis=0)[-k:].mean(axis=0)
     for beta in (10.0, 30.0):
         out[f"isoft{beta:g}"] = beta * s - logsumexp(beta * b, axis=0)
+    track_side = (b[None, :, :] < s[:, None, :]).mean(axis=1)
+    photo_side = (s[:, None, :] < s[:, :, None]).mean(axis=2)  # [q, t]: tracks scored below this one
+    out["mp"] = track_side * photo_side
     return out
+
+
+def va_covering(va: np.ndarray, n: int) -> np.ndarray:
+    """Indices of ``n`` photos spread evenly over VA space: the photo nearest each cell centre of a
+    ``sqrt(n)``-square grid over the photos' VA range, then farthest-point picks to fill up."""
+    side = int(np.sqrt(n))
+    lo, hi = va.min(axis=0), va.max(axis=0)
+    centres = lo + (np.stack(np.meshgrid(np.arange(side), np.arange(side)), -1).reshape(-1, 2) + 0.5) / side * (hi - lo)
+    picked: list[int] = []
+    for c in centres:
+        order = np.argsort(np.linalg.norm(va - c, axis=1))
+        picked.append(int(next(i for i in order if i not in picked)))
+    while len(picked) < min(n, len(va)):
+        d = np.linalg.norm(va[:, None] - va[picked][None], axis=2).min(axis=1)
+        picked.append(int(np.argmax(d)))
+    return np.sort(np.array(picked))
 
 
 def main() -> None:
@@ -107,7 +132,9 @@ def main() -> None:
     big_bank, _ = embed_photos(matcher, train.photos, settings)
     own_bank = np.asarray(matcher.query_bank, np.float32)
     s = track_scores(matcher, emb, clips, bank=False)
-    banks = {f"bank{len(own_bank)}": own_bank, f"train{len(big_bank)}": big_bank}
+    train_va = np.array([[p.valence, p.arousal] for p in train.photos])
+    cover = big_bank[va_covering(train_va, len(own_bank))]
+    banks = {f"bank{len(own_bank)}": own_bank, f"train{len(big_bank)}": big_bank, f"vacover{len(cover)}": cover}
     cos = track_scores(matcher, emb, clips, bank=False, cosine=True)
     track_va = np.array([np.asarray(v, float) for v in cat.track_va])
     ranked: dict[str, np.ndarray] = {"raw": s, "cosine": cos}
@@ -117,6 +144,8 @@ def main() -> None:
         ranked |= {f"{c}/{name}": v for c, v in corrections(s, b).items()}
         bc = track_scores(matcher, bank, clips, bank=True, cosine=True)
         ranked |= {f"cosine-{c}/{name}": v for c, v in corrections(cos, bc).items() if c in ("z", "mean")}
+        for w in (1.0, 2.0, 4.0, 8.0):
+            ranked[f"blend{w:g}/{name}"] = ranked[f"z/{name}"] - w * -ranked["va-distance"]
     song_q = np.array([song.quadrant for song in data.songs])
     resamples = bootstrap_resamples(len(data.photos), args.bootstrap, 0)
     results = {}
