@@ -6,7 +6,7 @@ split's held-out songs with the real indexer (as ``photoscore evaluate-retrieval
 every photo against every track once, and ranks by each correction:
 
 - ``raw``: the similarity itself;
-- ``z``: (score - bank mean) / bank std, the querybank normalisation shipped so far;
+- ``z``: (score - bank mean) / bank std, the querybank normalisation (shipped alone until issue 28);
 - ``mean``: score - bank mean;
 - ``csls{k}``: score - mean of the track's k best bank scores (CSLS, Lample et al. 2018);
 - ``isoft{beta}``: beta * score - logsumexp over the bank of beta * bank score (inverted softmax,
@@ -17,8 +17,9 @@ every photo against every track once, and ranks by each correction:
 
 each with the checkpoint's own bank, with a larger bank of training-split photos and with a bank of
 as many photos chosen from that larger one to cover valence-arousal space evenly (``vacover``);
-and ``blend{w}``: the shipped z-score minus ``w`` times the photo's predicted VA distance to the
-track's mean predicted VA (a learned score steered by the two numbers of nearest-by-VA). Every track
+and ``blend{w}``: the z-score minus ``w`` times the photo's predicted VA distance to the track's
+mean predicted VA (a learned score steered by the two numbers of nearest-by-VA; the service ranks
+by ``blend1/bank64``, ``PHOTOSCORE_RANK_VA_WEIGHT``). Every track
 is scored (the service scores a FAISS candidate pool of 4 x (n + 5) tracks, which on these
 catalogues of 40-75 songs is nearly all of them).
 

@@ -149,7 +149,10 @@ class RecommendResult(BaseModel):
     score: float = Field(
         ge=0.0,
         le=1.0,
-        description="How much better the song suits this photo than a typical photo, in [0, 1] (0.5: no better).",
+        description=(
+            "How much better the song suits this photo than a typical photo, less their VA distance,"
+            " in [0, 1] (0.5: no better)."
+        ),
     )
     segment: Segment = Field(
         description="The best window of `segment_seconds` (whole clips, inside the song; the whole song if shorter)."

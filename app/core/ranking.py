@@ -27,6 +27,7 @@ MOOD_SHIFTS: dict[str, tuple[float, float]] = {
 }
 _OPPOSITES = (("happier", "sadder"), ("calmer", "more energetic"))
 STEER_WEIGHT = 2.0  # score units per unit of VA distance gained towards the target
+VA_WEIGHT = 1.0  # z units per unit of VA distance between song and photo (chosen on validation: model card)
 NEAR_EQUAL = 0.02  # width of the score steps inside which `seed` reshuffles
 
 

@@ -9,6 +9,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.core.ranking import VA_WEIGHT
+
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "model" / "default" / "photoscore-default.safetensors"
 
 
@@ -53,6 +55,15 @@ class Settings(BaseSettings):
     max_video_shots: int = Field(200, ge=1, le=5000, description="Most shots (detected cuts + 1) a video may have.")
 
     search_k: int = Field(256, description="FAISS candidates before reranking.")
+    rank_va_weight: float = Field(
+        VA_WEIGHT,
+        ge=0.0,
+        le=10.0,
+        description=(
+            "Ranking: bank z-score units taken off per unit of VA distance between song and photo"
+            " (0: the learned score alone)."
+        ),
+    )
     max_playlist_photos: int = Field(50, ge=2, le=500, description="Most photos one `POST /playlist` takes.")
     batch_max_size: int = Field(16, description="Inference worker: largest micro-batch.")
     batch_max_wait_ms: float = Field(5.0, description="Inference worker: longest wait to fill a batch.")

@@ -3,8 +3,8 @@
 ``va-track`` and ``va-clip`` rank the catalogue by the distance of the photo's predicted VA to
 each track's mean clip VA, or to its nearest clip; ``random`` is the floor every method must
 clear. The ablation ranks every catalogue track by one signal of the shipped score alone
-(embedding cosine, the learned predictor without query-bank normalisation). Rankings are song
-(or item) positions, best first.
+(embedding cosine, the learned predictor without query-bank normalisation; the service's ranking
+without its VA-distance term comes from ``run``). Rankings are song (or item) positions, best first.
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ if TYPE_CHECKING:
     from model.inference import Matcher
 
 RANDOM = "random"
-#: The ablation's rows: VA distance (the va-track baseline), one signal alone each, the shipped path.
-ABLATION_SIGNALS = ("embedding_cosine", "learned_predictor")
+#: The signals ``ablation_rankings`` ranks by, one alone each.
+SINGLE_SIGNALS = ("embedding_cosine", "learned_predictor")
+#: The ablation's rows between VA distance (the va-track baseline) and the shipped path: the single
+#: signals, then the service's bank-normalised ranking without the VA-distance term.
+ABLATION_SIGNALS = (*SINGLE_SIGNALS, "bank_normalised")
 
 
 def rank_by_va(query_va: np.ndarray, item_va: np.ndarray, k: int = K) -> list[int]:
@@ -90,7 +93,7 @@ def ablation_rankings(
     from app.services.bank_stats import CLIPS_PER_TRACK
 
     cat = catalogue.songs
-    out: dict[str, list[list[int]]] = {name: [[] for _ in range(len(embs))] for name in ABLATION_SIGNALS}
+    out: dict[str, list[list[int]]] = {name: [[] for _ in range(len(embs))] for name in SINGLE_SIGNALS}
     track_ids = [catalogue.track_of_song[int(s)] for s in cat]
     clips = catalogue.live.track_clips(track_ids, CLIPS_PER_TRACK)
     rows = np.flatnonzero(ok)

@@ -75,6 +75,7 @@ ABLATION_LABELS = {
     "va_distance": "VA distance",
     "embedding_cosine": "embedding cosine",
     "learned_predictor": "learned predictor",
+    "bank_normalised": "predictor / bank (no VA term)",
     "shipped": "shipped",
 }
 

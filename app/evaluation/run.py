@@ -99,14 +99,17 @@ def run_checkpoint(
         cdcml: list[list[int]] = [[] for _ in photos]  # a photo the service refuses keeps []
         va_track: list[list[int]] = [[] for _ in photos]
         va_clip: list[list[int]] = [[] for _ in photos]
+        bank_only: list[list[int]] = [[] for _ in photos]  # the service's ranking without the VA term
         ranker = service_ranker(catalogue.live, matcher, settings)
+        plain = service_ranker(catalogue.live, matcher, settings, va_weight=0.0)
         for i in np.flatnonzero(ok):
             tracks = service_ranking(ranker, embs[i], pred_va[i])
             cdcml[i] = [catalogue.song_of_track[t] for t in tracks]
+            bank_only[i] = [catalogue.song_of_track[t] for t in service_ranking(plain, embs[i], pred_va[i])]
             va_track[i] = [int(cat[j]) for j in rank_by_va(pred_va[i], catalogue.track_va)]
             nearest = rank_by_clip_va(pred_va[i], catalogue.clip_va, catalogue.clip_song, len(cat))
             va_clip[i] = [int(cat[j]) for j in nearest]
-        ablation = ablation_rankings(matcher, catalogue, embs, ok)
+        ablation = ablation_rankings(matcher, catalogue, embs, ok) | {"bank_normalised": bank_only}
     finally:
         catalogue.close()
     emotify_result = None

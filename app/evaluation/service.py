@@ -52,11 +52,13 @@ def embed_photos(matcher: Matcher, photos: Sequence[Photo], settings: Settings) 
     return embs, vas
 
 
-def service_ranker(live: LiveIndex, matcher: Matcher, settings: Settings) -> Ranker:
-    """The service's ranker over one catalogue (its FAISS candidate depth from ``settings``)."""
+def service_ranker(live: LiveIndex, matcher: Matcher, settings: Settings, va_weight: float | None = None) -> Ranker:
+    """The service's ranker over one catalogue (its FAISS candidate depth and VA-distance weight
+    from ``settings``; ``va_weight`` overrides the latter, for the ablation)."""
     from app.services.ranking import Ranker
 
-    return Ranker(live, matcher, settings.search_k)
+    weight = settings.rank_va_weight if va_weight is None else va_weight
+    return Ranker(live, matcher, settings.search_k, weight)
 
 
 def service_ranking(ranker: Ranker, emb: np.ndarray, va: np.ndarray, k: int = K) -> list[int]:

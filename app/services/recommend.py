@@ -132,7 +132,7 @@ class Recommender:
     @classmethod
     def ranker_for(cls, live: LiveIndex, worker: InferenceWorker, settings: Settings) -> Ranker:
         """The app's ranker: the predictor's calls run on ``worker``'s model thread."""
-        return Ranker(live, ModelThreadScorer(worker), settings.search_k)
+        return Ranker(live, ModelThreadScorer(worker), settings.search_k, settings.rank_va_weight)
 
     @property
     def model_version(self) -> str:

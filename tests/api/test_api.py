@@ -179,19 +179,19 @@ class TestRecommend:
 class TestRecommendOptions:
     def test_no_shift_and_plain_options_give_the_unsteered_search(self, api: Api) -> None:
         """The answer equals the search path as it was: the plain ranking of n + 5, cut to n."""
-        from app.services.photos import decode_photo
+        from app.services.photos import clean_va, decode_photo
         from app.services.ranking import Query, Ranker, SearchOptions
 
         image = photo_bytes("warm")
         state = api.app.state
         matcher = state.worker.matcher
-        emb, _ = matcher.embed_image_tensor(decode_photo(image, 20_000_000, matcher.image_size)[None])
+        emb, va = matcher.embed_image_tensor(decode_photo(image, 20_000_000, matcher.image_size)[None])
         plain = {"max_per_artist": 0, "dedupe": False}
         for n in (1, 3, 4):
             want = [
                 h.track_id
                 for h in Ranker(state.live_index, matcher, search_k=256)
-                .page(Query(emb[0]), SearchOptions(n=n + 5, spare=0))
+                .page(Query(emb[0], clean_va(va[0])), SearchOptions(n=n + 5, spare=0))
                 .results
             ][:n]
             for shift in ({}, {"valence_shift": 0, "arousal_shift": 0.0}):

@@ -407,7 +407,7 @@ def test_cdcml_rankings_are_what_the_service_search_returns(shipped_run: tuple[d
     from app.core.db import make_engine, make_session_factory
     from app.core.live_index import LiveIndex
     from app.core.settings import Settings
-    from app.services.photos import decode_photo
+    from app.services.photos import clean_va, decode_photo
     from app.services.ranking import Query, Ranker, SearchOptions
     from model.inference import Matcher
 
@@ -424,10 +424,10 @@ def test_cdcml_rankings_are_what_the_service_search_returns(shipped_run: tuple[d
         for i in (0, 7, 23):
             photo = result["photos"][i]
             tensor = decode_photo(Path(photo["path"]).read_bytes(), settings.max_image_pixels, matcher.image_size)
-            emb, _ = matcher.embed_image_tensor(np.stack([tensor]))
+            emb, va = matcher.embed_image_tensor(np.stack([tensor]))
             hits = (
-                Ranker(live, matcher, search_k=settings.search_k)
-                .page(Query(emb[0]), SearchOptions(n=10, spare=0))
+                Ranker(live, matcher, search_k=settings.search_k, va_weight=settings.rank_va_weight)
+                .page(Query(emb[0], clean_va(va[0])), SearchOptions(n=10, spare=0))
                 .results
             )
             assert [song_of_track[h.track_id] for h in hits] == result["methods"][f"cdcml:{label}"]["top10"][i]
@@ -487,17 +487,19 @@ def test_quadrant_mix_of_every_method_agrees_with_its_top10_and_quadrant_at_10(
 def test_ablation_rows_rank_every_track_by_one_signal(shipped_run: tuple[dict, Path]) -> None:
     from app.core.db import make_engine, make_session_factory
     from app.core.live_index import LiveIndex
+    from app.core.settings import Settings
     from app.services.bank_stats import CLIPS_PER_TRACK
+    from app.services.ranking import Query, Ranker, SearchOptions
     from model.inference import Matcher
 
     result, workdir = shipped_run
     (label,) = result["checkpoints"]
     ab = result["ablation"][label]
-    assert list(ab["rows"]) == ["va_distance", "embedding_cosine", "learned_predictor", "shipped"]
+    assert list(ab["rows"]) == ["va_distance", "embedding_cosine", "learned_predictor", "bank_normalised", "shipped"]
     assert ab["clips_per_track"] == CLIPS_PER_TRACK
     assert ab["rows"]["va_distance"]["metrics"] == result["methods"][f"va-track:{label}"]["metrics"]
     assert ab["rows"]["shipped"]["metrics"] == result["methods"][f"cdcml:{label}"]["metrics"]
-    for name in ("embedding_cosine", "learned_predictor"):
+    for name in ("embedding_cosine", "learned_predictor", "bank_normalised"):
         assert set(ab["rows"][name]["metrics"]) == set(METRICS)
         assert all(len(t) == 10 and len(set(t)) == 10 for t in ab["rows"][name]["top10"])
 
@@ -510,6 +512,10 @@ def test_ablation_rows_rank_every_track_by_one_signal(shipped_run: tuple[dict, P
         live = LiveIndex(make_session_factory(engine), checkpoint_hash=matcher.checkpoint_hash, dim=matcher.dim)
         live.load()
         clips = {c.track_id: c.embeddings for c in live.track_clips(sorted(song_of_track), CLIPS_PER_TRACK)}
+        plain = Ranker(live, matcher, search_k=Settings().search_k, va_weight=0.0)
+        for i, emb in zip((0, 11, 23), emb_of, strict=True):  # the service's ranking without the VA term
+            hits = plain.page(Query(emb), SearchOptions(n=10, spare=0)).results
+            assert ab["rows"]["bank_normalised"]["top10"][i] == [song_of_track[h.track_id] for h in hits], i
     finally:
         engine.dispose()
     for i, emb in zip((0, 11, 23), emb_of, strict=True):

@@ -58,6 +58,27 @@ class TestSearch:
         assert [h.track_id for h in hits] == [fit, hub]
         assert 0.5 < hits[0].score <= 1.0 and hits[1].score < hits[0].score
 
+    def test_the_va_distance_to_the_photo_breaks_what_the_learned_score_leaves_equal(self, db) -> None:
+        """Two songs the predictor rates equally for this photo (z 0.793 each, against a bank of
+        three photos); the one whose predicted VA lies nearer the photo's comes first, and each
+        score is the normal CDF of z minus the VA distance. With the weight 0, the tie stays."""
+        import math
+
+        far = add_song(db, "far", [direction(2)], va=(0.8, 0.8))
+        near = add_song(db, "near", [direction(3)], va=(0.2, 0.2))
+        idx = live(db)
+        bank = BankMatcher(np.stack([direction(0), direction(2), direction(3)]))
+        query = Query(unit(direction(2) + direction(3)), (0.3, 0.3))
+        z = ((1 + math.sqrt(0.5)) / 2 - 2 / 3) / math.sqrt(1 / 18)  # bank scores 0.5, 1, 0.5 for both songs
+        cdf = lambda x: 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))  # noqa: E731
+        hits = Ranker(idx, bank, search_k=256).page(query, SearchOptions(n=2, spare=0)).results
+        assert [h.track_id for h in hits] == [near, far]
+        assert hits[0].score == pytest.approx(cdf(z - math.hypot(0.1, 0.1)), abs=1e-5)
+        assert hits[1].score == pytest.approx(cdf(z - math.hypot(0.5, 0.5)), abs=1e-5)
+        plain = Ranker(idx, bank, search_k=256, va_weight=0.0).page(query, SearchOptions(n=2, spare=0)).results
+        assert [h.track_id for h in plain] == [far, near]  # equal z: track id decides
+        assert plain[0].score == plain[1].score == pytest.approx(cdf(z), abs=1e-5)
+
     def test_top_n(self, db) -> None:
         ids = [add(db, f"t{i}", [unit(direction(0) + 0.1 * i * direction(1))]) for i in range(5)]
         idx = live(db)
@@ -98,12 +119,16 @@ class TestSearch:
 
 
 # ------------------------------------------------------------------------------ search options
-def reference_recommend(idx: LiveIndex, matcher, image_emb: np.ndarray, n: int, k: int) -> list[tuple]:
-    """The search as it was before steering, variety and paging existed (commit 41321c8),
-    kept verbatim as the oracle for "no options give exactly today's answer"."""
+def reference_recommend(
+    idx: LiveIndex, matcher, image_emb: np.ndarray, n: int, k: int, photo: tuple[float, float] = (0.5, 0.5)
+) -> list[tuple]:
+    """The search as it was before steering, variety and paging existed (commit 41321c8), kept
+    as the oracle for "no options give exactly today's answer"; since then only the VA-distance
+    term was added (issue 28)."""
     import math
 
     from app.core.live_index import _spread
+    from app.core.ranking import VA_WEIGHT
     from app.services.bank_stats import CLIPS_PER_TRACK
     from app.services.bank_stats import query_bank as _bank
     from app.services.ranking import SCORE_DECIMALS, TRACKS_PER_RESULT
@@ -128,7 +153,8 @@ def reference_recommend(idx: LiveIndex, matcher, image_emb: np.ndarray, n: int, 
         rank[int(tid)] = round(score, SCORE_DECIMALS)
         if bank is not None:
             mu, sd = Ranker(idx, matcher).norms.get(bank, int(tid), embs[at : at + len(cids)], idx.snapshot())
-            z = (score - mu) / sd
+            info = idx.snapshot().track_info[int(tid)]
+            z = (score - mu) / sd - VA_WEIGHT * math.dist((info.valence, info.arousal), photo)
             rank[int(tid)] = round(z, SCORE_DECIMALS)
             score = 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
         best = min(range(len(cids)), key=lambda i: (-round(s[i], SCORE_DECIMALS), starts[at + i], cids[i]))

@@ -35,11 +35,13 @@ Upload a photo as the multipart field **`image`** ({SUPPORTED_IMAGES}). The phot
 by the CDCML image branch; FAISS returns the nearest 2-second music clips (`search_k` of them,
 widened until they cover `n` tracks), whose tracks are the candidates; the learned similarity
 predictor scores the candidates' clips, a track's score is the mean over its clips relative to
-how well the track suits the model's bank of typical photos, its segment is its best clip, and
-the `n` best tracks come back, best first.
+how well the track suits the model's bank of typical photos, less the distance between the
+track's and the photo's predicted valence-arousal, its segment is its best clip, and the `n`
+best tracks come back, best first.
 
-`score` in [0, 1]: 0.5 means the song suits this photo no better than a typical photo, near 1
-far better (without a query bank in the checkpoint: the predicted similarity); `segment` is
+`score` in [0, 1]: 0.5 means the song suits this photo no better than a typical photo (at zero
+VA distance), near 1 far better (without a query bank in the checkpoint: the predicted
+similarity); `segment` is
 where in the track the best clip lies; `image` is the photo's predicted valence and arousal.
 The same photo and catalogue always give the same answer (ties are broken by track id).
 
