@@ -19,7 +19,9 @@ each with the checkpoint's own bank, with a larger bank of training-split photos
 as many photos chosen from that larger one to cover valence-arousal space evenly (``vacover``);
 and ``blend{w}``: the z-score minus ``w`` times the photo's predicted VA distance to the track's
 mean predicted VA (a learned score steered by the two numbers of nearest-by-VA; the service ranks
-by ``blend1/bank64``, ``PHOTOSCORE_RANK_VA_WEIGHT``). Every track
+by ``blend1/bank64``, ``PHOTOSCORE_RANK_VA_WEIGHT``); ``zblend{w}``: the same with the VA distance
+itself standardised per track over the larger bank's photos (a song whose predicted VA sits in the
+middle is near every photo; standardised, that nearness no longer lifts it for all). Every track
 is scored (the service scores a FAISS candidate pool of 4 x (n + 5) tracks, which on these
 catalogues of 40-75 songs is nearly all of them).
 
@@ -130,7 +132,7 @@ def main() -> None:
         finally:
             cat.close()
     emb, pred_va = embed_photos(matcher, data.photos, settings)
-    big_bank, _ = embed_photos(matcher, train.photos, settings)
+    big_bank, big_bank_va = embed_photos(matcher, train.photos, settings)
     own_bank = np.asarray(matcher.query_bank, np.float32)
     s = track_scores(matcher, emb, clips, bank=False)
     train_va = np.array([[p.valence, p.arousal] for p in train.photos])
@@ -140,6 +142,8 @@ def main() -> None:
     track_va = np.array([np.asarray(v, float) for v in cat.track_va])
     ranked: dict[str, np.ndarray] = {"raw": s, "cosine": cos}
     ranked["va-distance"] = -np.linalg.norm(pred_va[:, None, :] - track_va[None], axis=2)
+    bank_d = np.linalg.norm(big_bank_va[:, None, :] - track_va[None], axis=2)
+    va_z = (-ranked["va-distance"] - bank_d.mean(axis=0)) / np.maximum(bank_d.std(axis=0), 1e-3)
     for name, bank in banks.items():
         b = track_scores(matcher, bank, clips, bank=True)
         ranked |= {f"{c}/{name}": v for c, v in corrections(s, b).items()}
@@ -147,6 +151,8 @@ def main() -> None:
         ranked |= {f"cosine-{c}/{name}": v for c, v in corrections(cos, bc).items() if c in ("z", "mean")}
         for w in (1.0, 2.0, 4.0, 8.0):
             ranked[f"blend{w:g}/{name}"] = ranked[f"z/{name}"] - w * -ranked["va-distance"]
+        for w in (0.25, 0.5, 1.0):
+            ranked[f"zblend{w:g}/{name}"] = ranked[f"z/{name}"] - w * va_z
     song_q = np.array([song.quadrant for song in data.songs])
     resamples = bootstrap_resamples(len(data.photos), args.bootstrap, 0)
     results = {}
