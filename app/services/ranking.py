@@ -241,7 +241,7 @@ class Ranking:
         norms: BankNorms,
         missing: frozenset[int],
         search_k: int,
-        va_weight: float = VA_WEIGHT,
+        va_weight: float,
     ) -> None:
         self.query, self.options, self.snap, self.scorer, self.norms = query, options, snap, scorer, norms
         self.k = search_k
@@ -362,7 +362,7 @@ def score_tracks(
     snap: Snapshot,
     scorer: Scorer,
     norms: BankNorms,
-    va_weight: float = VA_WEIGHT,
+    va_weight: float,
 ) -> dict[int, Scored]:
     """Each track's score: the mean over ``CLIPS_PER_TRACK`` spread clips, bank-normalised, minus
     ``va_weight`` x the track's VA distance to the photo (with a bank: z units)."""
