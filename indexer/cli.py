@@ -382,7 +382,7 @@ def _model(checkpoint: Path, device: str, *, need_model: bool) -> tuple[str, int
 
             matcher = Matcher.load(checkpoint, device, spinning=False, batch_size=INDEX_CLIP_BATCH)
             return matcher.checkpoint_hash, matcher.dim, matcher
-        return file_sha256(checkpoint), int(read_meta(checkpoint).config.embed_dim), None
+        return file_sha256(checkpoint), int(read_meta(checkpoint).config.space_dim), None
     except (CheckpointError, OSError, ValueError, RuntimeError) as exc:
         # RuntimeError: ONNX Runtime refuses a graph that is damaged or does not fit this version
         hint = " (its ONNX graphs do not fit this version)" if isinstance(exc, RuntimeError) else ""

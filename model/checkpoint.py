@@ -20,6 +20,23 @@ from model.networks import CDCML
 
 # Loaded without them, an older checkpoint keeps identity calibration and no query bank.
 _OPTIONAL_KEYS = ("image_va_affine", "music_va_affine", "query_bank")
+# Single-model checkpoints written before ensemble members existed name member 0's weights so.
+_LEGACY_PREFIXES = {
+    "image_branch.affect_norm.": "image_branch.members.0.affect_norm.",
+    "image_branch.project.": "image_branch.members.0.project.",
+    "music_branch.affect_norm.": "music_branch.members.0.affect_norm.",
+    "music_branch.project.": "music_branch.members.0.project.",
+    "similarity_head.": "similarity_heads.0.",
+    "va_head.": "va_heads.0.",
+}
+
+
+def _current_key(key: str) -> str:
+    for old, new in _LEGACY_PREFIXES.items():
+        if key.startswith(old):
+            return new + key[len(old) :]
+    return key
+
 
 __all__ = ["CheckpointError", "CheckpointMeta", "load_checkpoint", "read_meta", "resolve_device", "save_checkpoint"]
 
@@ -57,7 +74,7 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[CDC
     with safe_open(str(path), framework="pt", device="cpu") as fh:
         for key in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
             t = fh.get_tensor(key)
-            state[key] = t.float() if t.is_floating_point() else t
+            state[_current_key(key)] = t.float() if t.is_floating_point() else t
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k not in _OPTIONAL_KEYS]  # older checkpoints: identity calibration
     if missing or unexpected:

@@ -140,7 +140,7 @@ class TorchMatcher(CheckpointFacts):
 def _sample_inputs(meta: CheckpointMeta, n: int = 3, seed: int = 0) -> dict[str, tuple[torch.Tensor, ...]]:
     """Inputs of realistic scale for tracing and the export's own parity check."""
     rng = np.random.default_rng(seed)
-    size, d = meta.config.image_size, meta.config.embed_dim
+    size, d = meta.config.image_size, meta.config.space_dim
     image = torch.from_numpy(rng.standard_normal((n, 3, size, size)).astype(np.float32))
     spectral = torch.from_numpy(rng.standard_normal((n, 3, N_FEATURES, CLIP_FRAMES)).astype(np.float32))
     music: tuple[torch.Tensor, ...] = (spectral,)

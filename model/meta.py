@@ -38,12 +38,20 @@ class ModelConfig:
     # against them once and ranks songs by their score relative to that (querybank normalisation),
     # so a song that suits every photo (a hub) stops opening every list. 0: no bank.
     query_bank: int = 0
+    # Ensemble members over the shared backbones (see model.networks.CDCML); the space the
+    # service indexes is their spaces joined, members * embed_dim wide.
+    members: int = 1
     image_weights: str | None = None
     music_weights: str | None = None
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def space_dim(self) -> int:
+        """Width of the embeddings the runtime returns and the index stores."""
+        return self.embed_dim * self.members
 
     @property
     def uses_tagger(self) -> bool:
@@ -130,7 +138,7 @@ class CheckpointFacts:
 
     @property
     def dim(self) -> int:
-        return self.meta.config.embed_dim
+        return self.meta.config.space_dim
 
     @property
     def image_size(self) -> int:

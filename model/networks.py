@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -229,8 +230,52 @@ def _mlp_head(d_in: int, hidden: Sequence[int], d_out: int, dropout: float) -> n
     )
 
 
+class Projection(nn.Module):
+    """One ensemble member's map from backbone output (+ normalised affect features) into its
+    own unit-norm space."""
+
+    def __init__(self, d_in: int, n_affect: int | None, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.affect_norm = nn.BatchNorm1d(n_affect) if n_affect else None
+        d_in += n_affect or 0
+        if cfg.proj_hidden:
+            self.project = nn.Sequential(
+                nn.BatchNorm1d(d_in),
+                nn.Dropout(cfg.dropout),
+                nn.Linear(d_in, cfg.proj_hidden),
+                nn.BatchNorm1d(cfg.proj_hidden),
+                nn.ReLU(inplace=True),
+                nn.Dropout(cfg.dropout),
+                nn.Linear(cfg.proj_hidden, cfg.embed_dim),
+            )
+        else:
+            self.project = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d_in, cfg.embed_dim))
+
+    def forward(self, h: torch.Tensor, affect: torch.Tensor | None) -> torch.Tensor:
+        if affect is not None:
+            assert self.affect_norm is not None  # built whenever the branch has affect features
+            h = torch.cat([h, self.affect_norm(affect)], dim=1)
+        return F.normalize(self.project(h), dim=1)
+
+
+def join_members(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Members' unit vectors [n, d] each -> one unit vector [n, K*d] whose inner product with
+    another joined vector is the mean of the members' cosines (what the FAISS index ranks by)."""
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat(list(parts), dim=1) / math.sqrt(len(parts))
+
+
+def split_members(emb: torch.Tensor, members: int) -> list[torch.Tensor]:
+    """Inverse of :func:`join_members`: each member's unit vector from a joined embedding."""
+    if members == 1:
+        return [emb]
+    return [part * math.sqrt(members) for part in emb.chunk(members, dim=1)]
+
+
 class Branch(nn.Module):
-    """Backbone (+ optional affect features) -> projection -> L2-normalised embedding.
+    """Backbone (+ optional affect features) -> ``cfg.members`` projections -> one joined
+    L2-normalised embedding (:func:`join_members`).
 
     ``aux`` is the affect features' input when it differs from the backbone's (a music
     branch whose backbone reads tagger spectrograms takes its spectral statistics from the
@@ -248,20 +293,8 @@ class Branch(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.affect = affect
-        self.affect_norm = nn.BatchNorm1d(n_affect) if affect is not None else None
-        d_in = width + (n_affect if affect is not None else 0)
-        if cfg.proj_hidden:
-            self.project = nn.Sequential(
-                nn.BatchNorm1d(d_in),
-                nn.Dropout(cfg.dropout),
-                nn.Linear(d_in, cfg.proj_hidden),
-                nn.BatchNorm1d(cfg.proj_hidden),
-                nn.ReLU(inplace=True),
-                nn.Dropout(cfg.dropout),
-                nn.Linear(cfg.proj_hidden, cfg.embed_dim),
-            )
-        else:
-            self.project = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d_in, cfg.embed_dim))
+        n = n_affect if affect is not None else None
+        self.members = nn.ModuleList(Projection(width, n, cfg) for _ in range(cfg.members))
 
     def parts(self, x: torch.Tensor, aux: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Backbone output and raw affect features; cached when the backbone is frozen."""
@@ -269,18 +302,24 @@ class Branch(nn.Module):
             return self.backbone(x), None
         return self.backbone(x), self.affect(x if aux is None else aux)
 
-    def head(self, h: torch.Tensor, affect: torch.Tensor | None) -> torch.Tensor:
-        if affect is not None:
-            assert self.affect_norm is not None  # built together with self.affect
-            h = torch.cat([h, self.affect_norm(affect)], dim=1)
-        return F.normalize(self.project(h), dim=1)
+    def head(self, h: torch.Tensor, affect: torch.Tensor | None, member: int | None = None) -> torch.Tensor:
+        """The joined embedding, or one member's own unit vector (training trains each alone)."""
+        if member is not None:
+            return self.members[member](h, affect)
+        return join_members([m(h, affect) for m in self.members])
 
     def forward(self, x: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(*self.parts(x, aux))
 
 
 class CDCML(nn.Module):
-    """Two branches into one space, a similarity predictor and one VA predictor shared by both."""
+    """Two branches into one space, a similarity predictor and one VA predictor shared by both.
+
+    With ``cfg.members`` K > 1 it is an ensemble over shared frozen backbones: K projections per
+    branch, K similarity and K VA predictors, each member trained alone (different initial
+    weights and dropout). The space is the members' spaces joined (:func:`join_members`), so a
+    cosine in it is the members' mean cosine; similarity and VA are the members' means.
+    """
 
     image_va_affine: torch.Tensor
     music_va_affine: torch.Tensor
@@ -288,6 +327,10 @@ class CDCML(nn.Module):
 
     def __init__(self, cfg: ModelConfig, pretrained: bool = True) -> None:
         super().__init__()
+        if cfg.members < 1:
+            raise ValueError(f"model.members must be at least 1, not {cfg.members}")
+        if cfg.sim_input not in ("concat", "interaction"):
+            raise ValueError(f"unknown sim_input {cfg.sim_input!r}: 'concat' or 'interaction'")
         self.cfg = cfg
         ib, iw = build_backbone(cfg.image_backbone, cfg.compact_width, cfg.image_weights, pretrained)
         mb, mw = build_backbone(cfg.music_backbone, cfg.compact_width, cfg.music_weights, pretrained)
@@ -297,16 +340,14 @@ class CDCML(nn.Module):
         d = cfg.embed_dim
         sim_hidden = tuple(cfg.sim_hidden or (d // 2, d // 8))
         va_hidden = tuple(cfg.va_hidden or (d // 4, d // 16))
-        if cfg.sim_input not in ("concat", "interaction"):
-            raise ValueError(f"unknown sim_input {cfg.sim_input!r}: 'concat' or 'interaction'")
-        self.similarity_head = _mlp_head(2 * d, sim_hidden, 1, cfg.dropout)
-        self.va_head = _mlp_head(d, va_hidden, 2, cfg.dropout)
+        self.similarity_heads = nn.ModuleList(_mlp_head(2 * d, sim_hidden, 1, cfg.dropout) for _ in range(cfg.members))
+        self.va_heads = nn.ModuleList(_mlp_head(d, va_hidden, 2, cfg.dropout) for _ in range(cfg.members))
         # Per-modality affine map of the VA head's output (rows: scale, shift; columns: V, A),
         # fitted after training on held-out data so predictions spread like human ratings
         # (a regressor shrinks towards the mean). Identity until fitted.
         self.register_buffer("image_va_affine", torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
         self.register_buffer("music_va_affine", torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
-        self.register_buffer("query_bank", torch.zeros(cfg.query_bank, d))  # filled after training
+        self.register_buffer("query_bank", torch.zeros(cfg.query_bank, cfg.space_dim))  # filled after training
 
     def embed_image(self, x: torch.Tensor) -> torch.Tensor:
         return self.image_branch(x)
@@ -325,22 +366,38 @@ class CDCML(nn.Module):
             raise ValueError("this model needs the tagger input of every clip: cut clips with tagger=True")
         return self.music_branch(tagger, spectral)
 
-    def similarity(self, image_emb: torch.Tensor, music_emb: torch.Tensor) -> torch.Tensor:
-        """Predicted similarity in [0,1] for aligned rows of image and music embeddings."""
+    def _pair(self, image_emb: torch.Tensor, music_emb: torch.Tensor) -> torch.Tensor:
         if self.cfg.sim_input == "interaction":
-            pair = torch.cat([image_emb * music_emb, (image_emb - music_emb).abs()], dim=1)
-        else:
-            pair = torch.cat([image_emb, music_emb], dim=1)
-        return self.similarity_head(pair).squeeze(1)
+            return torch.cat([image_emb * music_emb, (image_emb - music_emb).abs()], dim=1)
+        return torch.cat([image_emb, music_emb], dim=1)
 
-    def va(self, emb: torch.Tensor) -> torch.Tensor:
-        """Valence and arousal in [0,1] from an embedding of either modality (training target)."""
-        return self.va_head(emb)
+    def similarity(self, image_emb: torch.Tensor, music_emb: torch.Tensor, member: int | None = None) -> torch.Tensor:
+        """Predicted similarity in [0,1] for aligned rows of image and music embeddings: joined
+        embeddings give the members' mean; with ``member``, that member's own on its own vectors."""
+        if member is not None:
+            return self.similarity_heads[member](self._pair(image_emb, music_emb)).squeeze(1)
+        k = self.cfg.members
+        scores = [
+            head(self._pair(i, m)).squeeze(1)
+            for head, i, m in zip(
+                self.similarity_heads, split_members(image_emb, k), split_members(music_emb, k), strict=True
+            )
+        ]
+        return scores[0] if k == 1 else torch.stack(scores).mean(dim=0)
+
+    def va(self, emb: torch.Tensor, member: int | None = None) -> torch.Tensor:
+        """Valence and arousal in [0,1] from an embedding of either modality (training target):
+        the members' mean for a joined embedding, or one member's own."""
+        if member is not None:
+            return self.va_heads[member](emb)
+        k = self.cfg.members
+        preds = [head(e) for head, e in zip(self.va_heads, split_members(emb, k), strict=True)]
+        return preds[0] if k == 1 else torch.stack(preds).mean(dim=0)
 
     def image_va(self, emb: torch.Tensor) -> torch.Tensor:
         """Calibrated VA of image embeddings: what users see and VA ranking uses."""
-        return (self.va_head(emb) * self.image_va_affine[0] + self.image_va_affine[1]).clamp(0.0, 1.0)
+        return (self.va(emb) * self.image_va_affine[0] + self.image_va_affine[1]).clamp(0.0, 1.0)
 
     def music_va(self, emb: torch.Tensor) -> torch.Tensor:
         """Calibrated VA of music-clip embeddings."""
-        return (self.va_head(emb) * self.music_va_affine[0] + self.music_va_affine[1]).clamp(0.0, 1.0)
+        return (self.va(emb) * self.music_va_affine[0] + self.music_va_affine[1]).clamp(0.0, 1.0)

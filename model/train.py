@@ -105,15 +105,17 @@ class Trainer:
         ):
             if frozen:
                 branch.backbone.requires_grad_(False)
-        # the category term's head is a training aid: it reads the image embedding, is never saved
-        # in the checkpoint and never exported
-        self.category_head: nn.Linear | None = None
+        # the category term's heads (one per member) are a training aid: they read the image
+        # embedding, are never saved in the checkpoint and never exported
+        self.category_heads: nn.ModuleList | None = None
         self.categories: tuple[np.ndarray, np.ndarray] | None = None
         if cfg.loss.categories:
-            self.category_head = nn.Linear(cfg.model.embed_dim, len(EMOTION6_CATEGORIES)).to(self.device)
+            self.category_heads = nn.ModuleList(
+                nn.Linear(cfg.model.embed_dim, len(EMOTION6_CATEGORIES)) for _ in range(cfg.model.members)
+            ).to(self.device)
             self.categories = category_targets(cfg, data.images)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        params += list(self.category_head.parameters()) if self.category_head is not None else []
+        params += list(self.category_heads.parameters()) if self.category_heads is not None else []
         self.opt: torch.optim.Optimizer
         if o.optimizer == "sgd":
             self.opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
@@ -138,8 +140,8 @@ class Trainer:
             return
         state = torch.load(self.state_path, map_location=self.device, weights_only=True)
         self.model.load_state_dict(state["model"])
-        if self.category_head is not None:
-            self.category_head.load_state_dict(state["category_head"])
+        if self.category_heads is not None:
+            self.category_heads.load_state_dict(state["category_heads"])
         self.opt.load_state_dict(state["optim"])
         self.sched.load_state_dict(state["sched"])
         self.epoch, self.best = int(state["epoch"]), float(state["best"])
@@ -156,7 +158,7 @@ class Trainer:
                 "epoch": self.epoch,
                 "best": self.best,
                 "history": json.dumps(self.history),
-                **({"category_head": self.category_head.state_dict()} if self.category_head is not None else {}),
+                **({"category_heads": self.category_heads.state_dict()} if self.category_heads is not None else {}),
             },
             tmp,
         )
@@ -249,15 +251,65 @@ class Trainer:
             return torch.from_numpy(self.data.music.tagger[idx].astype(np.float32)), spectral
         return spectral, None
 
-    def embed(self, kind: str, idx: np.ndarray, train: bool, rng: np.random.Generator | None = None) -> torch.Tensor:
+    def parts(
+        self, kind: str, idx: np.ndarray, train: bool, rng: np.random.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Backbone output and affect features of ``idx``: cached for a frozen backbone, else computed."""
         branch = self.model.image_branch if kind == "image" else self.model.music_branch
         frozen = self.cfg.optim.freeze_image_backbone if kind == "image" else self.cfg.optim.freeze_music_backbone
         if frozen:
-            return branch.head(*self._frozen_parts(kind, idx, rng if train else None))
+            return self._frozen_parts(kind, idx, rng if train else None)
         x, aux = self._raw_input(kind, idx, rng if train else None)
-        return branch(x.to(self.device), None if aux is None else aux.to(self.device))
+        return branch.parts(x.to(self.device), None if aux is None else aux.to(self.device))
+
+    def embed(self, kind: str, idx: np.ndarray, train: bool, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """Joined embeddings of ``idx`` (every member's space)."""
+        branch = self.model.image_branch if kind == "image" else self.model.music_branch
+        return branch.head(*self.parts(kind, idx, train, rng))
 
     # ------------------------------------------------------------------ loops
+    def _member_loss(
+        self,
+        k: int,
+        ei: torch.Tensor,
+        em: torch.Tensor,
+        ii: np.ndarray,
+        vi: torch.Tensor,
+        vm: torch.Tensor,
+        wm: torch.Tensor,
+        s_true: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Eq. 8 (plus the enabled extra terms) for member ``k`` on its own embeddings."""
+        cfg = self.cfg
+        sim_matrix = None
+        if cfg.loss.rank:  # the first RANK_PHOTOS photos of the batch against all its clips
+            m = min(len(ei), RANK_PHOTOS)
+            pairs_i = ei[:m].repeat_interleave(len(em), dim=0)
+            sim_matrix = self.model.similarity(pairs_i, em.repeat(m, 1), k).view(m, len(em))
+        categories = None
+        if self.category_heads is not None and self.categories is not None:
+            target, mask = self.categories
+            categories = (
+                self.category_heads[k](ei),
+                torch.from_numpy(target[ii]).to(self.device),
+                torch.from_numpy(mask[ii]).to(self.device),
+            )
+        return total_loss(
+            cfg.loss,
+            ei=ei,
+            em=em,
+            vi=vi,
+            vm=vm,
+            sim_pred=self.model.similarity(ei, em, k),
+            sim_true=s_true,
+            va_i_pred=self.model.va(ei, k),
+            va_m_pred=self.model.va(em, k),
+            music_weight=wm,
+            sim_matrix=sim_matrix,
+            sigma=self.data.sigma,
+            categories=categories,
+        )
+
     def train_epoch(self) -> dict:
         cfg, data = self.cfg, self.data
         rng = np.random.default_rng(cfg.seed * 1000 + self.epoch)
@@ -274,45 +326,33 @@ class Trainer:
             sel = order[step * bs : (step + 1) * bs]
             ii, ci = data.train_pairs.image_idx[sel], data.train_pairs.clip_idx[sel]
             s_true = torch.from_numpy(data.train_pairs.similarity[sel]).float().to(self.device)
-            ei = self.embed("image", ii, True, rng)
-            em = self.embed("music", ci, True, rng)
+            hi, ai = self.parts("image", ii, True, rng)
+            hm, am = self.parts("music", ci, True, rng)
             vi = torch.from_numpy(data.images.va[ii]).to(self.device)
             vm = torch.from_numpy(data.music.va[ci]).to(self.device)
             wm = torch.from_numpy(np.where(data.music.weak[ci], cfg.data.weak_weight, 1.0)).float().to(self.device)
-            sim_matrix = None
-            if cfg.loss.rank:  # the first RANK_PHOTOS photos of the batch against all its clips
-                m = min(len(ei), RANK_PHOTOS)
-                pairs_i = ei[:m].repeat_interleave(len(em), dim=0)
-                sim_matrix = self.model.similarity(pairs_i, em.repeat(m, 1)).view(m, len(em))
-            categories = None
-            if self.category_head is not None and self.categories is not None:
-                target, mask = self.categories
-                categories = (
-                    self.category_head(ei),
-                    torch.from_numpy(target[ii]).to(self.device),
-                    torch.from_numpy(mask[ii]).to(self.device),
+            loss = torch.zeros((), device=self.device)
+            parts: dict[str, float] = {}
+            for k in range(cfg.model.members):  # each member trained alone on the same batch
+                member_loss, member_parts = self._member_loss(
+                    k,
+                    self.model.image_branch.head(hi, ai, k),
+                    self.model.music_branch.head(hm, am, k),
+                    ii,
+                    vi,
+                    vm,
+                    wm,
+                    s_true,
                 )
-            loss, parts = total_loss(
-                cfg.loss,
-                ei=ei,
-                em=em,
-                vi=vi,
-                vm=vm,
-                sim_pred=self.model.similarity(ei, em),
-                sim_true=s_true,
-                va_i_pred=self.model.va(ei),
-                va_m_pred=self.model.va(em),
-                music_weight=wm,
-                sim_matrix=sim_matrix,
-                sigma=data.sigma,
-                categories=categories,
-            )
+                loss = loss + member_loss
+                for name, value in member_parts.items():
+                    parts[name] = parts.get(name, 0.0) + value / cfg.model.members
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
             for k, v in parts.items():
                 totals[k] = totals.get(k, 0.0) + v
-            totals["total"] = totals.get("total", 0.0) + float(loss.detach())
+            totals["total"] = totals.get("total", 0.0) + float(loss.detach()) / cfg.model.members
             bar.set_postfix(loss=f"{totals['total'] / (step + 1):.4f}")
         self.sched.step()
         out = {k: v / max(1, steps) for k, v in totals.items()}
@@ -331,7 +371,7 @@ class Trainer:
             va = self.model.image_va(e) if kind == "image" else self.model.music_va(e)
             vas.append(va.cpu())
         if not embs:
-            return np.zeros((0, self.cfg.model.embed_dim), np.float32), np.zeros((0, 2), np.float32)
+            return np.zeros((0, self.cfg.model.space_dim), np.float32), np.zeros((0, 2), np.float32)
         return torch.cat(embs).numpy(), torch.cat(vas).numpy()
 
     def validate(self) -> dict:

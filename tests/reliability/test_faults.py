@@ -301,7 +301,7 @@ def test_kill_9_indexer_mid_run_then_rerun(
     from model.checkpoint import read_meta
     from tests.support.indexing import assert_consistent  # the indexer suite's own clip-for-clip check
 
-    dim = read_meta(model_checkpoint).config.embed_dim
+    dim = read_meta(model_checkpoint).config.space_dim
     library = tmp_path / "library"
     library.mkdir()
     for song in song_pool[:12]:
