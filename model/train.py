@@ -350,8 +350,8 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-            for k, v in parts.items():
-                totals[k] = totals.get(k, 0.0) + v
+            for name, value in parts.items():
+                totals[name] = totals.get(name, 0.0) + value
             totals["total"] = totals.get("total", 0.0) + float(loss.detach()) / cfg.model.members
             bar.set_postfix(loss=f"{totals['total'] / (step + 1):.4f}")
         self.sched.step()
