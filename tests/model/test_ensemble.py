@@ -19,7 +19,7 @@ from model.features import N_FEATURES, FeatureStats
 from model.inference import Matcher
 from model.meta import CheckpointMeta, ModelConfig
 from model.networks import CDCML
-from tests.support import REPO
+from tests.support.training import tiny_train_args
 
 DIM = 16
 
@@ -113,20 +113,15 @@ def test_single_model_checkpoint_of_the_old_layout_loads(tmp_path: Path) -> None
 
 @pytest.mark.data
 def test_training_trains_every_member(tmp_path: Path, dataset_dir: Path) -> None:
-    args = ["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--out", str(tmp_path / "run"), "--quiet"]
-    for setting in (
-        f"data.root={dataset_dir}",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        "data.max_items_per_source=24",
-        "data.max_seconds=8",
+    args = tiny_train_args(
+        tmp_path / "run",
+        dataset_dir,
         "model.members=2",
         "loss.rank=0.5",
-        "model.affect_features=false",  # see test_category_term_trains_a_head_that_stays_out_of_the_checkpoint
         "optim.freeze_image_backbone=true",
         "optim.freeze_music_backbone=true",
         "optim.half_checkpoint=false",  # the frozen backbone then stays bit-identical to its start
-    ):
-        args += ["--set", setting]
+    )
     assert main(args) == 0
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert all(np.isfinite(h["train"]["rank"]) for h in history)

@@ -11,31 +11,13 @@ from PIL import Image
 
 from app.cli import main
 from model.checkpoint import load_checkpoint, read_meta
-from tests.support import REPO
+from tests.support.training import tiny_train_args
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, dataset_dir: Path) -> Path:
-    out = tmp_path_factory.mktemp("run")
-    cache = tmp_path_factory.mktemp("cache")
-    rc = main(
-        [
-            "train",
-            "--config",
-            str(REPO / "configs" / "tiny.yaml"),
-            "--out",
-            str(out),
-            "--quiet",
-            "--set",
-            f"data.root={dataset_dir}",
-            "--set",
-            f"data.cache_dir={cache}",
-            "--set",
-            "data.max_items_per_source=24",
-            "--set",
-            "data.max_seconds=8",
-        ]
-    )
+    out = tmp_path_factory.mktemp("run") / "run"
+    rc = main(tiny_train_args(out, dataset_dir))
     assert rc == 0
     return out
 
@@ -63,24 +45,7 @@ def test_checkpoint_is_self_contained(tiny_run: Path) -> None:
 
 def test_resume_does_not_repeat_epochs(tiny_run: Path, dataset_dir: Path) -> None:
     before = (tiny_run / "history.json").read_text()
-    rc = main(
-        [
-            "train",
-            "--config",
-            str(REPO / "configs" / "tiny.yaml"),
-            "--out",
-            str(tiny_run),
-            "--quiet",
-            "--set",
-            f"data.root={dataset_dir}",
-            "--set",
-            "data.max_items_per_source=24",
-            "--set",
-            "data.max_seconds=8",
-            "--set",
-            "optim.epochs=3",
-        ]
-    )
+    rc = main(tiny_train_args(tiny_run, dataset_dir, "optim.epochs=3"))  # the fixture's cache, too
     assert rc == 0
     after = json.loads((tiny_run / "history.json").read_text())
     assert [h["epoch"] for h in after] == [1, 2, 3]
@@ -140,19 +105,7 @@ def test_category_term_trains_a_head_that_stays_out_of_the_checkpoint(tmp_path: 
     """With ``loss.categories`` the Emotion6 photos' category term is trained beside Eq. 8 (it
     appears in the history and is finite) and resumes; its head is a training aid, absent from the
     checkpoint, which loads as any other."""
-    args = ["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--out", str(tmp_path / "run"), "--quiet"]
-    for setting in (
-        f"data.root={dataset_dir}",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        "data.images=[oasis,emotion6]",
-        "data.max_items_per_source=24",
-        "data.max_seconds=8",
-        "loss.categories=1.0",
-        # no colour statistics: the export's parity check on noise photos is then not at the mercy of
-        # an 8-bit rounding tie in the hue histogram (seen at 1.01e-4 with them on)
-        "model.affect_features=false",
-    ):
-        args += ["--set", setting]
+    args = tiny_train_args(tmp_path / "run", dataset_dir, "data.images=[oasis,emotion6]", "loss.categories=1.0")
     assert main([*args, "--set", "optim.epochs=1"]) == 0
     assert main(args) == 0  # resumes for the second epoch, category head included
     history = json.loads((tmp_path / "run" / "history.json").read_text())

@@ -11,6 +11,7 @@ Helpers (plain functions and classes):
 * ``catalogue``, ``indexing``: catalogue rows and indexer runs with their consistency checks.
 * ``audit``, ``load``: what a service stored, catalogue audits, a bounded load driver.
 * ``browser``: Debian Chromium and the page tests' photos and screenshots.
+* ``training``: arguments of tiny real ``photoscore train`` runs on the shared data.
 
 Fixtures live in the ``fixtures_*`` modules, registered for the whole suite by
 ``tests/conftest.py`` (``pytest_plugins``); tests name them as arguments and never import them.
