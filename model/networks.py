@@ -260,16 +260,13 @@ class Projection(nn.Module):
 
 def join_members(parts: Sequence[torch.Tensor]) -> torch.Tensor:
     """Members' unit vectors [n, d] each -> one unit vector [n, K*d] whose inner product with
-    another joined vector is the mean of the members' cosines (what the FAISS index ranks by)."""
-    if len(parts) == 1:
-        return parts[0]
+    another joined vector is the mean of the members' cosines (what the FAISS index ranks by).
+    With one member it is that member's vector, bit for bit."""
     return torch.cat(list(parts), dim=1) / math.sqrt(len(parts))
 
 
 def split_members(emb: torch.Tensor, members: int) -> list[torch.Tensor]:
     """Inverse of :func:`join_members`: each member's unit vector from a joined embedding."""
-    if members == 1:
-        return [emb]
     return [part * math.sqrt(members) for part in emb.chunk(members, dim=1)]
 
 
@@ -377,22 +374,15 @@ class CDCML(nn.Module):
         if member is not None:
             return self.similarity_heads[member](self._pair(image_emb, music_emb)).squeeze(1)
         k = self.cfg.members
-        scores = [
-            head(self._pair(i, m)).squeeze(1)
-            for head, i, m in zip(
-                self.similarity_heads, split_members(image_emb, k), split_members(music_emb, k), strict=True
-            )
-        ]
-        return scores[0] if k == 1 else torch.stack(scores).mean(dim=0)
+        pairs = zip(split_members(image_emb, k), split_members(music_emb, k), strict=True)
+        return torch.stack([self.similarity(i, m, j) for j, (i, m) in enumerate(pairs)]).mean(dim=0)
 
     def va(self, emb: torch.Tensor, member: int | None = None) -> torch.Tensor:
         """Valence and arousal in [0,1] from an embedding of either modality (training target):
         the members' mean for a joined embedding, or one member's own."""
         if member is not None:
             return self.va_heads[member](emb)
-        k = self.cfg.members
-        preds = [head(e) for head, e in zip(self.va_heads, split_members(emb, k), strict=True)]
-        return preds[0] if k == 1 else torch.stack(preds).mean(dim=0)
+        return torch.stack([self.va(e, j) for j, e in enumerate(split_members(emb, self.cfg.members))]).mean(dim=0)
 
     def image_va(self, emb: torch.Tensor) -> torch.Tensor:
         """Calibrated VA of image embeddings: what users see and VA ranking uses."""
