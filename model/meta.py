@@ -27,6 +27,9 @@ class ModelConfig:
     dropout: float = 0.5
     image_size: int = 224
     compact_width: int = 32
+    # "mean": the image backbone's last feature map, mean-pooled; "stages" (EfficientNet-Lite):
+    # also the mean and spread of its intermediate stages' outputs (model.networks.EfficientNetLite)
+    image_pooling: str = "mean"
     affect_features: bool = False
     sim_hidden: tuple[int, int] | None = None  # default (embed_dim // 2, embed_dim // 8), as for 512-d
     va_hidden: tuple[int, int] | None = None  # default (embed_dim // 4, embed_dim // 16)

