@@ -199,7 +199,8 @@ class Trainer:
             digest.update(np.ascontiguousarray(arr).view(np.uint8).data)
         m = self.cfg.model
         backbone = m.image_backbone if kind == "image" else m.music_backbone
-        pooling = [m.image_pooling] if kind == "image" else []  # music keys stay as they were
+        # other image poolings extend the key; mean pooling's (and every music) key stays as it was
+        pooling = [m.image_pooling] if kind == "image" and m.image_pooling != "mean" else []
         digest.update(json.dumps([backbone, m.affect_features, m.image_size, m.compact_width, *pooling]).encode())
         return digest.hexdigest()[:16]
 
