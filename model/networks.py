@@ -116,8 +116,8 @@ class EfficientNetLite(nn.Module):
         net = self.net
         h = net._swish(net._bn0(net._conv_stem((x * self.std + self.mean - 127.0) / 128.0)))
         stats: list[torch.Tensor] = []
+        rate = net._global_params.drop_connect_rate
         for i, block in enumerate(net._blocks):  # EfficientNet.extract_features, step for step
-            rate = net._global_params.drop_connect_rate
             h = block(h, drop_connect_rate=rate * (float(i) / len(net._blocks)) if rate else rate)
             if i in self.stage_ends:
                 stats += [h.mean(dim=(2, 3)), h.std(dim=(2, 3))]

@@ -99,13 +99,14 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 def probe_images(images: ImageSet) -> dict:
     net = EfficientNetLite(0, pooling="stages").eval()
+    last = net.net._conv_head.out_channels  # the last map's mean comes first, then the stages' statistics
     parts: dict[str, list[torch.Tensor]] = {"last": [], "stages": [], "colour": []}
     with torch.inference_mode():
         for s in range(0, len(images.va), 64):
             batch = torch.from_numpy(image_input(images.pixels[s : s + 64], None))
             h = net(batch)
-            parts["last"].append(h[:, :1280])
-            parts["stages"].append(h[:, 1280:])
+            parts["last"].append(h[:, :last])
+            parts["stages"].append(h[:, last:])
             parts["colour"].append(image_affect_features(batch))
     feats = {k: torch.cat(v).numpy() for k, v in parts.items()}
     out = {}
