@@ -48,6 +48,11 @@ class OptimConfig:
     steps_per_epoch: int | None = None
     freeze_image_backbone: bool = False
     freeze_music_backbone: bool = False
+    # With a frozen EfficientNet-Lite image backbone: its last N blocks, head convolution and
+    # BN train anyway (BN statistics stay fixed), at lr * tune_lr_scale; the part below them is
+    # frozen and its output cached (model.train.Trainer). 0: the whole backbone stays frozen.
+    image_tune_blocks: int = 0
+    tune_lr_scale: float = 0.1
     half_checkpoint: bool = True
     select_metric: str = "ndcg@10"  # validation metric (higher is better) picking the saved epoch, or "last"
 
@@ -75,7 +80,7 @@ class TrainConfig:
             loss_w = ABLATIONS[loss]
         else:
             loss_w = LossWeights(**_known(LossWeights, loss, "loss"))
-        return cls(
+        cfg = cls(
             name=data.get("name", "photoscore"),
             seed=int(data.get("seed", 0)),
             device=data.get("device", "auto"),
@@ -84,6 +89,15 @@ class TrainConfig:
             loss=loss_w,
             optim=OptimConfig(**_known(OptimConfig, data.get("optim", {}), "optim")),
         )
+        m, o = cfg.model, cfg.optim
+        if o.image_tune_blocks and not (
+            o.freeze_image_backbone and m.image_backbone.startswith("efficientnet_lite") and m.image_pooling == "mean"
+        ):
+            raise ValueError(
+                "optim.image_tune_blocks needs an EfficientNet-Lite image backbone with mean pooling "
+                "and optim.freeze_image_backbone: true"
+            )
+        return cfg
 
 
 def _known(kind: type, values: dict, section: str) -> dict:

@@ -116,13 +116,49 @@ class EfficientNetLite(nn.Module):
         net = self.net
         h = net._swish(net._bn0(net._conv_stem((x * self.std + self.mean - 127.0) / 128.0)))
         stats: list[torch.Tensor] = []
+        h = self._blocks(h, 0, len(net._blocks), stats)
+        return self._head(h, stats)
+
+    def _blocks(self, h: torch.Tensor, start: int, stop: int, stats: list[torch.Tensor]) -> torch.Tensor:
+        """Blocks ``start``..``stop - 1``, as ``EfficientNet.extract_features`` runs them;
+        appends the pooled statistics of the stage ends they pass to ``stats``."""
+        net = self.net
         rate = net._global_params.drop_connect_rate
-        for i, block in enumerate(net._blocks):  # EfficientNet.extract_features, step for step
-            h = block(h, drop_connect_rate=rate * (float(i) / len(net._blocks)) if rate else rate)
+        for i in range(start, stop):
+            h = net._blocks[i](h, drop_connect_rate=rate * (float(i) / len(net._blocks)) if rate else rate)
             if i in self.stage_ends:
                 stats += [h.mean(dim=(2, 3)), h.std(dim=(2, 3))]
+        return h
+
+    def _head(self, h: torch.Tensor, stats: list[torch.Tensor]) -> torch.Tensor:
+        net = self.net
         h = net._swish(net._bn1(net._conv_head(h)))
         return torch.cat([h.mean(dim=(2, 3)), *stats], dim=1)
+
+    # Partial fine-tuning (``optim.image_tune_blocks``): the network splits before its last
+    # ``top`` blocks; the part below is frozen and its output cached once, the top trains.
+    def _check_top(self, top: int) -> int:
+        if self.stage_ends:
+            raise ValueError("partial fine-tuning needs mean image pooling (stage statistics would need caching)")
+        if not 0 < top <= len(self.net._blocks):
+            raise ValueError(f"image_tune_blocks must be in 1..{len(self.net._blocks)}, not {top}")
+        return len(self.net._blocks) - top
+
+    def bottom(self, x: torch.Tensor, top: int) -> torch.Tensor:
+        """The frozen part's output: the feature map that enters the last ``top`` blocks."""
+        net = self.net
+        h = net._swish(net._bn0(net._conv_stem((x * self.std + self.mean - 127.0) / 128.0)))
+        return self._blocks(h, 0, self._check_top(top), [])
+
+    def top(self, h: torch.Tensor, top: int) -> torch.Tensor:
+        """The rest of :meth:`forward` from :meth:`bottom`'s output: ``top(bottom(x)) == forward(x)``."""
+        return self._head(self._blocks(h, self._check_top(top), len(self.net._blocks), []), [])
+
+    def top_modules(self, top: int) -> list[tuple[str, nn.Module]]:
+        """The modules :meth:`top` trains, by their names in this module's ``state_dict``."""
+        start = self._check_top(top)
+        blocks = [(f"net._blocks.{i}", self.net._blocks[i]) for i in range(start, len(self.net._blocks))]
+        return [*blocks, ("net._conv_head", self.net._conv_head), ("net._bn1", self.net._bn1)]
 
 
 class MusicnnFeatures(nn.Module):

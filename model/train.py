@@ -23,7 +23,7 @@ from model.evaluate import score_split
 from model.export import export_onnx
 from model.features import FeatureStats
 from model.losses import total_loss
-from model.networks import CDCML, Branch
+from model.networks import CDCML, Branch, EfficientNetLite
 from model.pairs import Pairs, build_pairs, estimate_sigma
 from model.prepare import SPLITS, ImageSet, PreparedData, prepare, source_specs
 from model.transforms import clip_input, image_input
@@ -105,6 +105,7 @@ class Trainer:
         ):
             if frozen:
                 branch.backbone.requires_grad_(False)
+        tuned = self._unfreeze_top() if o.image_tune_blocks else []
         # the category term's heads (one per member) are a training aid: they read the image
         # embedding, are never saved in the checkpoint and never exported
         self.category_heads: nn.ModuleList | None = None
@@ -114,13 +115,17 @@ class Trainer:
                 nn.Linear(cfg.model.embed_dim, len(EMOTION6_CATEGORIES)) for _ in range(cfg.model.members)
             ).to(self.device)
             self.categories = category_targets(cfg, data.images)
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        tuned_ids = {id(p) for p in tuned}
+        params = [p for p in self.model.parameters() if p.requires_grad and id(p) not in tuned_ids]
         params += list(self.category_heads.parameters()) if self.category_heads is not None else []
+        groups: list[dict] = [{"params": params}]
+        if tuned:  # the pretrained top learns slower than the heads trained from scratch
+            groups.append({"params": tuned, "lr": o.lr * o.tune_lr_scale})
         self.opt: torch.optim.Optimizer
         if o.optimizer == "sgd":
-            self.opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+            self.opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
         elif o.optimizer in ("adam", "adamw"):
-            self.opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+            self.opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
         else:
             raise ValueError(f"unknown optimizer {o.optimizer!r} (sgd, adam, adamw)")
         self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=o.step_size, gamma=o.gamma)
@@ -129,6 +134,16 @@ class Trainer:
         self.history: list[dict] = []
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._resume()
+
+    def _unfreeze_top(self) -> list[nn.Parameter]:
+        """Make the image backbone's top (``optim.image_tune_blocks``) trainable; its parameters."""
+        backbone = self.model.image_branch.backbone
+        assert isinstance(backbone, EfficientNetLite)  # model.config.TrainConfig checks it
+        tuned = []
+        for _, module in backbone.top_modules(self.cfg.optim.image_tune_blocks):
+            module.requires_grad_(True)
+            tuned += list(module.parameters())
+        return tuned
 
     # ------------------------------------------------------------------ state
     @property
@@ -178,9 +193,10 @@ class Trainer:
         h, a = self._cache[kind]
         t = torch.from_numpy(idx)
         view = torch.zeros(len(idx), dtype=torch.long)
-        if rng is not None and h.dim() == 3:
+        views = kind == "image"  # [n, view, ...]: as seen and flipped
+        if rng is not None and views:
             view = torch.from_numpy(rng.integers(0, h.shape[1], len(idx)))
-        if h.dim() == 3:
+        if views:
             hs = h[t, view]
             as_ = a[t, view] if a is not None else None
         else:
@@ -190,7 +206,15 @@ class Trainer:
     def _frozen_key(self, kind: str, branch: Branch) -> str:
         """Cache key: the backbone's weights and the exact inputs it is given."""
         digest = hashlib.sha256(kind.encode())
+        tune = self.cfg.optim.image_tune_blocks if kind == "image" else 0
+        # a tuned top is not part of what is cached: its weights (changed on resume) stay out of the key
+        skip: tuple[str, ...] = ()
+        if tune:
+            assert isinstance(branch.backbone, EfficientNetLite)  # model.config.TrainConfig checks it
+            skip = tuple(f"{name}." for name, _ in branch.backbone.top_modules(tune))
         for name, tensor in sorted(branch.backbone.state_dict().items()):
+            if skip and name.startswith(skip):
+                continue
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().numpy().tobytes())
         arrays = [self.data.images.pixels] if kind == "image" else self._music_inputs()
@@ -201,7 +225,10 @@ class Trainer:
         backbone = m.image_backbone if kind == "image" else m.music_backbone
         # other image poolings extend the key; mean pooling's (and every music) key stays as it was
         pooling = [m.image_pooling] if kind == "image" and m.image_pooling != "mean" else []
-        digest.update(json.dumps([backbone, m.affect_features, m.image_size, m.compact_width, *pooling]).encode())
+        split = [f"bottom-{tune}"] if tune else []
+        digest.update(
+            json.dumps([backbone, m.affect_features, m.image_size, m.compact_width, *pooling, *split]).encode()
+        )
         return digest.hexdigest()[:16]
 
     def _music_inputs(self) -> list[np.ndarray]:
@@ -226,7 +253,7 @@ class Trainer:
                 x, aux = self._raw_input(kind, sl)
                 aux = None if aux is None else aux.to(self.device)
                 for v in range(views):
-                    h, a = branch.parts((torch.flip(x, dims=[3]) if v == 1 else x).to(self.device), aux)
+                    h, a = self._frozen_encode(kind, branch, (torch.flip(x, dims=[3]) if v == 1 else x), aux)
                     hv.append(h.cpu())
                     av.append(a.cpu() if a is not None else None)
                 hs.append(torch.stack(hv, 1) if views > 1 else hv[0])
@@ -240,6 +267,18 @@ class Trainer:
         torch.save({"h": h, **({"a": a} if a is not None else {})}, tmp)
         os.replace(tmp, path)
         return h, a
+
+    def _frozen_encode(
+        self, kind: str, branch: Branch, x: torch.Tensor, aux: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What the cache holds for one view: the backbone output and affect features, or with a
+        tuned image top, the feature map entering it (``EfficientNetLite.bottom``)."""
+        x = x.to(self.device)
+        tune = self.cfg.optim.image_tune_blocks if kind == "image" else 0
+        if not tune:
+            return branch.parts(x, aux)
+        assert isinstance(branch.backbone, EfficientNetLite)  # model.config.TrainConfig checks it
+        return branch.backbone.bottom(x, tune), (branch.affect(x) if branch.affect is not None else None)
 
     def _raw_input(
         self, kind: str, idx: np.ndarray, rng: np.random.Generator | None = None
@@ -260,7 +299,12 @@ class Trainer:
         branch = self.model.image_branch if kind == "image" else self.model.music_branch
         frozen = self.cfg.optim.freeze_image_backbone if kind == "image" else self.cfg.optim.freeze_music_backbone
         if frozen:
-            return self._frozen_parts(kind, idx, rng if train else None)
+            h, a = self._frozen_parts(kind, idx, rng if train else None)
+            tune = self.cfg.optim.image_tune_blocks if kind == "image" else 0
+            if tune:
+                assert isinstance(branch.backbone, EfficientNetLite)  # model.config.TrainConfig checks it
+                h = branch.backbone.top(h, tune)
+            return h, a
         x, aux = self._raw_input(kind, idx, rng if train else None)
         return branch.parts(x.to(self.device), None if aux is None else aux.to(self.device))
 
@@ -316,6 +360,8 @@ class Trainer:
         cfg, data = self.cfg, self.data
         rng = np.random.default_rng(cfg.seed * 1000 + self.epoch)
         self.model.train()
+        if cfg.optim.image_tune_blocks:  # a tuned top keeps its BN statistics and drops no connections
+            self.model.image_branch.backbone.eval()
         bs = cfg.optim.batch_size
         order = rng.permutation(len(data.train_pairs))
         steps = len(order) // bs

@@ -298,6 +298,29 @@ def test_efficientnet_stage_pooling_adds_each_middle_stages_mean_and_spread() ->
         build_backbone("efficientnet_lite0", pooling="max")
 
 
+def test_efficientnet_split_for_partial_fine_tuning_composes_to_the_whole_network() -> None:
+    """``top(bottom(x), k) == forward(x)`` for any split; ``top_modules(k)`` names exactly the
+    last ``k`` blocks, the head convolution and its BN, as they appear in the state dict."""
+    net, _ = build_backbone("efficientnet_lite0")
+    x = torch.from_numpy(image_batch([Image.new("RGB", (300, 200), (20, 140, 230)), _noise_photo()], 224))
+    with torch.no_grad():
+        whole = net.eval()(x)
+        for k in (1, 3):
+            below = net.bottom(x, k)
+            entering = net.net._blocks[len(net.net._blocks) - k]._expand_conv.in_channels
+            assert below.shape[1] == entering
+            assert torch.equal(net.top(below, k), whole)
+    names = [name for name, _ in net.top_modules(2)]
+    assert names == ["net._blocks.14", "net._blocks.15", "net._conv_head", "net._bn1"]
+    state = net.state_dict()
+    assert all(any(key.startswith(f"{name}.") for key in state) for name in names)
+    with pytest.raises(ValueError, match="image_tune_blocks must be in 1..16"):
+        net.bottom(x, 0)
+    staged, _ = build_backbone("efficientnet_lite0", pooling="stages")
+    with pytest.raises(ValueError, match="needs mean image pooling"):
+        staged.top_modules(1)
+
+
 def _noise_photo() -> Image.Image:
     rng = np.random.default_rng(7)
     return Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8))

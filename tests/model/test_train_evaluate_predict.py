@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from app.cli import main
 from model.checkpoint import load_checkpoint, read_meta
+from model.networks import build_backbone
 from tests.support.training import tiny_train_args
 
 
@@ -114,3 +116,42 @@ def test_category_term_trains_a_head_that_stays_out_of_the_checkpoint(tmp_path: 
     model, meta = load_checkpoint(tmp_path / "run" / "model.safetensors")
     assert meta.train_config["loss"]["categories"] == 1.0
     assert not any("category" in k for k in model.state_dict())
+
+
+def test_image_tune_blocks_trains_only_the_top_and_keeps_its_cache_across_resume(
+    tmp_path: Path, dataset_dir: Path
+) -> None:
+    """``optim.image_tune_blocks=1`` on a frozen EfficientNet-Lite0: the last block, head
+    convolution and BN move away from the ImageNet weights, every other backbone weight stays
+    bit-identical, and the cached input of the top is found again when training resumes (its key
+    leaves the tuned weights out), so one cache file serves both epochs."""
+    run = tmp_path / "run"
+    args = tiny_train_args(
+        run,
+        dataset_dir,
+        "data.max_items_per_source=12",
+        "model.image_backbone=efficientnet_lite0",
+        "optim.freeze_image_backbone=true",
+        "optim.image_tune_blocks=1",
+        "optim.half_checkpoint=false",  # the checkpoint holds the weights bit for bit
+    )
+    assert main([*args, "--set", "optim.epochs=1"]) == 0
+    assert main(args) == 0
+    caches = sorted((tmp_path / "run-cache").glob("frozen-image-*.pt"))
+    assert len(caches) == 1
+    model, meta = load_checkpoint(run / "model.safetensors")
+    assert meta.train_config["optim"]["image_tune_blocks"] == 1
+    pretrained, _ = build_backbone("efficientnet_lite0")
+    tuned = model.image_branch.backbone.state_dict()
+    top = tuple(f"{name}." for name, _ in pretrained.top_modules(1))
+    changed = {k for k, v in pretrained.state_dict().items() if not torch.equal(v, tuned[k])}
+    assert changed and all(k.startswith(top) for k in changed)
+    assert any(k.startswith("net._blocks.15.") and k.endswith("weight") for k in changed)
+
+
+def test_image_tune_blocks_needs_a_frozen_efficientnet(tmp_path: Path, dataset_dir: Path, capsys) -> None:
+    """A clear one-line refusal, before any data is prepared, when the option cannot apply."""
+    args = tiny_train_args(tmp_path / "run", dataset_dir, "optim.image_tune_blocks=1")
+    assert main(args) == 2
+    assert "optim.image_tune_blocks needs an EfficientNet-Lite image backbone" in capsys.readouterr().err
+    assert not (tmp_path / "run-cache").exists()
