@@ -135,12 +135,19 @@ class Trainer:
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._resume()
 
-    def _unfreeze_top(self) -> list[nn.Parameter]:
-        """Make the image backbone's top (``optim.image_tune_blocks``) trainable; its parameters."""
+    def _top_blocks(self, kind: str) -> int:
+        """How many of ``kind``'s backbone blocks train over its cached bottom (0: none)."""
+        return self.cfg.optim.image_tune_blocks if kind == "image" else 0
+
+    def _tuned_backbone(self) -> EfficientNetLite:
         backbone = self.model.image_branch.backbone
         assert isinstance(backbone, EfficientNetLite)  # model.config.TrainConfig checks it
+        return backbone
+
+    def _unfreeze_top(self) -> list[nn.Parameter]:
+        """Make the image backbone's top (``optim.image_tune_blocks``) trainable; its parameters."""
         tuned = []
-        for _, module in backbone.top_modules(self.cfg.optim.image_tune_blocks):
+        for _, module in self._tuned_backbone().top_modules(self._top_blocks("image")):
             module.requires_grad_(True)
             tuned += list(module.parameters())
         return tuned
@@ -206,12 +213,9 @@ class Trainer:
     def _frozen_key(self, kind: str, branch: Branch) -> str:
         """Cache key: the backbone's weights and the exact inputs it is given."""
         digest = hashlib.sha256(kind.encode())
-        tune = self.cfg.optim.image_tune_blocks if kind == "image" else 0
+        tune = self._top_blocks(kind)
         # a tuned top is not part of what is cached: its weights (changed on resume) stay out of the key
-        skip: tuple[str, ...] = ()
-        if tune:
-            assert isinstance(branch.backbone, EfficientNetLite)  # model.config.TrainConfig checks it
-            skip = tuple(f"{name}." for name, _ in branch.backbone.top_modules(tune))
+        skip = tuple(f"{name}." for name, _ in self._tuned_backbone().top_modules(tune)) if tune else ()
         for name, tensor in sorted(branch.backbone.state_dict().items()):
             if skip and name.startswith(skip):
                 continue
@@ -274,11 +278,10 @@ class Trainer:
         """What the cache holds for one view: the backbone output and affect features, or with a
         tuned image top, the feature map entering it (``EfficientNetLite.bottom``)."""
         x = x.to(self.device)
-        tune = self.cfg.optim.image_tune_blocks if kind == "image" else 0
+        tune = self._top_blocks(kind)
         if not tune:
             return branch.parts(x, aux)
-        assert isinstance(branch.backbone, EfficientNetLite)  # model.config.TrainConfig checks it
-        return branch.backbone.bottom(x, tune), (branch.affect(x) if branch.affect is not None else None)
+        return self._tuned_backbone().bottom(x, tune), (branch.affect(x) if branch.affect is not None else None)
 
     def _raw_input(
         self, kind: str, idx: np.ndarray, rng: np.random.Generator | None = None
@@ -300,11 +303,8 @@ class Trainer:
         frozen = self.cfg.optim.freeze_image_backbone if kind == "image" else self.cfg.optim.freeze_music_backbone
         if frozen:
             h, a = self._frozen_parts(kind, idx, rng if train else None)
-            tune = self.cfg.optim.image_tune_blocks if kind == "image" else 0
-            if tune:
-                assert isinstance(branch.backbone, EfficientNetLite)  # model.config.TrainConfig checks it
-                h = branch.backbone.top(h, tune)
-            return h, a
+            tune = self._top_blocks(kind)
+            return (self._tuned_backbone().top(h, tune) if tune else h), a
         x, aux = self._raw_input(kind, idx, rng if train else None)
         return branch.parts(x.to(self.device), None if aux is None else aux.to(self.device))
 
