@@ -113,11 +113,14 @@ class EfficientNetLite(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        net = self.net
-        h = net._swish(net._bn0(net._conv_stem((x * self.std + self.mean - 127.0) / 128.0)))
         stats: list[torch.Tensor] = []
-        h = self._blocks(h, 0, len(net._blocks), stats)
+        h = self._blocks(self._stem(x), 0, len(self.net._blocks), stats)
         return self._head(h, stats)
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem on the shared input, rescaled to the ``(x - 127) / 128`` the weights expect."""
+        net = self.net
+        return net._swish(net._bn0(net._conv_stem((x * self.std + self.mean - 127.0) / 128.0)))
 
     def _blocks(self, h: torch.Tensor, start: int, stop: int, stats: list[torch.Tensor]) -> torch.Tensor:
         """Blocks ``start``..``stop - 1``, as ``EfficientNet.extract_features`` runs them;
@@ -146,9 +149,7 @@ class EfficientNetLite(nn.Module):
 
     def bottom(self, x: torch.Tensor, top: int) -> torch.Tensor:
         """The frozen part's output: the feature map that enters the last ``top`` blocks."""
-        net = self.net
-        h = net._swish(net._bn0(net._conv_stem((x * self.std + self.mean - 127.0) / 128.0)))
-        return self._blocks(h, 0, self._check_top(top), [])
+        return self._blocks(self._stem(x), 0, self._check_top(top), [])
 
     def top(self, h: torch.Tensor, top: int) -> torch.Tensor:
         """The rest of :meth:`forward` from :meth:`bottom`'s output: ``top(bottom(x)) == forward(x)``."""

@@ -360,7 +360,7 @@ class Trainer:
         cfg, data = self.cfg, self.data
         rng = np.random.default_rng(cfg.seed * 1000 + self.epoch)
         self.model.train()
-        if cfg.optim.image_tune_blocks:  # a tuned top keeps its BN statistics and drops no connections
+        if self._top_blocks("image"):  # a tuned top keeps its BN statistics and drops no connections
             self.model.image_branch.backbone.eval()
         bs = cfg.optim.batch_size
         order = rng.permutation(len(data.train_pairs))
