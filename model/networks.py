@@ -217,19 +217,38 @@ def denormalise(x: torch.Tensor) -> torch.Tensor:
     return x * std + mean
 
 
+# Raised whenever image_affect_features computes something else, so training caches of the old
+# statistics are not reused (2: hue ties binned alike in PyTorch and ONNX Runtime).
+IMAGE_AFFECT_VERSION = 2
+
+
+def _hue(levels: torch.Tensor) -> torch.Tensor:
+    """Hue angle in [-pi, pi) of 8-bit levels [n, 3, H, W], the same in PyTorch and ONNX Runtime.
+
+    From integer levels, hue ties (g = b, 2r = g + b) are exact zeros in every runtime; from the
+    /255 values they were not once ONNX Runtime turned the division into a multiplication, and a
+    tie pixel changed hue bin between training and serving. ONNX has no atan2: the exporter's
+    atan(y / x) gives -pi where PyTorch gives +pi (g = b > r), and NaN for grey pixels (0 / 0),
+    so both cases are set here rather than left to the runtime.
+    """
+    r, g, b = levels[:, 0], levels[:, 1], levels[:, 2]
+    hy, hx = 1.7320508 * (g - b), 2 * r - g - b
+    hue = torch.atan2(hy, torch.where((hx == 0) & (hy == 0), torch.ones_like(hx), hx))
+    return torch.where((hy == 0) & (hx < 0), torch.full_like(hue, -torch.pi), hue)
+
+
 def image_affect_features(x: torch.Tensor) -> torch.Tensor:
     """Cheap colour statistics known to track image valence (brightness, saturation, hue,
     colourfulness, gradient energy), computed from an ImageNet-normalised batch."""
     # Back on the 8-bit grid the photo came from: grey pixels become exactly grey (zero saturation,
     # so no hue from rounding noise) and thresholds see exact pixel values, in PyTorch and ONNX alike.
-    rgb = (denormalise(x).clamp(0, 1) * 255.0).round() / 255.0
+    levels = (denormalise(x).clamp(0, 1) * 255.0).round()
+    rgb = levels / 255.0
     r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
     v = rgb.amax(dim=1)
     c = v - rgb.amin(dim=1)
     s = c / v.clamp_min(1e-4)
-    hy, hx = 1.7320508 * (g - b), 2 * r - g - b
-    # atan2(0, 0) is 0 in PyTorch but NaN in ONNX's atan2 (y / x first); grey pixels hit it.
-    hue = torch.atan2(hy, torch.where((hx == 0) & (hy == 0), torch.ones_like(hx), hx))
+    hue = _hue(levels)
     w = s / s.sum(dim=(1, 2), keepdim=True).clamp_min(1e-4)
     hue_cos = (w * torch.cos(hue)).sum(dim=(1, 2))
     hue_sin = (w * torch.sin(hue)).sum(dim=(1, 2))

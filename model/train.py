@@ -23,7 +23,7 @@ from model.evaluate import score_split
 from model.export import export_onnx
 from model.features import FeatureStats
 from model.losses import total_loss
-from model.networks import CDCML, Branch, EfficientNetLite
+from model.networks import CDCML, IMAGE_AFFECT_VERSION, Branch, EfficientNetLite
 from model.pairs import Pairs, build_pairs, estimate_sigma
 from model.prepare import SPLITS, ImageSet, PreparedData, prepare, source_specs
 from model.transforms import clip_input, image_input
@@ -230,8 +230,9 @@ class Trainer:
         # other image poolings extend the key; mean pooling's (and every music) key stays as it was
         pooling = [m.image_pooling] if kind == "image" and m.image_pooling != "mean" else []
         split = [f"bottom-{tune}"] if tune else []
+        colour = [f"colour-v{IMAGE_AFFECT_VERSION}"] if kind == "image" and m.affect_features else []
         digest.update(
-            json.dumps([backbone, m.affect_features, m.image_size, m.compact_width, *pooling, *split]).encode()
+            json.dumps([backbone, m.affect_features, m.image_size, m.compact_width, *pooling, *split, *colour]).encode()
         )
         return digest.hexdigest()[:16]
 

@@ -121,3 +121,39 @@ def test_model_card_names_the_shipped_graphs_and_their_sha256() -> None:
     card = (DEFAULT_CHECKPOINT.parent / "MODEL_CARD.md").read_text()
     for path in onnx_paths(DEFAULT_CHECKPOINT).values():
         assert f"`{path.name}`" in card and file_sha256(path) in card, f"MODEL_CARD.md is stale for {path.name}"
+
+
+def test_colour_statistics_bin_every_8_bit_colour_alike_in_pytorch_and_onnx(tmp_path: Path) -> None:
+    """Hue ties (g = b, 2r = g + b) are common 8-bit colours; each must land in the same hue bin
+    in training (PyTorch) and serving (ONNX Runtime). Before, 1 in 256 colours did not."""
+    import onnxruntime as ort
+    import torch
+
+    from model.networks import IMAGENET_MEAN, IMAGENET_STD, image_affect_features
+
+    class ColourStatistics(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return image_affect_features(x)
+
+    g, b = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")  # every (g, b) for each red level
+    rgb = np.stack([np.stack([np.full_like(g, r), g, b]) for r in range(0, 256, 5)]).astype(np.float32) / 255
+    mean, std = (np.asarray(v, np.float32).reshape(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    x = ((rgb - mean) / std).astype(np.float32)
+    path = tmp_path / "colour.onnx"
+    torch.onnx.export(
+        ColourStatistics().eval(),
+        torch.from_numpy(x[:2]),
+        path,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "n"}},
+        opset_version=18,
+        dynamo=False,
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ref = image_affect_features(torch.from_numpy(x)).numpy()
+    out = session.run(None, {"x": x})[0]
+    hue_histogram = slice(-8, None)
+    assert np.abs(ref[:, hue_histogram].sum(axis=1) - 1).max() < 1e-5, "a saturated pixel fell in no hue bin"
+    assert np.abs(ref[:, hue_histogram] - out[:, hue_histogram]).max() < 1e-5
+    assert np.abs(ref - out).max() < 1e-3  # means over 65,536 pixels: only summation order differs
