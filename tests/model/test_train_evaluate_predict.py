@@ -149,6 +149,28 @@ def test_image_tune_blocks_trains_only_the_top_and_keeps_its_cache_across_resume
     assert any(k.startswith("net._blocks.15.") and k.endswith("weight") for k in changed)
 
 
+def test_cached_photo_features_are_not_reused_once_the_colour_statistics_change(
+    tmp_path: Path, dataset_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frozen backbone's cache holds the colour statistics too: when their code changes
+    (``IMAGE_AFFECT_VERSION``), a resumed run computes a new cache instead of reusing the old one."""
+    import model.train
+
+    args = tiny_train_args(
+        tmp_path / "run",
+        dataset_dir,
+        "data.max_items_per_source=12",
+        "model.image_backbone=efficientnet_lite0",
+        "optim.freeze_image_backbone=true",
+        "model.affect_features=true",
+    )
+    assert main([*args, "--set", "optim.epochs=1"]) == 0
+    assert len(list((tmp_path / "run-cache").glob("frozen-image-*.pt"))) == 1
+    monkeypatch.setattr(model.train, "IMAGE_AFFECT_VERSION", model.train.IMAGE_AFFECT_VERSION + 1)
+    assert main(args) == 0
+    assert len(list((tmp_path / "run-cache").glob("frozen-image-*.pt"))) == 2
+
+
 def test_image_tune_blocks_needs_a_frozen_efficientnet(tmp_path: Path, dataset_dir: Path, capsys) -> None:
     """A clear one-line refusal, before any data is prepared, when the option cannot apply."""
     args = tiny_train_args(tmp_path / "run", dataset_dir, "optim.image_tune_blocks=1")
