@@ -10,7 +10,8 @@ training and validation items together; the test split is never read.
   (``model.image_pooling: stages``) and the 24 colour statistics.
 - Songs (Panda-4Q, 6 clips a song averaged per song; AUC of high valence and of high arousal):
   musicnn's penultimate layer and tags (what the default model reads), its pooled front- and
-  mid-end maps (753 means, 753 maxima) and the spectral statistics.
+  mid-end maps (753 means, 753 maxima), the spectral statistics and a key-mode estimate from the
+  clips' chroma (major/minor profile correlations).
 
     python scripts/probe_features.py --data-root ../shared/data --json runs/probe.json
 """
@@ -32,7 +33,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold
 
 from model.config import load_config
-from model.features import FeatureStats
+from model.features import FeatureStats, feature_rows
 from model.musicnn import MusicnnTagger
 from model.networks import EfficientNetLite, image_affect_features, music_affect_features
 from model.prepare import SPLITS, ImageSet, MusicSet
@@ -57,7 +58,12 @@ MUSIC_SETS = {
         "max_pool",
         "spectral",
     ],
+    "penultimate + tags + spectral statistics + key mode": ["penultimate", "tags", "spectral", "key_mode"],
+    "key mode alone": ["key_mode"],
 }
+# Krumhansl-Kessler key profiles (C major, C minor): how strongly each pitch class belongs to a key.
+MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 
 def _standardised(x: np.ndarray, fit: np.ndarray, apply: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -95,6 +101,24 @@ def _scores(
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def key_mode_features(chroma: np.ndarray) -> np.ndarray:
+    """Major/minor mode of each clip's mean chroma [n, 12], a classic valence cue that the model's
+    per-row chroma statistics hold only implicitly: the best correlation with the 12 major and 12
+    minor key profiles, their difference, the better of the two (tonal clarity) and the chroma
+    entropy."""
+
+    def rotations(profile: np.ndarray) -> np.ndarray:
+        keys = np.stack([np.roll(profile, k) for k in range(12)])
+        return (keys - keys.mean(1, keepdims=True)) / keys.std(1, keepdims=True)
+
+    z = (chroma - chroma.mean(1, keepdims=True)) / (chroma.std(1, keepdims=True) + 1e-8)
+    major, minor = (z @ rotations(p).T / 12 for p in (MAJOR_PROFILE, MINOR_PROFILE))
+    best_major, best_minor = major.max(1), minor.max(1)
+    share = np.clip(chroma / chroma.sum(1, keepdims=True).clip(1e-8), 1e-8, 1)
+    entropy = -(share * np.log(share)).sum(1)
+    return np.stack([best_major, best_minor, best_major - best_minor, np.maximum(best_major, best_minor), entropy], 1)
 
 
 def probe_images(images: ImageSet) -> dict:
@@ -150,6 +174,7 @@ def probe_songs(music: MusicSet, stats: FeatureStats, clips_per_song: int = 6) -
                 parts[key].append(outputs[key])
             parts["spectral"].append(music_affect_features(torch.from_numpy(clip_input(stats, music.features[rows]))))
     feats = {k: torch.cat(v).numpy() for k, v in parts.items()}
+    feats["key_mode"] = key_mode_features(music.features[pick][:, feature_rows()["chroma"]].astype(np.float64).mean(2))
     songs, inverse = np.unique(music.song[pick], return_inverse=True)
     count = np.bincount(inverse)[:, None]
 
@@ -177,12 +202,17 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=Path("configs/default.yaml"))
     ap.add_argument("--data-root", default="../shared/data")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--part", choices=("photos", "songs", "both"), default="both", help="which probes to run")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
     cfg = load_config(args.config, [f"data.root={args.data_root}"])
     data = build_train_data(cfg, progress=False)  # the training run's splits and spectral standardisation
-    result = {"photos": probe_images(data.images), "songs": probe_songs(data.music, data.stats)}
+    result = {}
+    if args.part in ("photos", "both"):
+        result["photos"] = probe_images(data.images)
+    if args.part in ("songs", "both"):
+        result["songs"] = probe_songs(data.music, data.stats)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")
