@@ -1,4 +1,4 @@
-"""The model-study scripts' pure parts on hand-made inputs: hubness corrections and mood groups."""
+"""The model-study scripts' pure parts on hand-made inputs: hubness corrections, mood groups, key mode."""
 
 from __future__ import annotations
 
@@ -56,3 +56,15 @@ def test_mood_groups_count_quadrants_energy_and_overlap() -> None:
     assert out["cdcml:m"]["overlap"]["joy~anger"] == pytest.approx(2 / 4)  # min(s0 2,1)+min(s1 1,1) / 2+1+1
     assert out["cdcml:m"]["overlap"]["sadness~anger"] == 0.0
     assert mood.weighted_jaccard(Counter("aab"), Counter("aab")) == 1.0
+
+
+def test_key_mode_tells_major_from_minor_in_every_key() -> None:
+    probe = load_script("probe_features")
+    chroma = np.zeros((4, 12))
+    for row, pitch_classes in enumerate(([0, 4, 7], [0, 3, 7], [0, 2, 4, 5, 7, 9, 11], [0, 2, 3, 5, 7, 8, 11])):
+        chroma[row, pitch_classes] = 1  # C major and C minor triads, C major and C harmonic minor scales
+    f = probe.key_mode_features(chroma)
+    mode = f[:, 2]  # best major-profile correlation minus best minor-profile correlation
+    assert mode[0] > 0 > mode[1] and mode[2] > 0 > mode[3]
+    assert np.allclose(probe.key_mode_features(np.roll(chroma, 5, axis=1)), f)  # the same in F
+    assert f[0, 4] < f[2, 4]  # three pitch classes are less spread (entropy) than seven
