@@ -25,6 +25,11 @@ middle is near every photo; standardised, that nearness no longer lifts it for a
 is scored (the service scores a FAISS candidate pool of 4 x (n + 5) tracks, which on these
 catalogues of 40-75 songs is nearly all of them).
 
+``--views`` sees each query photo as served (``service``) or averaged over more views
+(test-time augmentation): its mirror image (``mirror``), five 224-px crops of the photo at 256 px
+(centre and corners, ``crops``), or both (``crops+mirror``: 12 views). The mean embedding is
+L2-normalised again and the VA averaged; bank photos stay single-view, as the service stores them.
+
     python scripts/hubness_study.py --checkpoint model/default/photoscore-default.safetensors \
         --split val --json docs/hubness-val.json
 """
@@ -45,7 +50,7 @@ from app.evaluation.bootstrap import bootstrap_resamples
 from app.evaluation.catalogue import build_catalogue
 from app.evaluation.metrics import K, method_metrics
 from app.evaluation.service import embed_photos
-from app.evaluation.split import DEFAULT_IMAGES, DEFAULT_MUSIC, load_eval_data, split_spec
+from app.evaluation.split import DEFAULT_IMAGES, DEFAULT_MUSIC, Photo, load_eval_data, split_spec
 from app.services.bank_stats import BANK_CLIPS_PER_TRACK, CLIPS_PER_TRACK, bank_clip_positions
 from model.inference import Matcher
 from model.meta import read_meta
@@ -91,6 +96,34 @@ def corrections(s: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def view_embeddings(
+    matcher: Matcher, photos: list[Photo], settings: Settings, views: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each photo's embedding (mean over its views, L2-normalised) and VA (mean) for ``views``."""
+    from app.services.photos import decode_photo
+    from model.image import open_image
+    from model.transforms import image_pixels, pixels_to_array
+
+    size = matcher.image_size
+    embs, vas = [], []
+    for photo in photos:
+        data = photo.path.read_bytes()
+        tensors = [decode_photo(data, settings.max_image_pixels, size)]  # the served view
+        if "crops" in views:
+            wide = size * 8 // 7  # 256 px for 224
+            big = image_pixels(open_image(data, max_pixels=settings.max_image_pixels, draft_size=wide), wide)
+            m = big.shape[-1] - size
+            corners = ((m // 2, m // 2), (0, 0), (0, m), (m, 0), (m, m))
+            tensors += [pixels_to_array(big[:, y : y + size, x : x + size]) for y, x in corners]
+        if "mirror" in views:
+            tensors += [np.ascontiguousarray(t[..., ::-1]) for t in tensors]
+        e, v = matcher.embed_image_tensor(np.stack(tensors))
+        mean = np.asarray(e, np.float64).mean(axis=0)
+        embs.append(mean / np.linalg.norm(mean))
+        vas.append(np.asarray(v, np.float64).mean(axis=0))
+    return np.asarray(embs, np.float32), np.asarray(vas, np.float32)
+
+
 def va_covering(va: np.ndarray, n: int) -> np.ndarray:
     """Indices of ``n`` photos spread evenly over VA space: the photo nearest each cell centre of a
     ``sqrt(n)``-square grid over the photos' VA range, then farthest-point picks to fill up."""
@@ -115,6 +148,7 @@ def main() -> None:
     ap.add_argument("--bank-size", type=int, default=512, help="training photos in the larger bank")
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--views", choices=("service", "mirror", "crops", "crops+mirror"), default="service")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     settings = Settings()
@@ -131,7 +165,10 @@ def main() -> None:
             clips = [c.embeddings for c in snap.track_clips(tids)]
         finally:
             cat.close()
-    emb, pred_va = embed_photos(matcher, data.photos, settings)
+    if args.views == "service":
+        emb, pred_va = embed_photos(matcher, data.photos, settings)
+    else:
+        emb, pred_va = view_embeddings(matcher, data.photos, settings, args.views)
     big_bank, big_bank_va = embed_photos(matcher, train.photos, settings)
     own_bank = np.asarray(matcher.query_bank, np.float32)
     s = track_scores(matcher, emb, clips, bank=False)
@@ -160,7 +197,10 @@ def main() -> None:
         top = [[int(cat.songs[j]) for j in np.lexsort((np.arange(len(r)), -r))[:K]] for r in score]
         m = method_metrics(top, data.photos, pred_va, song_q, list(cat.songs), resamples)
         results[name] = {key: round(m[key]["value"], 4) for key in SHOWN}
-    print(f"{args.split}: {len(data.photos)} photos, {len(data.songs)} songs; banks {list(banks)}")
+    human = np.array([[p.valence, p.arousal] for p in data.photos])
+    image_r = {axis: round(float(np.corrcoef(pred_va[:, j], human[:, j])[0, 1]), 4) for j, axis in enumerate("VA")}
+    print(f"{args.split}: {len(data.photos)} photos, {len(data.songs)} songs; banks {list(banks)}; views {args.views}")
+    print(f"image VA r (photo's predicted against human): valence {image_r['V']:.3f}, arousal {image_r['A']:.3f}")
     print("| correction | " + " | ".join(SHOWN) + " |")
     print("|---" * (len(SHOWN) + 1) + "|")
     for name, row in results.items():
@@ -171,6 +211,7 @@ def main() -> None:
         )
     if args.json:
         meta = {"checkpoint_sha256": matcher.checkpoint_hash, "split": args.split, "photos": len(data.photos)}
+        meta |= {"views": args.views, "image_r": image_r}
         meta |= {"songs": len(data.songs), "bank_clips_per_track": BANK_CLIPS_PER_TRACK}
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
 
