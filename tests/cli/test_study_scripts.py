@@ -68,3 +68,29 @@ def test_key_mode_tells_major_from_minor_in_every_key() -> None:
     assert mode[0] > 0 > mode[1] and mode[2] > 0 > mode[3]
     assert np.allclose(probe.key_mode_features(np.roll(chroma, 5, axis=1)), f)  # the same in F
     assert f[0, 4] < f[2, 4]  # three pitch classes are less spread (entropy) than seven
+
+
+def test_view_averaging_sees_the_served_photo_its_crops_and_mirror_images(tiny_checkpoint, tmp_path) -> None:
+    """A mirror-symmetric photo gives its served embedding back when averaged with its mirror
+    image; crops of an asymmetric one move it, and every averaged embedding is unit length."""
+    from PIL import Image
+
+    from app.core.settings import Settings
+    from app.evaluation.service import embed_photos
+    from app.evaluation.split import Photo
+    from model.inference import Matcher
+
+    hub = load_script("hubness_study")
+    rng = np.random.default_rng(0)
+    half = rng.integers(0, 256, (120, 60, 3), dtype=np.uint8)  # square: the served view is not cropped
+    photos = []
+    for name, pixels in (("symmetric", np.concatenate([half, half[:, ::-1]], axis=1)), ("noise", half)):
+        Image.fromarray(pixels).save(tmp_path / f"{name}.png")
+        photos.append(Photo(name, tmp_path / f"{name}.png", "test", 0.5, 0.5, 1))
+    matcher, settings = Matcher.load(tiny_checkpoint, "cpu"), Settings()
+    served, served_va = embed_photos(matcher, photos, settings)
+    mirrored, mirrored_va = hub.view_embeddings(matcher, photos, settings, "mirror")
+    assert np.abs(mirrored[0] - served[0]).max() < 1e-5 and np.abs(mirrored_va[0] - served_va[0]).max() < 1e-5
+    cropped, _ = hub.view_embeddings(matcher, photos, settings, "crops+mirror")
+    assert np.abs(cropped[1] - served[1]).max() > 1e-3
+    assert np.allclose(np.linalg.norm(cropped, axis=1), 1, atol=1e-5)
