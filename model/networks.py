@@ -226,8 +226,8 @@ def _hue(levels: torch.Tensor) -> torch.Tensor:
     """Hue angle in [-pi, pi) of 8-bit levels [n, 3, H, W], the same in PyTorch and ONNX Runtime.
 
     From integer levels, hue ties (g = b, 2r = g + b) are exact zeros in every runtime; from the
-    /255 values they were not once ONNX Runtime turned the division into a multiplication, and a
-    tie pixel changed hue bin between training and serving. ONNX has no atan2: the exporter's
+    /255 values float rounding did not always make them zero in both, and a tie pixel on a bin
+    edge changed bin between training and serving. ONNX has no atan2: the exporter's
     atan(y / x) gives -pi where PyTorch gives +pi (g = b > r), and NaN for grey pixels (0 / 0),
     so both cases are set here rather than left to the runtime.
     """
