@@ -48,7 +48,7 @@ from scipy.special import logsumexp
 from app.core.settings import Settings
 from app.evaluation.bootstrap import bootstrap_resamples
 from app.evaluation.catalogue import build_catalogue
-from app.evaluation.metrics import K, method_metrics
+from app.evaluation.metrics import K, method_metrics, modality_figures
 from app.evaluation.service import embed_photos
 from app.evaluation.split import DEFAULT_IMAGES, DEFAULT_MUSIC, Photo, load_eval_data, split_spec
 from app.services.bank_stats import BANK_CLIPS_PER_TRACK, CLIPS_PER_TRACK, bank_clip_positions
@@ -197,10 +197,9 @@ def main() -> None:
         top = [[int(cat.songs[j]) for j in np.lexsort((np.arange(len(r)), -r))[:K]] for r in score]
         m = method_metrics(top, data.photos, pred_va, song_q, list(cat.songs), resamples)
         results[name] = {key: round(m[key]["value"], 4) for key in SHOWN}
-    human = np.array([[p.valence, p.arousal] for p in data.photos])
-    image_r = {axis: round(float(np.corrcoef(pred_va[:, j], human[:, j])[0, 1]), 4) for j, axis in enumerate("VA")}
+    modality = {k: round(v, 4) for k, v in modality_figures(data.photos, pred_va, song_q, cat).items()}
     print(f"{args.split}: {len(data.photos)} photos, {len(data.songs)} songs; banks {list(banks)}; views {args.views}")
-    print(f"image VA r (photo's predicted against human): valence {image_r['V']:.3f}, arousal {image_r['A']:.3f}")
+    print(f"image VA r: valence {modality['image_valence_r']:.3f}, arousal {modality['image_arousal_r']:.3f}")
     print("| correction | " + " | ".join(SHOWN) + " |")
     print("|---" * (len(SHOWN) + 1) + "|")
     for name, row in results.items():
@@ -211,7 +210,7 @@ def main() -> None:
         )
     if args.json:
         meta = {"checkpoint_sha256": matcher.checkpoint_hash, "split": args.split, "photos": len(data.photos)}
-        meta |= {"views": args.views, "image_r": image_r}
+        meta |= {"views": args.views, "modality": modality}
         meta |= {"songs": len(data.songs), "bank_clips_per_track": BANK_CLIPS_PER_TRACK}
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
 
