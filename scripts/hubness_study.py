@@ -100,7 +100,7 @@ def view_embeddings(
     matcher: Matcher, photos: list[Photo], settings: Settings, views: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each photo's embedding (mean over its views, L2-normalised) and VA (mean) for ``views``."""
-    from app.services.photos import decode_photo
+    from app.services.photos import decode_photo, embed_tensors
     from model.image import open_image
     from model.transforms import image_pixels, pixels_to_array
 
@@ -117,7 +117,7 @@ def view_embeddings(
             tensors += [pixels_to_array(big[:, y : y + size, x : x + size]) for y, x in corners]
         if "mirror" in views:
             tensors += [np.ascontiguousarray(t[..., ::-1]) for t in tensors]
-        e, v = matcher.embed_image_tensor(np.stack(tensors))
+        e, v = embed_tensors(matcher, tensors)
         mean = np.asarray(e, np.float64).mean(axis=0)
         embs.append(mean / np.linalg.norm(mean))
         vas.append(np.asarray(v, np.float64).mean(axis=0))
